@@ -1,0 +1,37 @@
+# One-command set-up: every target installs what it needs into the repo (.venv, node_modules) or the
+# per-user cache (~/.cache/spot-rebalancer, the control plane binaries).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+CDK_STAMP := node_modules/.installed
+
+.PHONY: test test-unit test-cluster cluster lint control-plane
+
+$(VENV_STAMP): requirements.txt lambdas/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(CDK_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+control-plane:
+	tests/kube/build.sh
+
+## The whole suite, as CI runs it.
+test: $(VENV_STAMP) $(CDK_STAMP) control-plane
+	$(BIN)/python -m pytest
+
+## Fast inner loop: no control plane, no CDK synth.
+test-unit: $(VENV_STAMP)
+	$(BIN)/python -m pytest -m "not cluster" tests/unit
+
+## A local control plane in the foreground, for kubectl.
+cluster: $(VENV_STAMP) control-plane
+	$(BIN)/python -m tests.kube
+
+lint: $(VENV_STAMP)
+	$(BIN)/ruff check lambdas tests

@@ -1,0 +1,1 @@
+"""spot-rebalancer: keeps EKS spot/on-demand fleets drained, labelled and balanced."""

@@ -1,0 +1,275 @@
+"""Light, typed views of the Kubernetes objects the product reads, decoded straight from raw JSON.
+
+Only the fields the product uses are declared; msgspec skips the rest while decoding, which is what
+keeps a 150,000-pod snapshot fast and small (the official client's models cost ~1.1 s and ~65 KB per
+1,000 pods / per pod). Field names follow the API's JSON (camelCase, with the odd acronym spelled out).
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import msgspec
+from msgspec import field
+
+
+class _Obj(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """Base for API structs: camelCase JSON names, unknown fields ignored, defaults omitted."""
+
+
+class OwnerReference(_Obj):
+    kind: str
+    name: str
+    api_version: str = ""
+    uid: str = ""
+    controller: bool = False
+
+
+class ObjectMeta(_Obj):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    owner_references: list[OwnerReference] = []
+
+    @property
+    def controller(self) -> OwnerReference | None:
+        """The owner reference marked as controller, if any."""
+        for ref in self.owner_references:
+            if ref.controller:
+                return ref
+        return None
+
+
+class ListMeta(_Obj):
+    resource_version: str = ""
+    continue_: str = field(default="", name="continue")
+
+
+# --- scheduling vocabulary -------------------------------------------------------------------
+
+
+class Taint(_Obj):
+    key: str
+    effect: str
+    value: str = ""
+    time_added: str | None = None
+
+
+class Toleration(_Obj):
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+    toleration_seconds: int | None = None
+
+
+class NodeSelectorRequirement(_Obj):
+    key: str
+    operator: str
+    values: list[str] = []
+
+
+class NodeSelectorTerm(_Obj):
+    match_expressions: list[NodeSelectorRequirement] = []
+    match_fields: list[NodeSelectorRequirement] = []
+
+
+class NodeSelector(_Obj):
+    node_selector_terms: list[NodeSelectorTerm] = []
+
+
+class PreferredSchedulingTerm(_Obj):
+    weight: int
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(_Obj):
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = []
+
+
+class LabelSelectorRequirement(_Obj):
+    key: str
+    operator: str
+    values: list[str] = []
+
+
+class LabelSelector(_Obj):
+    match_labels: dict[str, str] = {}
+    match_expressions: list[LabelSelectorRequirement] = []
+
+
+class PodAffinityTerm(_Obj):
+    label_selector: LabelSelector | None = None
+    namespaces: list[str] = []
+    namespace_selector: LabelSelector | None = None
+    topology_key: str = ""
+
+
+class WeightedPodAffinityTerm(_Obj):
+    weight: int
+    pod_affinity_term: PodAffinityTerm
+
+
+class PodAffinity(_Obj):
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] = []
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] = []
+
+
+class Affinity(_Obj):
+    node_affinity: NodeAffinity | None = None
+    pod_affinity: PodAffinity | None = None
+    pod_anti_affinity: PodAffinity | None = None
+
+
+# --- pods --------------------------------------------------------------------------------------
+
+
+class ResourceRequirements(_Obj):
+    requests: dict[str, str | int | float] = {}
+    limits: dict[str, str | int | float] = {}
+
+
+class ContainerPort(_Obj):
+    container_port: int = 0
+    host_port: int = 0
+    host_ip: str = field(default="", name="hostIP")
+    protocol: str = "TCP"
+
+
+class Container(_Obj):
+    name: str = ""
+    resources: ResourceRequirements = field(default_factory=ResourceRequirements)
+    ports: list[ContainerPort] = []
+    restart_policy: str = ""  # "Always" marks a native sidecar init container
+
+
+class PersistentVolumeClaimSource(_Obj):
+    claim_name: str
+
+
+class Volume(_Obj):
+    name: str = ""
+    persistent_volume_claim: PersistentVolumeClaimSource | None = None
+    empty_dir: dict | None = None
+    host_path: dict | None = None
+
+
+class PodSpec(_Obj):
+    node_name: str = ""
+    node_selector: dict[str, str] = {}
+    affinity: Affinity | None = None
+    tolerations: list[Toleration] = []
+    containers: list[Container] = []
+    init_containers: list[Container] = []
+    overhead: dict[str, str | int | float] = {}
+    priority: int | None = None
+    priority_class_name: str = ""
+    termination_grace_period_seconds: int | None = None
+    volumes: list[Volume] = []
+    scheduler_name: str = ""
+
+
+class PodCondition(_Obj):
+    type: str
+    status: str
+
+
+class PodStatus(_Obj):
+    phase: str = ""
+    conditions: list[PodCondition] = []
+    start_time: str | None = None
+
+
+class Pod(_Obj):
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PodSpec = field(default_factory=PodSpec)
+    status: PodStatus = field(default_factory=PodStatus)
+
+    @property
+    def ready(self) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in self.status.conditions)
+
+
+# --- nodes -------------------------------------------------------------------------------------
+
+
+class NodeSpec(_Obj):
+    unschedulable: bool = False
+    taints: list[Taint] = []
+    provider_id: str = field(default="", name="providerID")
+
+
+class NodeCondition(_Obj):
+    type: str
+    status: str
+
+
+class NodeAddress(_Obj):
+    type: str
+    address: str
+
+
+class NodeStatus(_Obj):
+    capacity: dict[str, str | int | float] = {}
+    allocatable: dict[str, str | int | float] = {}
+    conditions: list[NodeCondition] = []
+    addresses: list[NodeAddress] = []
+
+
+class Node(_Obj):
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: NodeSpec = field(default_factory=NodeSpec)
+    status: NodeStatus = field(default_factory=NodeStatus)
+
+    @property
+    def ready(self) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in self.status.conditions)
+
+    @property
+    def instance_id(self) -> str:
+        """The EC2 instance id from `aws:///<az>/<instance-id>`, or "" for other providers."""
+        provider_id = self.spec.provider_id
+        if not provider_id.startswith("aws://"):
+            return ""
+        return provider_id.rsplit("/", 1)[-1]
+
+
+# --- disruption budgets --------------------------------------------------------------------------
+
+
+class PodDisruptionBudgetSpec(_Obj):
+    min_available: int | str | None = None
+    max_unavailable: int | str | None = None
+    selector: LabelSelector | None = None
+
+
+class PodDisruptionBudgetStatus(_Obj):
+    disruptions_allowed: int = 0
+    current_healthy: int = 0
+    desired_healthy: int = 0
+    expected_pods: int = 0
+
+
+class PodDisruptionBudget(_Obj):
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PodDisruptionBudgetSpec = field(default_factory=PodDisruptionBudgetSpec)
+    status: PodDisruptionBudgetStatus = field(default_factory=PodDisruptionBudgetStatus)
+
+
+# --- lists -------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class ObjectList(_Obj, Generic[T]):
+    """One page of a list response (`PodList`, `NodeList`, ...)."""
+
+    metadata: ListMeta = field(default_factory=ListMeta)
+    items: list[T] = []

@@ -1,0 +1,55 @@
+"""A point-in-time view of a cluster (nodes, pods, PodDisruptionBudgets) and how to read one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .objects import Node, ObjectList, Pod, PodDisruptionBudget
+
+
+class SnapshotError(ValueError):
+    """Input that is not a Kubernetes List of nodes, pods and PodDisruptionBudgets."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    nodes: list[Node] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    pdbs: list[PodDisruptionBudget] = field(default_factory=list)
+
+
+class _Kind(msgspec.Struct):
+    kind: str = ""
+
+
+_ITEM_TYPES: dict[str, type] = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget}
+_decode_list = msgspec.json.Decoder(ObjectList[msgspec.Raw]).decode
+_decode_kind = msgspec.json.Decoder(_Kind).decode
+
+
+def read_list(data: bytes | str, source: str = "input") -> ClusterSnapshot:
+    """Read the output of `kubectl get nodes,pods,pdb -A -o json`.
+
+    Items of other kinds are ignored; anything that is not such a List raises SnapshotError naming
+    `source` and, where it can, the offending item.
+    """
+    try:
+        top = _decode_kind(data)
+        if top.kind != "List" and not top.kind.endswith("List"):
+            raise SnapshotError(f"{source}: expected a Kubernetes List, got kind {top.kind!r}")
+        raw_items = _decode_list(data).items
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"{source}: not a Kubernetes List: {exc}") from None
+    buckets: dict[str, list] = {kind: [] for kind in _ITEM_TYPES}
+    for index, raw in enumerate(raw_items):
+        try:
+            kind = _decode_kind(raw).kind
+            item_type = _ITEM_TYPES.get(kind)
+            if item_type is not None:
+                buckets[kind].append(msgspec.json.decode(raw, type=item_type))
+        except msgspec.DecodeError as exc:
+            raise SnapshotError(f"{source}: item {index}: {exc}") from None
+    return ClusterSnapshot(nodes=buckets["Node"], pods=buckets["Pod"],
+                           pdbs=buckets["PodDisruptionBudget"])

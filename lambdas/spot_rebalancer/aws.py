@@ -1,0 +1,119 @@
+"""EC2 and Auto Scaling: what the product reads about instances and the calls it makes on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+DESCRIBE_BATCH = 1000  # DescribeInstances accepts at most 1,000 instance ids a call
+# Throttling and transient errors are retried by botocore's standard mode with backoff.
+RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
+CLUSTER_TAG_KEYS = ("eks:cluster-name", "aws:eks:cluster-name")
+CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    instance_id: str
+    lifecycle: str  # "spot" or "on-demand" (EC2 leaves InstanceLifecycle out for on-demand)
+    state: str
+    private_dns_name: str = ""
+    availability_zone: str = ""
+    architecture: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def cluster_name(self, default: str = "") -> str:
+        """The EKS cluster this instance belongs to, by its tags, else `default`."""
+        for key in CLUSTER_TAG_KEYS:
+            if self.tags.get(key):
+                return self.tags[key]
+        for key in self.tags:
+            if key.startswith(CLUSTER_TAG_PREFIX):
+                return key.removeprefix(CLUSTER_TAG_PREFIX)
+        return default
+
+
+def boto_config() -> Any:
+    from botocore.config import Config
+
+    return Config(retries=RETRY_CONFIG)
+
+
+class Ec2:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        """The instances that exist among `instance_ids`, batched; missing ones are left out."""
+        ids = sorted(set(instance_ids))
+        found: dict[str, Instance] = {}
+        for start in range(0, len(ids), DESCRIBE_BATCH):
+            batch = ids[start:start + DESCRIBE_BATCH]
+            for page in self._describe_pages(batch):
+                for reservation in page.get("Reservations", []):
+                    for raw in reservation.get("Instances", []):
+                        instance = _instance(raw)
+                        found[instance.instance_id] = instance
+        return found
+
+    def _describe_pages(self, batch: list[str]) -> Iterable[dict]:
+        # Asking by id fails the whole call when one id no longer exists; a filter on the id
+        # simply leaves it out, which is what a fleet sweep wants.
+        paginator = self._client.get_paginator("describe_instances")
+        return paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}])
+
+    def tag(self, instance_ids: list[str], key: str, value: str) -> None:
+        if instance_ids:
+            self._client.create_tags(Resources=instance_ids, Tags=[{"Key": key, "Value": value}])
+
+
+def _instance(raw: dict) -> Instance:
+    return Instance(
+        instance_id=raw["InstanceId"],
+        lifecycle="spot" if raw.get("InstanceLifecycle") == "spot" else "on-demand",
+        state=raw.get("State", {}).get("Name", ""),
+        private_dns_name=raw.get("PrivateDnsName", ""),
+        availability_zone=raw.get("Placement", {}).get("AvailabilityZone", ""),
+        architecture=raw.get("Architecture", ""),
+        tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleAction:
+    """An Auto Scaling lifecycle hook waiting on one instance."""
+
+    group: str
+    hook: str
+    token: str
+    instance_id: str
+
+
+class AutoScaling:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def heartbeat(self, action: LifecycleAction) -> None:
+        self._client.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
+            LifecycleActionToken=action.token, InstanceId=action.instance_id)
+
+    def complete(self, action: LifecycleAction, result: str) -> None:
+        self._client.complete_lifecycle_action(
+            AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
+            LifecycleActionToken=action.token, InstanceId=action.instance_id,
+            LifecycleActionResult=result)
+
+    def raise_desired_capacity(self, group: str, by: int) -> int:
+        """Add up to `by` instances to the group, never above its max size; returns how many."""
+        described = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+        groups = described.get("AutoScalingGroups", [])
+        if not groups or by <= 0:
+            return 0
+        current, maximum = groups[0]["DesiredCapacity"], groups[0]["MaxSize"]
+        added = max(0, min(by, maximum - current))
+        if added:
+            self._client.set_desired_capacity(AutoScalingGroupName=group,
+                                              DesiredCapacity=current + added, HonorCooldown=False)
+        return added

@@ -1,0 +1,137 @@
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from spot_rebalancer.aws import AutoScaling, Ec2, Instance, LifecycleAction, boto_config
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def ec2_client():
+    with mock_aws():
+        yield boto3.client("ec2", region_name=REGION)
+
+
+def launch(client, *, spot: bool, tags: dict[str, str]) -> str:
+    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    extra: dict = {"InstanceMarketOptions": {"MarketType": "spot"}} if spot else {}
+    if tags:
+        extra["TagSpecifications"] = [{"ResourceType": "instance",
+                                       "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    reservation = client.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                       InstanceType="m6g.large", **extra)
+    return reservation["Instances"][0]["InstanceId"]
+
+
+def throttle(client, operation: str, times: int) -> list:
+    """Answer the first `times` sends of `operation` with EC2's throttling error, before the
+    request leaves botocore, so its real retry logic handles them."""
+    sent: list = []
+
+    def respond(request, **_):
+        if len(sent) < times:
+            sent.append(429)
+            body = (b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+                    b"<Message>Request limit exceeded.</Message></Error></Errors></Response>")
+            return AWSResponse(request.url, 503, {}, _Raw(body))
+        sent.append("passed")
+        return None
+
+    client.meta.events.register_first(f"before-send.ec2.{operation}", respond)
+    return sent
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_):
+        yield self._body
+
+
+def test_describe_reads_lifecycle_dns_zone_and_tags(ec2_client):
+    spot = launch(ec2_client, spot=True, tags={"eks:cluster-name": "prod"})
+    on_demand = launch(ec2_client, spot=False, tags={"kubernetes.io/cluster/dev": "owned"})
+    found = Ec2(ec2_client).describe([spot, on_demand, "i-0000000000000dead"])
+    assert set(found) == {spot, on_demand}, "an id that no longer exists is left out, not an error"
+    assert found[spot].lifecycle == "spot"
+    assert found[on_demand].lifecycle == "on-demand"
+    assert found[spot].private_dns_name.endswith(".internal")
+    assert found[spot].availability_zone.startswith(REGION)
+    assert found[spot].cluster_name() == "prod"
+    assert found[on_demand].cluster_name() == "dev"
+
+
+def test_describe_batches_by_a_thousand_ids():
+    client = boto3.client("ec2", region_name=REGION, config=boto_config())
+    ids = [f"i-{n:017x}" for n in range(2500)]
+    with Stubber(client) as stub:
+        for start in (0, 1000, 2000):
+            batch = sorted(ids)[start:start + 1000]
+            stub.add_response("describe_instances", {"Reservations": []},
+                              {"Filters": [{"Name": "instance-id", "Values": batch}]})
+        assert Ec2(client).describe(ids) == {}
+        stub.assert_no_pending_responses()
+
+
+def test_throttled_describe_is_retried():
+    with mock_aws():
+        client = boto3.client("ec2", region_name=REGION, config=boto_config())
+        instance = launch(client, spot=True, tags={})
+        sent = throttle(client, "DescribeInstances", times=2)
+        found = Ec2(client).describe([instance])
+    assert found[instance].lifecycle == "spot"
+    assert sent == [429, 429, "passed"], "two throttled attempts, then the real call"
+
+
+@pytest.mark.parametrize(("tags", "default", "expected"), [
+    ({"eks:cluster-name": "a"}, "cfg", "a"),
+    ({"aws:eks:cluster-name": "b"}, "cfg", "b"),
+    ({"kubernetes.io/cluster/c": "owned"}, "cfg", "c"),
+    ({"Name": "web"}, "cfg", "cfg"),
+    ({}, "", ""),
+])
+def test_cluster_name_from_tags(tags, default, expected):
+    assert Instance("i-1", "spot", "running", tags=tags).cluster_name(default) == expected
+
+
+def test_tag_writes_the_lifecycle_tag(ec2_client):
+    instance = launch(ec2_client, spot=True, tags={})
+    Ec2(ec2_client).tag([instance], "Lifecycle", "spot")
+    assert Ec2(ec2_client).describe([instance])[instance].tags["Lifecycle"] == "spot"
+
+
+def test_lifecycle_calls_carry_the_hook_and_token():
+    client = boto3.client("autoscaling", region_name=REGION)
+    token = "6b4ea2a6-4bd1-4d1c-9e3a-5a6d7f0c2b11"
+    action = LifecycleAction(group="ng-spot", hook="drain", token=token, instance_id="i-1")
+    expected = {"AutoScalingGroupName": "ng-spot", "LifecycleHookName": "drain",
+                "LifecycleActionToken": token, "InstanceId": "i-1"}
+    with Stubber(client) as stub:
+        stub.add_response("record_lifecycle_action_heartbeat", {}, expected)
+        stub.add_response("complete_lifecycle_action", {},
+                          {**expected, "LifecycleActionResult": "CONTINUE"})
+        asg = AutoScaling(client)
+        asg.heartbeat(action)
+        asg.complete(action, "CONTINUE")
+        stub.assert_no_pending_responses()
+
+
+def test_raise_desired_capacity_stops_at_max_size():
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        client = boto3.client("autoscaling", region_name=REGION)
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        client.create_launch_configuration(LaunchConfigurationName="lc", ImageId=image,
+                                           InstanceType="m6g.large")
+        client.create_auto_scaling_group(AutoScalingGroupName="ng-spot", LaunchConfigurationName="lc",
+                                         MinSize=0, MaxSize=3, DesiredCapacity=2,
+                                         AvailabilityZones=[f"{REGION}a"])
+        asg = AutoScaling(client)
+        assert asg.raise_desired_capacity("ng-spot", 5) == 1
+        assert asg.raise_desired_capacity("ng-spot", 5) == 0
+        group = client.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-spot"])
+        assert group["AutoScalingGroups"][0]["DesiredCapacity"] == 3

@@ -1,0 +1,65 @@
+"""Required pod anti-affinity on the hostname topology (InterPodAffinity's filter, in part).
+
+Both directions count: the incoming pod's terms against the pods on the node, and the node's pods'
+terms against the incoming pod. Two simplifications, both conservative (they can only refuse more):
+the hostname domain is taken to be the node itself (EKS gives every node its own hostname label),
+and a term with a namespaceSelector is taken to reach every namespace, since a snapshot has no
+namespace labels. Constraints this module does not evaluate are reported by
+`unsupported_constraint` so callers can leave such pods alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..objects import Pod, PodAffinityTerm
+from .labels import selector_matches
+
+HOSTNAME_KEY = "kubernetes.io/hostname"
+
+
+def required_anti_affinity(pod: Pod) -> list[PodAffinityTerm]:
+    affinity = pod.spec.affinity
+    if affinity is None or affinity.pod_anti_affinity is None:
+        return []
+    return affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution
+
+
+def hostname_anti_affinity(pod: Pod) -> list[PodAffinityTerm]:
+    return [t for t in required_anti_affinity(pod) if t.topology_key == HOSTNAME_KEY]
+
+
+def unsupported_constraint(pod: Pod) -> str | None:
+    """Why the scheduler may refuse nodes for this pod for reasons we do not model, if it may."""
+    affinity = pod.spec.affinity
+    if affinity is not None and affinity.pod_affinity is not None \
+            and affinity.pod_affinity.required_during_scheduling_ignored_during_execution:
+        return "required pod affinity"
+    for term in required_anti_affinity(pod):
+        if term.topology_key != HOSTNAME_KEY:
+            return f"required pod anti-affinity on {term.topology_key or 'no topology key'}"
+    return None
+
+
+def term_selects(term: PodAffinityTerm, term_namespace: str, pod: Pod) -> bool:
+    """Whether a term of a pod in `term_namespace` selects `pod`: by its namespaces (default: its
+    own), then by its label selector."""
+    namespace = pod.metadata.namespace
+    if term.namespace_selector is None:
+        namespaces = term.namespaces or (term_namespace,)
+        if namespace not in namespaces:
+            return False
+    return selector_matches(term.label_selector, pod.metadata.labels)
+
+
+def anti_affinity_conflict(pod: Pod, node_pods: Iterable[Pod]) -> Pod | None:
+    """The first pod on the node that the incoming pod repels or that repels it, if any."""
+    own_terms = hostname_anti_affinity(pod)
+    namespace = pod.metadata.namespace
+    for other in node_pods:
+        if any(term_selects(t, namespace, other) for t in own_terms):
+            return other
+        other_namespace = other.metadata.namespace
+        if any(term_selects(t, other_namespace, pod) for t in hostname_anti_affinity(other)):
+            return other
+    return None

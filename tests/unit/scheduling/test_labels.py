@@ -1,0 +1,43 @@
+import pytest
+
+from spot_rebalancer.scheduling.labels import SelectorError, requirement_matches, selector_matches
+from tests.unit.builders import selector
+
+LABELS = {"app": "web", "tier": "front"}
+
+
+@pytest.mark.parametrize(("key", "operator", "values", "expected"), [
+    ("app", "In", ["web", "api"], True),
+    ("app", "In", ["api"], False),
+    ("missing", "In", ["web"], False),
+    ("app", "NotIn", ["api"], True),
+    ("app", "NotIn", ["web"], False),
+    ("missing", "NotIn", ["web"], True),  # an absent label is not in any set
+    ("app", "Exists", [], True),
+    ("missing", "Exists", [], False),
+    ("app", "DoesNotExist", [], False),
+    ("missing", "DoesNotExist", [], True),
+])
+def test_requirement(key, operator, values, expected):
+    assert requirement_matches(key, operator, values, LABELS) is expected
+
+
+@pytest.mark.parametrize(("operator", "values"), [
+    ("In", []), ("NotIn", []), ("Exists", ["x"]), ("DoesNotExist", ["x"]), ("Gt", ["1"]), ("in", ["web"]),
+])
+def test_invalid_requirement_raises(operator, values):
+    with pytest.raises(SelectorError):
+        requirement_matches("app", operator, values, LABELS)
+
+
+@pytest.mark.parametrize(("label_selector", "expected"), [
+    (None, False),  # a missing selector selects nothing
+    (selector(), True),  # an empty one selects everything
+    (selector({"app": "web"}), True),
+    (selector({"app": "web", "tier": "back"}), False),
+    (selector({}, ("tier", "In", ["front", "back"])), True),
+    (selector({"app": "web"}, ("tier", "NotIn", ["front"])), False),
+    (selector({"app": "web"}, ("canary", "DoesNotExist", [])), True),
+])
+def test_selector(label_selector, expected):
+    assert selector_matches(label_selector, LABELS) is expected

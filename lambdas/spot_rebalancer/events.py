@@ -1,0 +1,404 @@
+"""EventBridge events in, typed and immutable domain events out.
+
+`parse_event` takes an event as Lambda delivers it (a dict) or as raw JSON and returns a tuple of
+domain events: one for most kinds, one per affected instance for AWS Health. Envelope and details
+are decoded by msgspec into typed structs, so a missing field, a wrong type or a malformed instance id
+surfaces as `EventError` naming the event and the field, never as a KeyError deep in a handler.
+
+Events that arrive but need no action (an instance that is already `terminated` when its spot warning
+is still on the way, a closed or non-EC2 Health event) come back as `Ignored`, so they are
+acknowledged quietly instead of failing and being retried.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, field
+
+# EC2 instance ids are "i-" and 8 (older) or 17 lowercase hex digits.
+INSTANCE_ID_PATTERN = r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$"
+InstanceId = Annotated[str, Meta(pattern=INSTANCE_ID_PATTERN)]
+_INSTANCE_ID_RE = re.compile(INSTANCE_ID_PATTERN)
+AwareTime = Annotated[datetime, Meta(tz=True)]
+
+# EC2 emits the interruption warning two minutes before it stops or terminates a spot instance;
+# hibernation starts at once, without the two minutes.
+SPOT_WARNING_LEAD = timedelta(minutes=2)
+
+CLUSTER_NAME_TAGS = ("eks:cluster-name", "aws:eks:cluster-name")
+CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
+
+
+class EventError(ValueError):
+    """An event the product cannot use: unknown kind, missing or malformed fields."""
+
+    def __init__(self, event_id: str, problem: str) -> None:
+        self.event_id = event_id
+        self.problem = problem
+        subject = f"event {event_id}" if event_id else "event without an id"
+        super().__init__(f"{subject}: {problem}")
+
+
+class EventKind(enum.StrEnum):
+    SPOT_INTERRUPTION = "spot-interruption"
+    REBALANCE_RECOMMENDATION = "rebalance-recommendation"
+    ASG_TERMINATION = "asg-termination"  # terminate lifecycle hook waiting on the instance
+    ASG_LAUNCH = "asg-launch"  # launch lifecycle hook waiting on the instance
+    LAUNCH_SUCCESSFUL = "launch-successful"
+    INSTANCE_STOPPING = "instance-stopping"  # state stopping or shutting-down
+    INSTANCE_RUNNING = "instance-running"
+    SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # AWS Health scheduledChange
+    DEGRADED_HARDWARE = "degraded-hardware"  # AWS Health issue naming the instance
+    TICK = "tick"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    event_id: str
+    kind: EventKind
+    time: datetime  # when the event was emitted, UTC
+    region: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceEvent(Event):
+    instance_id: str
+    deadline: datetime | None = None  # when the instance goes away, when the event says
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpotInterruption(InstanceEvent):
+    action: str  # terminate, stop or hibernate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebalanceRecommendation(InstanceEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LifecycleHook(InstanceEvent):
+    """An Auto Scaling lifecycle action waiting on the instance until completed or timed out."""
+
+    group: str
+    hook: str
+    token: str
+    transition: str  # autoscaling:EC2_INSTANCE_TERMINATING or autoscaling:EC2_INSTANCE_LAUNCHING
+    notification_metadata: str = ""
+    origin: str = ""  # EC2, AutoScalingGroup or WarmPool
+    destination: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchSuccessful(InstanceEvent):
+    group: str
+    activity_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateChange(InstanceEvent):
+    state: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthNotice(InstanceEvent):
+    """One instance named by an AWS Health event.
+
+    For scheduled changes `deadline` is the event's start time and `drain_at` that time less the
+    configured lead time; for issues there is no deadline and `drain_at` is the event's own time.
+    """
+
+    drain_at: datetime
+    event_arn: str
+    event_type_code: str
+    category: str
+    start_time: datetime
+    communication_id: str = ""  # shared by backup copies and pages of one notification
+    backup: bool = False  # the copy AWS Health also delivers in a backup Region
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tick(Event):
+    rule: str = ""  # ARN of the schedule rule
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignored(Event):
+    detail_type: str
+    why: str
+    instance_id: str = ""
+
+
+# --- wire shapes -------------------------------------------------------------------------------
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    id: Annotated[str, Meta(min_length=1)]
+    detail_type: str = field(name="detail-type")
+    source: str
+    account: str
+    time: AwareTime
+    region: str
+    detail: dict[str, Any]
+    resources: list[str] = []
+
+
+class _Ec2InstanceDetail(msgspec.Struct, frozen=True):
+    instance_id: InstanceId = field(name="instance-id")
+
+
+class _SpotDetail(msgspec.Struct, frozen=True):
+    instance_id: InstanceId = field(name="instance-id")
+    instance_action: Literal["terminate", "stop", "hibernate"] = field(name="instance-action")
+
+
+class _StateDetail(msgspec.Struct, frozen=True):
+    instance_id: InstanceId = field(name="instance-id")
+    state: Literal["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]
+
+
+_TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+_LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+class _LifecycleDetail(msgspec.Struct, frozen=True):
+    token: str = field(name="LifecycleActionToken")
+    group: str = field(name="AutoScalingGroupName")
+    hook: str = field(name="LifecycleHookName")
+    instance_id: InstanceId = field(name="EC2InstanceId")
+    transition: Literal["autoscaling:EC2_INSTANCE_TERMINATING", "autoscaling:EC2_INSTANCE_LAUNCHING"] = (
+        field(name="LifecycleTransition"))
+    notification_metadata: str = field(default="", name="NotificationMetadata")
+    origin: str = field(default="", name="Origin")
+    destination: str = field(default="", name="Destination")
+
+
+class _LaunchDetail(msgspec.Struct, frozen=True):
+    instance_id: InstanceId = field(name="EC2InstanceId")
+    group: str = field(name="AutoScalingGroupName")
+    activity_id: str = field(default="", name="ActivityId")
+
+
+class _HealthEntity(msgspec.Struct, frozen=True, rename="camel"):
+    entity_value: str
+    status: str = ""
+
+
+class _HealthDetail(msgspec.Struct, frozen=True, rename="camel"):
+    event_arn: str
+    service: str
+    event_type_code: str
+    event_type_category: str
+    start_time: str  # RFC 1123, e.g. "Sat, 05 Jun 2021 06:27:57 GMT"
+    status_code: str = ""
+    communication_id: str = ""
+    backup_event: str = "false"  # a JSON string, "true" or "false"
+    affected_entities: list[_HealthEntity] = []
+
+
+# Entity statuses that mean the instance needs nothing (any longer).
+_SETTLED_ENTITY_STATUSES = frozenset({"RESOLVED", "UNIMPAIRED"})
+_HEALTH_KINDS = {"scheduledChange": EventKind.SCHEDULED_MAINTENANCE, "issue": EventKind.DEGRADED_HARDWARE}
+
+
+_T = TypeVar("_T")
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def parse_event(raw: Mapping[str, Any] | bytes | str, *,
+                health_lead_time_seconds: int = 3600) -> tuple[Event, ...]:
+    """The domain events in one EventBridge event (never an empty tuple).
+
+    `health_lead_time_seconds` is how long before a scheduled change's start the instance is drained.
+    Raises EventError for unknown kinds and malformed events.
+    """
+    if isinstance(raw, bytes | str):
+        try:
+            raw = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise EventError("", f"not JSON: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise EventError("", f"expected a JSON object, got {type(raw).__name__}")
+    event_id = raw.get("id") if isinstance(raw.get("id"), str) else ""
+    envelope = _convert(raw, _Envelope, event_id, "envelope")
+    parser = _PARSERS.get((envelope.source, envelope.detail_type))
+    if parser is None:
+        raise EventError(envelope.id, f"unsupported event: source {envelope.source!r}, "
+                                      f"detail-type {envelope.detail_type!r}")
+    return parser(envelope, timedelta(seconds=health_lead_time_seconds))
+
+
+def _convert(data: Any, type_: type[_T], event_id: str, part: str) -> _T:
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError as exc:
+        raise EventError(event_id, f"{part}: {exc}") from None
+
+
+def _common(env: _Envelope) -> dict[str, Any]:
+    return {"event_id": env.id, "time": env.time.astimezone(UTC), "region": env.region,
+            "account": env.account}
+
+
+def _detail(env: _Envelope, type_: type[_T]) -> _T:
+    return _convert(env.detail, type_, env.id, f"{env.detail_type} detail")
+
+
+def _spot(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+    detail = _detail(env, _SpotDetail)
+    common = _common(env)
+    lead = timedelta(0) if detail.instance_action == "hibernate" else SPOT_WARNING_LEAD
+    return (SpotInterruption(**common, kind=EventKind.SPOT_INTERRUPTION, instance_id=detail.instance_id,
+                             deadline=common["time"] + lead, action=detail.instance_action),)
+
+
+def _rebalance(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+    detail = _detail(env, _Ec2InstanceDetail)
+    return (RebalanceRecommendation(**_common(env), kind=EventKind.REBALANCE_RECOMMENDATION,
+                                    instance_id=detail.instance_id),)
+
+
+def _state(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+    detail = _detail(env, _StateDetail)
+    if detail.state in ("stopping", "shutting-down"):
+        kind = EventKind.INSTANCE_STOPPING
+    elif detail.state == "running":
+        kind = EventKind.INSTANCE_RUNNING
+    else:
+        return (Ignored(**_common(env), kind=EventKind.IGNORED, detail_type=env.detail_type,
+                        instance_id=detail.instance_id, why=f"instance is {detail.state}"),)
+    return (StateChange(**_common(env), kind=kind, instance_id=detail.instance_id, state=detail.state),)
+
+
+def _lifecycle(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+    detail = _detail(env, _LifecycleDetail)
+    expected = _TERMINATING if "terminate" in env.detail_type else _LAUNCHING
+    if detail.transition != expected:
+        raise EventError(env.id, f"{env.detail_type} with LifecycleTransition {detail.transition}")
+    kind = EventKind.ASG_TERMINATION if expected == _TERMINATING else EventKind.ASG_LAUNCH
+    return (LifecycleHook(**_common(env), kind=kind, instance_id=detail.instance_id, group=detail.group,
+                          hook=detail.hook, token=detail.token, transition=detail.transition,
+                          notification_metadata=detail.notification_metadata, origin=detail.origin,
+                          destination=detail.destination),)
+
+
+def _launch(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+    detail = _detail(env, _LaunchDetail)
+    return (LaunchSuccessful(**_common(env), kind=EventKind.LAUNCH_SUCCESSFUL, instance_id=detail.instance_id,
+                             group=detail.group, activity_id=detail.activity_id),)
+
+
+def _health(env: _Envelope, lead: timedelta) -> tuple[Event, ...]:
+    detail = _detail(env, _HealthDetail)
+    common = _common(env)
+    kind = _HEALTH_KINDS.get(detail.event_type_category)
+
+    def ignored(why: str) -> tuple[Event, ...]:
+        return (Ignored(**common, kind=EventKind.IGNORED, detail_type=env.detail_type, why=why),)
+
+    if detail.service != "EC2":
+        return ignored(f"{detail.event_type_code} concerns {detail.service}, not EC2")
+    if kind is None:
+        return ignored(f"{detail.event_type_code} is in category {detail.event_type_category}")
+    if detail.status_code == "closed":
+        return ignored(f"{detail.event_type_code} is closed")
+    start = _health_time(detail.start_time, env.id)
+    instance_ids = _affected_instances(env.resources, detail.affected_entities)
+    if not instance_ids:
+        return ignored(f"{detail.event_type_code} names no EC2 instance that is still affected")
+    if kind is EventKind.SCHEDULED_MAINTENANCE:
+        deadline, drain_at = start, start - lead
+    else:
+        deadline, drain_at = None, common["time"]
+    return tuple(
+        HealthNotice(**common, kind=kind, instance_id=instance_id, deadline=deadline, drain_at=drain_at,
+                     event_arn=detail.event_arn, event_type_code=detail.event_type_code,
+                     category=detail.event_type_category, start_time=start,
+                     communication_id=detail.communication_id, backup=detail.backup_event == "true")
+        for instance_id in instance_ids)
+
+
+def _tick(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+    return (Tick(**_common(env), kind=EventKind.TICK, rule=env.resources[0] if env.resources else ""),)
+
+
+def _health_time(value: str, event_id: str) -> datetime:
+    """AWS Health times are RFC 1123 ("Fri, 3 Jun 2022 05:01:10 GMT")."""
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (ValueError, TypeError, OverflowError):
+        raise EventError(event_id, f"startTime {value!r} is not an RFC 1123 date") from None
+    # "-0000" (UTC, per RFC 2822) comes back without a zone.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _affected_instances(resources: Iterable[str], entities: Iterable[_HealthEntity]) -> list[str]:
+    """Instance ids named by `resources` and `affectedEntities`, in order, without duplicates or
+    entities already resolved. Either may hold a bare id or an instance ARN."""
+    settled = {_instance_id(e.entity_value) for e in entities if e.status in _SETTLED_ENTITY_STATUSES}
+    candidates = [_instance_id(r) for r in resources]
+    candidates += [_instance_id(e.entity_value) for e in entities]
+    return [i for i in dict.fromkeys(candidates) if i and i not in settled]
+
+
+def _instance_id(value: str) -> str:
+    """The instance id in "i-..." or "arn:aws:ec2:<region>:<account>:instance/i-...", else ""."""
+    candidate = value.rsplit("/", 1)[-1] if value.startswith("arn:") else value
+    return candidate if _INSTANCE_ID_RE.match(candidate) else ""
+
+
+_Parser = Callable[[_Envelope, timedelta], tuple[Event, ...]]
+_PARSERS: dict[tuple[str, str], _Parser] = {
+    ("aws.ec2", "EC2 Spot Instance Interruption Warning"): _spot,
+    ("aws.ec2", "EC2 Instance Rebalance Recommendation"): _rebalance,
+    ("aws.ec2", "EC2 Instance State-change Notification"): _state,
+    ("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action"): _lifecycle,
+    ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action"): _lifecycle,
+    ("aws.autoscaling", "EC2 Instance Launch Successful"): _launch,
+    ("aws.health", "AWS Health Event"): _health,
+    ("aws.events", "Scheduled Event"): _tick,
+}
+
+
+# --- which cluster -----------------------------------------------------------------------------
+
+
+def cluster_from_tags(tags: Mapping[str, str] | Iterable[Mapping[str, str]], default: str = "") -> str:
+    """The EKS cluster an instance belongs to, by its EC2 tags; `default` when no tag names one.
+
+    `tags` is a {key: value} mapping or EC2's [{"Key": ..., "Value": ...}] list. A name tag
+    (`eks:cluster-name`, then `aws:eks:cluster-name`) wins. Otherwise the `kubernetes.io/cluster/<name>`
+    tags decide: the configured `default` if it is among them (an instance can be shared by clusters),
+    else one marked "owned", else the first name in alphabetical order.
+    """
+    tag_map = _tag_map(tags)
+    for key in CLUSTER_NAME_TAGS:
+        if tag_map.get(key):
+            return tag_map[key]
+    tagged = sorted((key.removeprefix(CLUSTER_TAG_PREFIX), value) for key, value in tag_map.items()
+                    if key.startswith(CLUSTER_TAG_PREFIX) and len(key) > len(CLUSTER_TAG_PREFIX))
+    if not tagged:
+        return default
+    names = [name for name, _ in tagged]
+    if default in names:
+        return default
+    owned = [name for name, value in tagged if value == "owned"]
+    return (owned or names)[0]
+
+
+def _tag_map(tags: Mapping[str, str] | Iterable[Mapping[str, str]]) -> dict[str, str]:
+    if isinstance(tags, Mapping):
+        return dict(tags)
+    return {tag["Key"]: tag.get("Value", "") for tag in tags}

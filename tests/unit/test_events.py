@@ -1,0 +1,386 @@
+import copy
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spot_rebalancer.events import (
+    INSTANCE_ID_PATTERN,
+    Event,
+    EventError,
+    EventKind,
+    HealthNotice,
+    Ignored,
+    InstanceEvent,
+    LaunchSuccessful,
+    LifecycleHook,
+    RebalanceRecommendation,
+    SpotInterruption,
+    StateChange,
+    Tick,
+    cluster_from_tags,
+    parse_event,
+)
+
+EVENTS = Path(__file__).parent.parent / "events"
+SAMPLES = sorted(p.name for p in EVENTS.glob("*.json"))
+
+
+def sample(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# --- every sample, as AWS sends it ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "type_", "kind", "instance_ids", "deadline"), [
+    ("spot-interruption-terminate.json", SpotInterruption, EventKind.SPOT_INTERRUPTION,
+     ["i-0a1b2c3d4e5f60718"], at("2024-03-14T09:28:53")),
+    # Hibernation starts at once: no two-minute warning.
+    ("spot-interruption-hibernate.json", SpotInterruption, EventKind.SPOT_INTERRUPTION,
+     ["i-0f9e8d7c6b5a40312"], at("2024-03-14T09:41:05")),
+    ("rebalance-recommendation.json", RebalanceRecommendation, EventKind.REBALANCE_RECOMMENDATION,
+     ["i-0a1b2c3d4e5f60718"], None),
+    ("lifecycle-terminate.json", LifecycleHook, EventKind.ASG_TERMINATION, ["i-04c2e6a8b0d1f3579"], None),
+    ("lifecycle-launch.json", LifecycleHook, EventKind.ASG_LAUNCH, ["i-0b7d9f1a3c5e72468"], None),
+    ("launch-successful.json", LaunchSuccessful, EventKind.LAUNCH_SUCCESSFUL, ["i-0b7d9f1a3c5e72468"], None),
+    ("state-change-stopping.json", StateChange, EventKind.INSTANCE_STOPPING, ["i-0e5a7c9b1d3f24680"], None),
+    ("state-change-shutting-down.json", StateChange, EventKind.INSTANCE_STOPPING,
+     ["i-0a1b2c3d4e5f60718"], None),
+    ("state-change-running.json", StateChange, EventKind.INSTANCE_RUNNING, ["i-0b7d9f1a3c5e72468"], None),
+    # The retirement names its instance by ARN, in affectedEntities only (no `resources`).
+    ("health-instance-retirement.json", HealthNotice, EventKind.SCHEDULED_MAINTENANCE,
+     ["i-07d1e3f5a9b2c4680"], at("2024-03-15T14:00:00")),
+    # Three instances named; the RESOLVED one needs nothing any more.
+    ("health-stop-scheduled-several.json", HealthNotice, EventKind.SCHEDULED_MAINTENANCE,
+     ["i-0c3e5a7b9d1f24680", "i-0d4f6b8a0c2e35791"], at("2024-03-16T03:00:00")),
+    ("health-store-drive-degraded-backup.json", HealthNotice, EventKind.DEGRADED_HARDWARE,
+     ["i-09a1b3c5d7e2f4680"], None),
+])
+def test_instance_events(name, type_, kind, instance_ids, deadline):
+    raw = sample(name)
+    events = parse_event(raw)
+    assert [type(e) for e in events] == [type_] * len(instance_ids)
+    assert [e.instance_id for e in events] == instance_ids
+    for event in events:
+        assert event.kind is kind
+        assert event.deadline == deadline
+        assert event.event_id == raw["id"]
+        assert event.region == raw["region"]
+        assert event.account == raw["account"]
+        assert event.time == datetime.fromisoformat(raw["time"])
+
+
+def test_spot_interruption_fields():
+    (event,) = parse_event(sample("spot-interruption-terminate.json"))
+    assert event.action == "terminate"
+    assert event.deadline - event.time == timedelta(minutes=2)
+
+
+def test_lifecycle_hook_fields():
+    (event,) = parse_event(sample("lifecycle-terminate.json"))
+    assert (event.group, event.hook, event.token) == (
+        "eks-workers-spot", "spot-rebalancer-drain", "3f7b1d9e-2c64-4a80-b5e1-8d0c6a2f4e93")
+    assert event.transition == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert event.notification_metadata == '{"cluster": "prod"}'
+    assert (event.origin, event.destination) == ("AutoScalingGroup", "EC2")
+
+
+def test_launch_lifecycle_hook_without_notification_metadata():
+    (event,) = parse_event(sample("lifecycle-launch.json"))
+    assert event.notification_metadata == ""
+    assert event.transition == "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+def test_launch_successful_fields():
+    (event,) = parse_event(sample("launch-successful.json"))
+    assert (event.group, event.activity_id) == ("eks-workers-spot", "4e6a8c0b-2d3f-4b51-97e8-a1c3e5f7092d")
+
+
+def test_scheduled_change_drains_lead_time_before_start():
+    (event,) = parse_event(sample("health-instance-retirement.json"), health_lead_time_seconds=7200)
+    assert event.start_time == at("2024-03-15T14:00:00")
+    assert event.drain_at == at("2024-03-15T12:00:00")
+    assert event.event_type_code == "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED"
+    assert event.category == "scheduledChange"
+    assert event.communication_id == "8a0c2e4b6d1f3a5c7e9b0d2f4a6c8e1b3d5f7a9c-1"
+    assert event.backup is False
+
+
+def test_health_issue_drains_at_once_and_flags_the_backup_copy():
+    raw = sample("health-store-drive-degraded-backup.json")
+    (event,) = parse_event(raw, health_lead_time_seconds=7200)
+    assert event.drain_at == event.time == at("2024-03-03T17:48:22")
+    assert event.start_time == at("2024-03-03T17:40:09")
+    assert event.backup is True
+
+
+@pytest.mark.parametrize("start_time", [
+    "Sat, 16 Mar 2024 03:00:00 GMT",
+    "Sat, 16 Mar 2024 03:00:00 -0000",  # RFC 2822 UTC, parsed without a zone
+    "Sat, 16 Mar 2024 04:00:00 +0100",
+    "16 Mar 2024 03:00:00 GMT",  # the weekday is optional
+])
+def test_health_start_time_formats(start_time):
+    raw = sample("health-stop-scheduled-several.json")
+    raw["detail"]["startTime"] = start_time
+    assert {e.start_time for e in parse_event(raw)} == {at("2024-03-16T03:00:00")}
+
+
+def test_scheduled_tick():
+    (event,) = parse_event(sample("scheduled-event.json"))
+    assert isinstance(event, Tick)
+    assert event.kind is EventKind.TICK
+    assert event.rule == "arn:aws:events:eu-west-1:123456789012:rule/spot-rebalancer-tick"
+
+
+# --- events acknowledged without action -----------------------------------------------------------
+
+
+def health(**detail) -> dict:
+    raw = sample("health-store-drive-degraded-backup.json")
+    raw["detail"].update(detail)
+    return raw
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    # Out of order: the instance is gone before its spot warning was handled.
+    (sample("state-change-terminated.json"), "instance is terminated"),
+    (sample("health-operational-issue-public.json"), "names no EC2 instance"),
+    (health(service="RDS"), "concerns RDS, not EC2"),
+    (health(eventTypeCategory="accountNotification"), "in category accountNotification"),
+    (health(statusCode="closed"), "is closed"),
+    (health(affectedEntities=[{"entityValue": "i-09a1b3c5d7e2f4680", "status": "UNIMPAIRED"}]),
+     "names no EC2 instance that is still affected"),
+])
+def test_ignored(raw, why):
+    (event,) = parse_event(raw)
+    assert isinstance(event, Ignored)
+    assert event.kind is EventKind.IGNORED
+    assert why in event.why
+    assert event.event_id == raw["id"]
+
+
+@pytest.mark.parametrize("state", ["pending", "stopped", "terminated"])
+def test_informational_states_keep_the_instance(state):
+    raw = sample("state-change-terminated.json")
+    raw["detail"]["state"] = state
+    (event,) = parse_event(raw)
+    assert (type(event), event.instance_id) == (Ignored, "i-0a1b2c3d4e5f60718")
+
+
+def test_health_entities_that_are_not_instances_are_left_out():
+    arn = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0"
+    raw = health(affectedEntities=[{"entityValue": "vol-0123456789abcdef0"}, {"entityValue": arn}])
+    raw["resources"] = ["i-0123456789abcdef0", "not-an-instance"]
+    assert [e.instance_id for e in parse_event(raw)] == ["i-0123456789abcdef0"]
+
+
+# --- input forms -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_json_bytes_and_text_parse_like_the_dict(name):
+    raw = sample(name)
+    text = (EVENTS / name).read_text()
+    assert parse_event(text) == parse_event(text.encode()) == parse_event(raw)
+
+
+def test_events_are_immutable():
+    (event,) = parse_event(sample("spot-interruption-terminate.json"))
+    with pytest.raises(AttributeError):
+        event.instance_id = "i-00000000"
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def spot(**changes) -> dict:
+    raw = sample("spot-interruption-terminate.json")
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        target = raw
+        for parent in parents:
+            target = target[parent]
+        if value is ...:
+            del target[key]
+        else:
+            target[key] = value
+    return raw
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (spot(**{"detail-type": "EC2 Instance Terminate Successful"}),
+     "event 1b2f6c8e-4a0d-4c61-9f0e-2d7a9c3b5e11: unsupported event: source 'aws.ec2', "
+     "detail-type 'EC2 Instance Terminate Successful'"),
+    (spot(source="aws.s3"), "unsupported event: source 'aws.s3'"),
+    (spot(**{"detail__instance-id": ...}), "EC2 Spot Instance Interruption Warning detail: "
+                                    "Object missing required field `instance-id`"),
+    (spot(**{"detail__instance-id": "i-XYZ"}), "Expected `str` matching regex"),
+    (spot(**{"detail__instance-id": 42}), "Expected `str`, got `int` - at `$.instance-id`"),
+    (spot(**{"detail__instance-action": "reboot"}), "Invalid enum value 'reboot'"),
+    (spot(detail=...), "envelope: Object missing required field `detail`"),
+    (spot(time="2024-03-14T09:26:53"), "envelope: Expected `datetime` with a timezone component"),
+    (spot(time="yesterday"), "envelope: Invalid RFC3339 encoded datetime"),
+    (spot(resources="i-0a1b2c3d4e5f60718"), "envelope: Expected `array`, got `str` - at `$.resources`"),
+    (spot(id=...), "event without an id: envelope: Object missing required field `id`"),
+    (spot(id=7), "event without an id: envelope: Expected `str`, got `int` - at `$.id`"),
+    (spot(id=""), "event without an id: envelope: Expected `str` of length >= 1 - at `$.id`"),
+])
+def test_malformed_events(raw, message):
+    with pytest.raises(EventError) as caught:
+        parse_event(raw)
+    assert message in str(caught.value)
+    assert not isinstance(caught.value.__cause__, KeyError)
+
+
+def test_error_names_the_event():
+    with pytest.raises(EventError) as caught:
+        parse_event(spot(detail={}))
+    assert caught.value.event_id == "1b2f6c8e-4a0d-4c61-9f0e-2d7a9c3b5e11"
+    assert str(caught.value).startswith("event 1b2f6c8e-4a0d-4c61-9f0e-2d7a9c3b5e11: ")
+
+
+def test_lifecycle_transition_must_match_the_detail_type():
+    raw = sample("lifecycle-terminate.json")
+    raw["detail"]["LifecycleTransition"] = "autoscaling:EC2_INSTANCE_LAUNCHING"
+    with pytest.raises(EventError, match="EC2 Instance-terminate Lifecycle Action with LifecycleTransition "
+                                         "autoscaling:EC2_INSTANCE_LAUNCHING"):
+        parse_event(raw)
+
+
+@pytest.mark.parametrize("start_time", ["", "soon", "Sat, 31 Feb 2024 03:00:00 GMT", 1710558000])
+def test_health_start_time_must_be_a_date(start_time):
+    raw = sample("health-instance-retirement.json")
+    raw["detail"]["startTime"] = start_time
+    with pytest.raises(EventError, match=r"^event 2e4c6a8f-0b1d-4f35-97a9-c1e3f5b7d904: .*startTime"):
+        parse_event(raw)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"{not json", "event without an id: not JSON"),
+    ("[1, 2]", "event without an id: expected a JSON object, got list"),
+    (b"null", "expected a JSON object, got NoneType"),
+    ([], "expected a JSON object, got list"),
+])
+def test_not_an_event_at_all(raw, message):
+    with pytest.raises(EventError, match=re.escape(message)):
+        parse_event(raw)
+
+
+# --- fuzzing: mutated samples give events or EventError, nothing else ----------------------------
+
+# Finite floats only: JSON has no NaN or infinity, and the bytes round trip below must be exact.
+scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+           | st.text(max_size=20))
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children,
+                                                                         max_size=3),
+    max_leaves=6)
+# Values that pass some checks, so mutations reach deeper code than the first type check.
+plausible = st.sampled_from([
+    "i-0123456789abcdef0", "i-12345678", "arn:aws:ec2:eu-west-1:123456789012:instance/i-12345678", "",
+    "terminate", "hibernate", "stopping", "running", "terminated", "EC2", "issue", "scheduledChange",
+    "closed", "RESOLVED", "true", "Sat, 16 Mar 2024 03:00:00 GMT", "2024-03-14T09:26:53Z",
+    "2024-03-14T09:26:53+05:30", "autoscaling:EC2_INSTANCE_LAUNCHING", "aws.health", "Scheduled Event"])
+
+
+def paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from paths(child, (*prefix, index))
+
+
+@st.composite
+def mutated(draw, original: dict):
+    event = copy.deepcopy(original)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(paths(event))))
+        operation = draw(st.sampled_from(["drop", "replace", "plausible", "text"]))
+        if not path:
+            event = {} if operation == "drop" else draw(json_values)
+            if not isinstance(event, dict):
+                break
+            continue
+        parent = event
+        for step in path[:-1]:
+            parent = parent[step]
+        if operation == "drop":
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw({"replace": json_values, "plausible": plausible,
+                                     "text": st.text()}[operation])
+    return event
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_mutated_samples_parse_or_raise_event_error(name, data):
+    raw = data.draw(mutated(sample(name)))
+    try:
+        events = parse_event(raw)
+    except EventError as exc:
+        event_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(event_id, str) and event_id:
+            assert str(exc).startswith(f"event {event_id}: ")
+        else:
+            assert str(exc).startswith("event without an id: ")
+        outcome = str(exc)
+    else:
+        assert events
+        assert all(isinstance(e, Event) for e in events)
+        for event in events:
+            if isinstance(event, InstanceEvent):
+                assert re.match(INSTANCE_ID_PATTERN, event.instance_id)
+            assert event.time.tzinfo is not None
+        outcome = events
+    if not isinstance(raw, dict):
+        return  # a str or bytes root would be read as JSON text, not as the value it is
+    # JSON text goes the same way as the dict it encodes.
+    try:
+        from_bytes = parse_event(msgspec.json.encode(raw))
+    except EventError as exc:
+        from_bytes = str(exc)
+    assert from_bytes == outcome
+
+
+# --- which cluster -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tags", "default", "expected"), [
+    ({"eks:cluster-name": "prod"}, "", "prod"),
+    ({"aws:eks:cluster-name": "prod"}, "other", "prod"),
+    ({"eks:cluster-name": "prod", "aws:eks:cluster-name": "stage"}, "", "prod"),
+    ({"eks:cluster-name": "prod", "kubernetes.io/cluster/stage": "owned"}, "", "prod"),
+    ({"kubernetes.io/cluster/prod": "owned"}, "", "prod"),
+    ({"kubernetes.io/cluster/prod": "shared"}, "other", "prod"),
+    # Shared by several clusters: the configured one if it is among them...
+    ({"kubernetes.io/cluster/a": "shared", "kubernetes.io/cluster/prod": "shared"}, "prod", "prod"),
+    # ...else the owner, else the first by name.
+    ({"kubernetes.io/cluster/a": "shared", "kubernetes.io/cluster/b": "owned"}, "other", "b"),
+    ({"kubernetes.io/cluster/b": "shared", "kubernetes.io/cluster/a": "shared"}, "", "a"),
+    ({"kubernetes.io/cluster/": "owned"}, "fallback", "fallback"),
+    ({"eks:cluster-name": ""}, "fallback", "fallback"),
+    ({"Name": "worker"}, "fallback", "fallback"),
+    ({}, "", ""),
+    # EC2's own shape.
+    ([{"Key": "Name", "Value": "worker"}, {"Key": "eks:cluster-name", "Value": "prod"}], "", "prod"),
+    ([{"Key": "kubernetes.io/cluster/prod"}], "", "prod"),
+])
+def test_cluster_from_tags(tags, default, expected):
+    assert cluster_from_tags(tags, default) == expected

@@ -1,0 +1,18 @@
+"""The rebalancer's pure core: plan moves, judge them afterwards, nudge capacity, take a census.
+
+The shell reads a snapshot, calls `plan`, evicts, records `move_records` into the History it keeps,
+and next cycle calls `review` before planning again.
+"""
+
+from .history import Backoff, History, Judgement, MoveRecord, Outcome, Review, move_records, review
+from .nudge import CapacityRequest, NodeGroup
+from .options import MOVE_REASON, OptionsError, RebalanceOptions
+from .planner import Eviction, Plan, PlanInputError, Skip, SkipCode, plan
+from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
+
+__all__ = [
+    "MOVE_REASON", "Backoff", "CapacityRequest", "Eviction", "FloorError", "History", "Judgement",
+    "MoveRecord", "NodeGroup", "OptionsError", "Outcome", "Plan", "PlanInputError", "RebalanceOptions",
+    "Review", "Skip", "SkipCode", "WorkloadRef", "move_records", "on_demand_floor", "plan", "review",
+    "workload_of",
+]

@@ -1,0 +1,127 @@
+"""The cluster as the planner simulates it: each node's free room, pods, host ports and repelling
+pods, built in one pass over the snapshot and updated as moves are planned."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..objects import Node, Pod
+from ..scheduling.capacity_type import ON_DEMAND, capacity_type
+from ..scheduling.eligibility import ineligibility
+from ..scheduling.interpod import anti_affinity_conflict, hostname_anti_affinity
+from ..scheduling.ports import HostPort, host_ports, port_conflict
+from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatable, pod_requests, shortfall
+from ..scheduling.volume_zone import zone_allows
+from ..snapshot import ClusterSnapshot
+from .nudge import NodeGroup
+from .workloads import WorkloadRef, workload_of
+
+NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+# Blockers that more nodes would cure start with this; the others are rules, not room.
+INSUFFICIENT = "insufficient "
+
+
+@dataclass(eq=False, slots=True)
+class NodeState:
+    index: int
+    node: Node
+    eligible: bool
+    capacity_type: str
+    group: NodeGroup | None  # for the capacity nudge
+    free: Resources
+    daemon_requests: Resources = ZERO  # what DaemonSet pods take: a new node of its group pays it too
+    pods: list[Pod] = field(default_factory=list)  # non-terminal pods bound here
+    ports: list[HostPort] = field(default_factory=list)
+    repellers: list[Pod] = field(default_factory=list)  # pods here with hostname anti-affinity
+
+    @property
+    def name(self) -> str:
+        return self.node.metadata.name
+
+
+class ClusterState:
+    def __init__(self, snapshot: ClusterSnapshot, lifecycle_label: str,
+                 node_groups: Mapping[str, str] | None = None) -> None:
+        node_groups = node_groups or {}
+        self.nodes = [
+            NodeState(index=i, node=n, eligible=ineligibility(n) is None,
+                      capacity_type=capacity_type(n, lifecycle_label),
+                      group=_node_group(n, node_groups),
+                      free=node_allocatable(n))
+            for i, n in enumerate(snapshot.nodes)]
+        self.by_name = {n.name: n for n in self.nodes}
+        # Per workload: live replicas, and those Ready on on-demand nodes (what a floor protects).
+        self.replicas: Counter[WorkloadRef] = Counter()
+        self.on_demand: Counter[WorkloadRef] = Counter()
+        # Bumped by every simulated move, so cached "no room" verdicts know when they are stale.
+        self.version = 0
+        for pod in snapshot.pods:
+            if is_terminal(pod):
+                continue
+            workload = workload_of(pod)
+            state = self.by_name.get(pod.spec.node_name)
+            if workload is not None and pod.metadata.deletion_timestamp is None:
+                self.replicas[workload] += 1
+                if state is not None and state.capacity_type == ON_DEMAND and pod.ready:
+                    self.on_demand[workload] += 1
+            if state is None:
+                continue
+            requests = pod_requests(pod)
+            self._place(pod, requests, host_ports(pod), state)
+            if workload is not None and workload.kind == "DaemonSet":
+                state.daemon_requests = state.daemon_requests + requests
+
+    @staticmethod
+    def _place(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
+        state.free = state.free - requests
+        state.pods.append(pod)
+        state.ports.extend(ports)
+        if hostname_anti_affinity(pod):
+            state.repellers.append(pod)
+
+    @staticmethod
+    def _remove(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
+        state.free = state.free + requests
+        state.pods.remove(pod)
+        for port in ports:
+            state.ports.remove(port)
+        if pod in state.repellers:
+            state.repellers.remove(pod)
+
+    def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
+                target: NodeState) -> str | None:
+        """Why the pod cannot go from source to target as things stand, or None when it fits. The
+        node's eligibility and the pod's affinity and tolerations are the placement's business."""
+        if not zone_allows(pod, source.node, target.node):
+            return "volume zone"
+        short = shortfall(requests, target.free)
+        if short:
+            return INSUFFICIENT + short[0]
+        if ports and port_conflict(ports, target.ports) is not None:
+            return "host port in use"
+        neighbours = target.pods if hostname_anti_affinity(pod) else target.repellers
+        if neighbours and anti_affinity_conflict(pod, neighbours) is not None:
+            return "pod anti-affinity"
+        return None
+
+    def move(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
+             target: NodeState) -> None:
+        """Simulate the pod's replacement running on target instead of source."""
+        self._remove(pod, requests, ports, source)
+        self._place(pod, requests, ports, target)
+        workload = workload_of(pod)
+        if workload is not None and pod.ready:
+            self.on_demand[workload] += ((target.capacity_type == ON_DEMAND)
+                                         - (source.capacity_type == ON_DEMAND))
+        self.version += 1
+
+
+def _node_group(node: Node, node_groups: Mapping[str, str]) -> NodeGroup | None:
+    """The Auto Scaling group the shell named for the node, else its EKS node group label."""
+    asg = node_groups.get(node.metadata.name)
+    if asg:
+        return NodeGroup("asg", asg)
+    nodegroup = node.metadata.labels.get(NODEGROUP_LABEL)
+    return NodeGroup("nodegroup", nodegroup) if nodegroup else None

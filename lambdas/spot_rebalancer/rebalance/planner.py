@@ -1,0 +1,390 @@
+"""The rebalance planner: which pods to evict so their replacements land on nodes their preferred
+node affinity likes better, without ever evicting a pod that has nowhere better to go.
+
+A pure function of a snapshot. A pod is misplaced when some other node scores strictly higher for
+its preferred node affinity and really takes it: eligible, its node selector, required affinity and
+tolerations hold, and, after the moves already planned this cycle, it has the room, the host ports,
+no anti-affinity clash and the volume zone. Moves go biggest score gain first and consume the room
+they take, so a full better fleet means nothing is evicted (the descheduler's eviction loop, issue
+#1707, cannot happen). Every pod with a preferred node affinity gets a verdict: an eviction, or a
+skip with a reason code.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ..objects import Pod
+from ..scheduling.capacity_type import ON_DEMAND
+from ..scheduling.eligibility import own_taint
+from ..scheduling.interpod import unsupported_constraint
+from ..scheduling.labels import SelectorError
+from ..scheduling.node_affinity import preferred_terms
+from ..scheduling.placement import Placement, PlacementIndex
+from ..scheduling.ports import HostPort, host_ports
+from ..scheduling.resources import Resources, is_terminal, pod_requests
+from ..scheduling.volume_zone import ZONE_LABEL, claims_volumes
+from ..snapshot import ClusterSnapshot
+from .budgets import DisruptionBudgets
+from .cluster import INSUFFICIENT, ClusterState, NodeState
+from .history import History
+from .nudge import CapacityRequest, RoomWanted, capacity_requests
+from .options import MOVE_REASON, RebalanceOptions
+from .timestamps import parse_timestamp
+from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+class PlanInputError(ValueError):
+    """Planner input it cannot reason about (a clock without a time zone)."""
+
+
+class SkipCode(enum.StrEnum):
+    MIRROR_POD = "mirror-pod"
+    BARE_POD = "bare-pod"
+    UNSUPPORTED_OWNER = "unsupported-owner"
+    EXCLUDED_NAMESPACE = "excluded-namespace"
+    OPTED_OUT = "opted-out"
+    OTHER_SCHEDULER = "other-scheduler"
+    TERMINATING = "terminating"
+    NOT_READY = "not-running-ready"
+    UNKNOWN_NODE = "unknown-node"
+    NODE_DRAINING = "node-draining"
+    TOO_YOUNG = "too-young"
+    HIGH_PRIORITY = "high-priority"
+    MOVE_IN_FLIGHT = "move-in-flight"
+    BACKING_OFF = "backing-off"
+    UNSUPPORTED_CONSTRAINT = "unsupported-constraint"
+    INVALID_SPEC = "invalid-spec"
+    MULTIPLE_PDBS = "multiple-pdbs"
+    WELL_PLACED = "well-placed"  # no eligible node it may run on scores higher
+    CYCLE_CAP = "cycle-cap"
+    NODE_CAP = "node-cap"
+    NAMESPACE_CAP = "namespace-cap"
+    WORKLOAD_CAP = "workload-cap"
+    PDB_EXHAUSTED = "pdb-exhausted"
+    ON_DEMAND_FLOOR = "on-demand-floor"
+    NO_ROOM = "no-room"  # better nodes exist; some lack room (more nodes would help)
+    CONSTRAINED = "constrained"  # better nodes exist; ports, anti-affinity or zone rule them all out
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    namespace: str
+    name: str
+    uid: str
+    workload: WorkloadRef
+    from_node: str
+    to_node: str
+    from_score: int
+    to_score: int
+    reason: str = MOVE_REASON
+
+    @property
+    def score_gain(self) -> int:
+        return self.to_score - self.from_score
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    namespace: str
+    name: str
+    code: SkipCode
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    evictions: tuple[Eviction, ...] = ()  # in the order they were planned: biggest gain first
+    skipped: tuple[Skip, ...] = ()  # sorted by namespace and name
+    capacity: tuple[CapacityRequest, ...] = ()  # nodes to add so that pods left with NO_ROOM fit
+
+    def skip_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(s.code.value for s in self.skipped).items()))
+
+
+def plan(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History, now: datetime, *,
+         workloads: Mapping[WorkloadRef, Mapping[str, str]] | None = None,
+         node_groups: Mapping[str, str] | None = None) -> Plan:
+    """Plan this cycle's moves.
+
+    `workloads` maps a controller owner to its annotations (a ReplicaSet carrying its Deployment's),
+    for opt-outs and on-demand floors; `node_groups` maps node names to their Auto Scaling group,
+    which the capacity nudge prefers to the EKS node group label.
+    """
+    if now.tzinfo is None:
+        raise PlanInputError("now must carry a time zone")
+    return _Planner(snapshot, options, history, now, workloads or {}, node_groups or {}).run()
+
+
+@dataclass(eq=False, slots=True)
+class _Candidate:
+    pod: Pod
+    workload: WorkloadRef
+    source: NodeState
+    placement: Placement
+    score: int  # on its current node
+    requests: Resources
+    ports: tuple[HostPort, ...]
+    budgets: list[str]
+    floor: int  # replicas of its workload to keep on on-demand
+    searched_at: int = -1  # the cluster version of the last search
+    target: NodeState | None = None
+    target_score: int = 0
+
+    @property
+    def order(self) -> tuple[str, str]:
+        meta = self.pod.metadata
+        return meta.namespace, meta.name
+
+
+@dataclass(slots=True)
+class _Search:
+    """Where a pod could go now: the best target, or why every better node is out."""
+
+    target: NodeState | None = None
+    score: int = 0
+    blockers: Counter[str] = field(default_factory=Counter)
+    room_score: int | None = None  # the best score among nodes only room kept out
+    room_nodes: list[NodeState] = field(default_factory=list)
+
+
+class _Planner:
+    def __init__(self, snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
+                 now: datetime, workloads: Mapping[WorkloadRef, Mapping[str, str]],
+                 node_groups: Mapping[str, str]) -> None:
+        self.snapshot = snapshot
+        self.options = options
+        self.now = now
+        self.workloads = workloads
+        self.cluster = ClusterState(snapshot, options.lifecycle_label, node_groups)
+        self.placements = PlacementIndex([n.node for n in self.cluster.nodes],
+                                         [n.eligible for n in self.cluster.nodes])
+        self.budgets = DisruptionBudgets(snapshot.pdbs)
+        self.in_flight = {r.workload for r in history.in_flight}
+        self.backoffs = history.backing_off(now)
+        self.youngest = now - timedelta(seconds=options.min_pod_age_seconds)
+        self.evictions: list[Eviction] = []
+        self.skipped: list[Skip] = []
+        self.room_wanted: list[RoomWanted] = []
+        self.per_node: Counter[str] = Counter()
+        self.per_namespace: Counter[str] = Counter()
+        self.per_workload: Counter[WorkloadRef] = Counter()
+        self.failed_searches: dict[tuple, _Search] = {}
+
+    def run(self) -> Plan:
+        queue: list[tuple[int, str, str, int, _Candidate]] = []
+        for pod in self.snapshot.pods:
+            if not preferred_terms(pod):
+                continue
+            candidate = self._candidate(pod)
+            if candidate is not None:
+                # Until searched, the gain is an upper bound: the best score the pod may have anywhere.
+                gain = candidate.placement.best_score - candidate.score
+                queue.append((-gain, *candidate.order, len(queue), candidate))
+        heapq.heapify(queue)
+        while queue:
+            _, namespace, name, tie, candidate = heapq.heappop(queue)
+            gain = self._weigh(candidate)
+            if gain is None:
+                continue
+            # Another move may have taken this pod's best target: if so, go back in line behind
+            # pods that may now gain more.
+            if queue and gain < -queue[0][0]:
+                heapq.heappush(queue, (-gain, namespace, name, tie, candidate))
+                continue
+            self._commit(candidate)
+        capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.options.max_nudge_nodes)
+        self.skipped.sort(key=lambda s: (s.namespace, s.name))
+        return Plan(tuple(self.evictions), tuple(self.skipped), capacity)
+
+    def _skip(self, pod: Pod, code: SkipCode, detail: str) -> None:
+        self.skipped.append(Skip(pod.metadata.namespace, pod.metadata.name, code, detail))
+
+    # --- rails that do not depend on other moves --------------------------------------------------
+
+    def _candidate(self, pod: Pod) -> _Candidate | None:
+        """The pod as a move candidate, or None once a skip is recorded for it."""
+        rail = self._static_rail(pod)
+        if rail is not None:
+            self._skip(pod, *rail)
+            return None
+        workload = workload_of(pod)
+        source = self.cluster.by_name[pod.spec.node_name]
+        try:
+            placement = self.placements.placement(pod)
+            budgets = self.budgets.covering(pod)
+            floor = self._floor(pod, workload)
+        except (SelectorError, FloorError) as exc:
+            self._skip(pod, SkipCode.INVALID_SPEC, str(exc))
+            return None
+        if len(budgets) > 1:
+            self._skip(pod, SkipCode.MULTIPLE_PDBS,
+                       f"the Eviction API refuses pods under several budgets: {', '.join(budgets)}")
+            return None
+        score = placement.score(source.index)
+        if placement.best_score is None or placement.best_score <= score:
+            self._skip(pod, SkipCode.WELL_PLACED,
+                       f"scores {score} on {source.name}; no eligible node it may run on scores more")
+            return None
+        return _Candidate(pod, workload, source, placement, score, pod_requests(pod), host_ports(pod),
+                          budgets, floor)
+
+    def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
+        options, meta = self.options, pod.metadata
+        if MIRROR_ANNOTATION in meta.annotations:
+            return SkipCode.MIRROR_POD, "static pod mirrored from a kubelet"
+        owner = meta.controller
+        if owner is None:
+            return SkipCode.BARE_POD, "no controller would recreate it"
+        if owner.kind not in options.owner_kinds:
+            return SkipCode.UNSUPPORTED_OWNER, f"owned by a {owner.kind}"
+        if meta.namespace in options.excluded_namespaces:
+            return SkipCode.EXCLUDED_NAMESPACE, f"namespace {meta.namespace} is excluded"
+        workload = workload_of(pod)
+        if _is_true(meta.annotations.get(options.opt_out_annotation)):
+            return SkipCode.OPTED_OUT, f"pod annotated {options.opt_out_annotation}"
+        if _is_true(self.workloads.get(workload, {}).get(options.opt_out_annotation)):
+            return SkipCode.OPTED_OUT, f"{owner.kind} {owner.name} annotated {options.opt_out_annotation}"
+        if pod.spec.scheduler_name not in options.scheduler_names:
+            return SkipCode.OTHER_SCHEDULER, f"scheduled by {pod.spec.scheduler_name}"
+        if meta.deletion_timestamp is not None:
+            return SkipCode.TERMINATING, "already being deleted"
+        if pod.status.phase != "Running" or not pod.ready or is_terminal(pod):
+            return SkipCode.NOT_READY, f"phase {pod.status.phase or 'unknown'}, ready {pod.ready}"
+        source = self.cluster.by_name.get(pod.spec.node_name)
+        if source is None:
+            return SkipCode.UNKNOWN_NODE, f"its node {pod.spec.node_name!r} is not in the snapshot"
+        taint = own_taint(source.node)
+        if taint is not None:
+            return SkipCode.NODE_DRAINING, f"{source.name} is tainted {taint.key}"
+        created = parse_timestamp(meta.creation_timestamp)
+        if created is None:
+            return SkipCode.INVALID_SPEC, f"creation time {meta.creation_timestamp!r} unreadable"
+        if created > self.youngest:
+            return SkipCode.TOO_YOUNG, f"younger than {options.min_pod_age_seconds}s"
+        priority = pod.spec.priority or 0
+        if priority > options.max_priority:
+            return SkipCode.HIGH_PRIORITY, f"priority {priority} above {options.max_priority}"
+        if workload in self.in_flight:
+            return SkipCode.MOVE_IN_FLIGHT, f"a replacement of {workload} is not Ready yet"
+        backoff = self.backoffs.get((workload, MOVE_REASON))
+        if backoff is not None:
+            return SkipCode.BACKING_OFF, (f"{backoff.failures} failed move(s) of {workload}; "
+                                          f"backing off until {backoff.until.isoformat()}")
+        constraint = unsupported_constraint(pod)
+        if constraint is not None:
+            return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
+        return None
+
+    def _floor(self, pod: Pod, workload: WorkloadRef) -> int:
+        """The larger of the pod's and its workload's on-demand floors (0 without either)."""
+        key, replicas = self.options.min_on_demand_annotation, self.cluster.replicas[workload]
+        values = (pod.metadata.annotations.get(key), self.workloads.get(workload, {}).get(key))
+        return max((on_demand_floor(v, replicas) for v in values if v is not None), default=0)
+
+    # --- rails that depend on the moves planned so far ------------------------------------------
+
+    def _weigh(self, c: _Candidate) -> int | None:
+        """The pod's score gain now, or None once a skip is recorded for it."""
+        options, namespace = self.options, c.pod.metadata.namespace
+        if len(self.evictions) >= options.max_evictions_per_cycle:
+            return self._refuse(c, SkipCode.CYCLE_CAP, f"{options.max_evictions_per_cycle} moves this cycle")
+        if self.per_node[c.source.name] >= options.max_evictions_per_node:
+            return self._refuse(c, SkipCode.NODE_CAP,
+                                f"{options.max_evictions_per_node} moves off {c.source.name} this cycle")
+        if self.per_namespace[namespace] >= options.max_evictions_per_namespace:
+            return self._refuse(c, SkipCode.NAMESPACE_CAP,
+                                f"{options.max_evictions_per_namespace} moves in {namespace} this cycle")
+        if self.per_workload[c.workload] >= options.max_evictions_per_workload:
+            return self._refuse(c, SkipCode.WORKLOAD_CAP,
+                                f"{options.max_evictions_per_workload} moves of {c.workload} this cycle")
+        exhausted = self.budgets.exhausted(c.budgets)
+        if exhausted is not None:
+            return self._refuse(c, SkipCode.PDB_EXHAUSTED, f"PodDisruptionBudget {exhausted} allows no more")
+        at_floor = (c.source.capacity_type == ON_DEMAND
+                    and self.cluster.on_demand[c.workload] - 1 < c.floor)
+        if c.searched_at != self.cluster.version:
+            search = self._search(c, on_demand_only=at_floor)
+            c.searched_at = self.cluster.version
+            if search.target is None:
+                return self._refuse_search(c, search, at_floor)
+            c.target, c.target_score = search.target, search.score
+        return c.target_score - c.score
+
+    def _refuse(self, c: _Candidate, code: SkipCode, detail: str) -> None:
+        self._skip(c.pod, code, detail)
+        return None
+
+    def _refuse_search(self, c: _Candidate, search: _Search, at_floor: bool) -> None:
+        blockers = ", ".join(f"{n} {reason}" for reason, n in sorted(search.blockers.items()))
+        if at_floor:
+            return self._refuse(c, SkipCode.ON_DEMAND_FLOOR,
+                                f"{c.floor} replica(s) of {c.workload} stay on on-demand and no better "
+                                f"on-demand node takes it ({blockers or 'none'})")
+        if search.room_nodes:
+            groups = Counter(n.group for n in search.room_nodes if n.group)
+            if groups:
+                group = min(groups, key=lambda g: (-groups[g], g))
+                self.room_wanted.append(RoomWanted(group, c.requests))
+            return self._refuse(c, SkipCode.NO_ROOM, f"no better node has room: {blockers}")
+        return self._refuse(c, SkipCode.CONSTRAINED, f"every better node is ruled out: {blockers}")
+
+    # --- targets --------------------------------------------------------------------------------
+
+    def _search(self, c: _Candidate, on_demand_only: bool) -> _Search:
+        """The roomiest node of the best score above the pod's own that takes it now. Pods of one
+        workload alike in score, requests and zone share the verdict while nothing moves."""
+        zone = c.source.node.metadata.labels.get(ZONE_LABEL) if claims_volumes(c.pod) else None
+        key = (c.workload, c.score, c.requests, zone, on_demand_only, self.cluster.version)
+        cached = self.failed_searches.get(key)
+        if cached is not None:
+            return cached
+        search = _Search()
+        for score, members in c.placement.levels_above(c.score):
+            best = None
+            for index in members:
+                node = self.cluster.nodes[index]
+                if on_demand_only and node.capacity_type != ON_DEMAND:
+                    search.blockers["not on-demand"] += 1
+                    continue
+                blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node)
+                if blocker is None:
+                    if best is None or _roomier(node, best):
+                        best = node
+                    continue
+                search.blockers[blocker] += 1
+                if blocker.startswith(INSUFFICIENT) and search.room_score in (None, score):
+                    search.room_score = score
+                    search.room_nodes.append(node)
+            if best is not None:
+                search.target, search.score = best, score
+                return search
+        self.failed_searches[key] = search
+        return search
+
+    def _commit(self, c: _Candidate) -> None:
+        target = c.target
+        self.cluster.move(c.pod, c.requests, c.ports, c.source, target)
+        self.budgets.spend(c.budgets)
+        self.per_node[c.source.name] += 1
+        self.per_namespace[c.pod.metadata.namespace] += 1
+        self.per_workload[c.workload] += 1
+        meta = c.pod.metadata
+        self.evictions.append(Eviction(meta.namespace, meta.name, meta.uid, c.workload, c.source.name,
+                                       target.name, c.score, c.target_score))
+
+
+def _roomier(a: NodeState, b: NodeState) -> bool:
+    """Like the scheduler's default (least allocated), prefer the emptier node; then the name."""
+    return (-a.free.cpu, -a.free.memory, a.name) < (-b.free.cpu, -b.free.memory, b.name)
+
+
+def _is_true(value: str | None) -> bool:
+    return value is not None and value.strip().lower() == "true"

@@ -41,8 +41,8 @@ def replica(name, node="", created=MOVED_AT, owner=("ReplicaSet", "web-7d4b9"), 
                     **kwargs)
 
 
-def judge(pods, records=(record(),), after=timedelta(minutes=2), backoffs=()):
-    history = History(in_flight=tuple(records), backoffs=tuple(backoffs))
+def judge(pods, records=None, after=timedelta(minutes=2), backoffs=()):
+    history = History(in_flight=tuple(records or [record()]), backoffs=tuple(backoffs))
     return review(history, ClusterSnapshot(NODES, list(pods)), MOVED_AT + after, OPTIONS)
 
 
@@ -92,7 +92,7 @@ def test_replacements_are_newer_pods_of_the_same_controller():
     assert [j.outcome for j in judge(pods).judgements] == [Outcome.IN_FLIGHT]
     # Creation times have whole seconds: created in the second of the move counts.
     same_second = replica("web-new", "spot", created=MOVED_AT.replace(microsecond=0))
-    assert [j.outcome for j in judge(pods + [same_second]).judgements] == [Outcome.SUCCEEDED]
+    assert [j.outcome for j in judge([*pods, same_second]).judgements] == [Outcome.SUCCEEDED]
 
 
 def test_a_statefulset_replacement_keeps_the_evicted_pods_name():
@@ -136,7 +136,8 @@ def test_a_back_off_over_for_longer_than_the_cap_is_forgotten():
     now = MOVED_AT + timedelta(minutes=2)
     recent = Backoff(WEB, REASON, 3, now - timedelta(minutes=30))
     old = Backoff(WorkloadRef("default", "ReplicaSet", "old"), REASON, 3, now - timedelta(hours=2))
-    assert judge([replica("web-new", "spot", ready=False)], backoffs=[recent, old]).history.backoffs == (recent,)
+    result = judge([replica("web-new", "spot", ready=False)], backoffs=[recent, old])
+    assert result.history.backoffs == (recent,)
 
 
 def test_move_records_count_attempts_per_workload_and_reason():

@@ -1,0 +1,422 @@
+"""What a drain does, decided without doing it: which pods to evict and in what order, with what
+grace period, how long to back off when a PodDisruptionBudget refuses, and what to write on the node.
+
+Every function here is pure; adapters (kube.py, evictor.py) carry the decisions out.
+
+Which pods (first rule that applies wins):
+
+1. mirror pods (static pods, annotated `kubernetes.io/config.mirror`): skipped; the kubelet runs them
+   from a file and recreates whatever the API removes.
+2. finished pods (Succeeded or Failed): skipped; they hold no resources and nothing restarts them.
+3. DaemonSet pods: skipped while their DaemonSet exists (the DaemonSet would recreate them on the node
+   anyway); an orphan, whose DaemonSet is gone, is handled like an unowned pod.
+4. terminating pods (deletionTimestamp set): waited for, not evicted again; skipped as
+   stuck-terminating once their deletion time is STUCK_TERMINATING_SECONDS past (finalizers or a
+   kubelet that is gone will not let them finish, and waiting only burns the deadline). They leave
+   whatever the rules below say, so those rules do not apply to them.
+5. the opt-out annotation (`settings.opt_out_annotation`, any value but "false"): skipped, on every
+   drain. It is the pod owner's explicit "I handle termination myself".
+6. excluded namespaces (`settings.excluded_namespaces`): skipped on discretionary drains only
+   (a rebalance recommendation). On a forced drain the instance goes away whatever we do; skipping
+   would only turn a graceful, budget-respecting eviction into a hard kill, and the default list
+   (kube-system) holds the cluster's DNS and controllers, which must move off a dying node cleanly.
+7. unowned (bare) pods, no controller: evicted, or skipped when `settings.unowned_pods` is "skip".
+8. everything else: evicted.
+
+Compared with `kubectl drain --ignore-daemonsets --delete-emptydir-data --force` (its filters
+skipDeletedFilter, daemonSetFilter, mirrorPodFilter, localStorageFilter, unreplicatedFilter), a forced
+drain with default settings and no opt-out annotations evicts or waits for exactly the pods kubectl
+deletes, except:
+
+- finished pods: kubectl deletes them (every filter lets Succeeded/Failed through); we leave them, so a
+  finished Job keeps its pod, logs and status until the node goes.
+- terminating pods: kubectl evicts them again and waits (skipDeletedFilter skips nothing unless
+  --skip-wait-for-delete-timeout is set); we only wait, and stop waiting as kubectl would with
+  --skip-wait-for-delete-timeout=STUCK_TERMINATING_SECONDS.
+- emptyDir pods are evicted, as with --delete-emptydir-data; bare pods are evicted, as with --force;
+  orphaned DaemonSet pods are evicted, as kubectl --force does when the DaemonSet is not found.
+
+kubectl evicts everything at once; we evict in waves by priority, lowest first and system-critical
+pods last (kubernetes/kubectl#1347 asks kubectl for the same).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+
+import msgspec
+
+from .config import Settings
+from .events import EventKind
+from .evictor import EvictionResult, Outcome
+from .objects import Node, Pod, PodDisruptionBudget
+from .scheduling.labels import selector_matches
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+STUCK_TERMINATING_SECONDS = 60
+
+# Priorities of the two built-in PriorityClasses; user-defined classes stop at one billion.
+SYSTEM_CRITICAL_PRIORITY = 2_000_000_000
+SYSTEM_CLASS_PRIORITIES = {"system-cluster-critical": 2_000_000_000, "system-node-critical": 2_000_001_000}
+
+DEFAULT_GRACE_SECONDS = 30  # the API's default terminationGracePeriodSeconds
+GRACE_SAFETY_MARGIN_SECONDS = 5
+# An eviction with gracePeriodSeconds 0 removes the pod object at once, without waiting for the
+# kubelet to stop its containers (a force deletion); 1 is the shortest graceful period.
+MIN_GRACE_SECONDS = 1
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 30.0
+
+TAINT_KEY_PREFIX = "spot-rebalancer/"
+ACTION_ANNOTATION = "spot-rebalancer.io/action"
+EXCLUDE_FROM_LOAD_BALANCERS_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
+class DrainReason(enum.StrEnum):
+    """Why a node is drained; each value is also the event kind that causes it."""
+
+    SPOT_INTERRUPTION = "spot-interruption"
+    REBALANCE_RECOMMENDATION = "rebalance-recommendation"
+    ASG_TERMINATION = "asg-termination"
+    INSTANCE_STOPPING = "instance-stopping"
+    SCHEDULED_MAINTENANCE = "scheduled-maintenance"
+    DEGRADED_HARDWARE = "degraded-hardware"
+
+    @property
+    def forced(self) -> bool:
+        """Whether the instance goes away whatever we do (all but a rebalance recommendation)."""
+        return self is not DrainReason.REBALANCE_RECOMMENDATION
+
+    @property
+    def taint_key(self) -> str:
+        return TAINT_KEY_PREFIX + self.value
+
+    @classmethod
+    def for_event(cls, kind: EventKind) -> DrainReason | None:
+        """The reason an event of this kind drains a node, or None for kinds that never do."""
+        try:
+            return cls(kind.value)
+        except ValueError:
+            return None
+
+
+# --- which pods --------------------------------------------------------------------------------
+
+
+class Action(enum.StrEnum):
+    EVICT = "evict"
+    SKIP = "skip"
+    WAIT = "wait"  # already terminating: wait for it to go
+
+
+class SkipReason(enum.StrEnum):
+    MIRROR = "mirror"
+    FINISHED = "finished"
+    DAEMONSET = "daemonset"
+    STUCK_TERMINATING = "stuck-terminating"
+    OPTED_OUT = "opted-out"
+    EXCLUDED_NAMESPACE = "excluded-namespace"
+    UNOWNED = "unowned"
+
+
+@dataclass(frozen=True, slots=True)
+class PodDecision:
+    pod: Pod
+    action: Action
+    skip_reason: SkipReason | None = None
+
+
+def decide_pods(pods: Iterable[Pod], settings: Settings, reason: DrainReason, now: datetime, *,
+                daemonsets: Collection[tuple[str, str]] | None = None) -> list[PodDecision]:
+    """One decision per pod, in the pods' order, by the rules in the module docstring.
+
+    `daemonsets` holds the (namespace, name) of the DaemonSets that exist; None means "assume every
+    DaemonSet a pod names exists" (no orphans).
+    """
+    return [_decide(pod, settings, reason, now, daemonsets) for pod in pods]
+
+
+def _decide(pod: Pod, settings: Settings, reason: DrainReason, now: datetime,
+            daemonsets: Collection[tuple[str, str]] | None) -> PodDecision:
+    meta = pod.metadata
+    controller = meta.controller
+    if MIRROR_ANNOTATION in meta.annotations:
+        return PodDecision(pod, Action.SKIP, SkipReason.MIRROR)
+    if pod.status.phase in ("Succeeded", "Failed"):
+        return PodDecision(pod, Action.SKIP, SkipReason.FINISHED)
+    orphan = False
+    if controller is not None and controller.kind == "DaemonSet":
+        orphan = daemonsets is not None and (meta.namespace, controller.name) not in daemonsets
+        if not orphan:
+            return PodDecision(pod, Action.SKIP, SkipReason.DAEMONSET)
+    if meta.deletion_timestamp is not None:
+        if _stuck(meta.deletion_timestamp, now):
+            return PodDecision(pod, Action.SKIP, SkipReason.STUCK_TERMINATING)
+        return PodDecision(pod, Action.WAIT)
+    if meta.annotations.get(settings.opt_out_annotation, "false") != "false":
+        return PodDecision(pod, Action.SKIP, SkipReason.OPTED_OUT)
+    if not reason.forced and meta.namespace in settings.excluded_namespaces:
+        return PodDecision(pod, Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)
+    if (controller is None or orphan) and settings.unowned_pods == "skip":
+        return PodDecision(pod, Action.SKIP, SkipReason.UNOWNED)
+    return PodDecision(pod, Action.EVICT)
+
+
+def _stuck(deletion_timestamp: str, now: datetime) -> bool:
+    """Whether the pod should have been gone for more than STUCK_TERMINATING_SECONDS.
+
+    deletionTimestamp is when the kubelet's grace period ends, not when deletion was asked for.
+    """
+    try:
+        gone_by = datetime.fromisoformat(deletion_timestamp)
+    except ValueError:
+        return False  # unreadable: keep waiting, the drain's own deadline still bounds it
+    if gone_by.tzinfo is None:
+        gone_by = gone_by.replace(tzinfo=UTC)
+    return now - gone_by > timedelta(seconds=STUCK_TERMINATING_SECONDS)
+
+
+# --- in what order -----------------------------------------------------------------------------
+
+
+def pod_priority(pod: Pod) -> int:
+    """spec.priority, else the built-in class's priority, else 0 (the API's default)."""
+    if pod.spec.priority is not None:
+        return pod.spec.priority
+    return SYSTEM_CLASS_PRIORITIES.get(pod.spec.priority_class_name, 0)
+
+
+def is_system_critical(pod: Pod) -> bool:
+    return (pod_priority(pod) >= SYSTEM_CRITICAL_PRIORITY
+            or pod.spec.priority_class_name in SYSTEM_CLASS_PRIORITIES)
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """Pods evicted together; the next wave starts when these are gone (or the deadline nears)."""
+
+    priority: int
+    system_critical: bool
+    pods: tuple[Pod, ...]
+
+
+def eviction_waves(decisions: Iterable[PodDecision]) -> list[Wave]:
+    """The pods to evict, grouped by priority: lowest first, system-critical pods last.
+
+    Within a wave pods are ordered by namespace and name, so a plan reads the same every time.
+    """
+    def wave_key(pod: Pod) -> tuple[bool, int]:
+        return is_system_critical(pod), pod_priority(pod)
+
+    pods = sorted((d.pod for d in decisions if d.action is Action.EVICT),
+                  key=lambda p: (wave_key(p), p.metadata.namespace, p.metadata.name))
+    return [Wave(priority=priority, system_critical=critical, pods=tuple(group))
+            for (critical, priority), group in groupby(pods, key=wave_key)]
+
+
+# --- with what grace period --------------------------------------------------------------------
+
+
+def capped_grace_seconds(pod: Pod, deadline: datetime | None, now: datetime,
+                         margin_seconds: float = GRACE_SAFETY_MARGIN_SECONDS) -> int | None:
+    """The grace period to evict with, so the pod is gone `margin_seconds` before `deadline`.
+
+    None when there is no deadline: the eviction then keeps the pod's own grace period. Never more
+    than the pod asks for, never less than MIN_GRACE_SECONDS unless the pod itself asks for 0.
+    """
+    if deadline is None:
+        return None
+    own = pod.spec.termination_grace_period_seconds
+    own = DEFAULT_GRACE_SECONDS if own is None else own
+    left = math.floor((deadline - now).total_seconds() - margin_seconds)
+    return min(own, max(MIN_GRACE_SECONDS, left))
+
+
+# --- how long to back off ----------------------------------------------------------------------
+
+
+def backoff_seconds(attempt: int, base: float = BACKOFF_BASE_SECONDS,
+                    cap: float = BACKOFF_CAP_SECONDS) -> float:
+    """Seconds to wait after the `attempt`-th refusal (1-based): base, 2·base, 4·base, ... up to cap.
+
+    Deterministic (no jitter): evictions of one drain start together anyway, and a plan that can be
+    predicted can be tested. Fits evictor.EvictionSchedule.backoff.
+    """
+    doublings = min(max(attempt, 1) - 1, 63)  # beyond 63 doublings every sane cap has been hit
+    return min(cap, base * 2.0 ** doublings)
+
+
+def retry_times(start: float, until: float, base: float = BACKOFF_BASE_SECONDS,
+                cap: float = BACKOFF_CAP_SECONDS) -> list[float]:
+    """When the attempts after the first one at `start` happen, stopping before `until`.
+
+    The same rule evictor.evict_one follows: no retry is made that would start at or after `until`.
+    """
+    if base <= 0:
+        raise ValueError(f"backoff base must be positive, got {base}")
+    times: list[float] = []
+    at, attempt = start, 1
+    while at + backoff_seconds(attempt, base, cap) < until:
+        at += backoff_seconds(attempt, base, cap)
+        times.append(at)
+        attempt += 1
+    return times
+
+
+# --- what blocked us ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    name: str
+    disruptions_allowed: int
+    current_healthy: int
+    desired_healthy: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedPod:
+    namespace: str
+    name: str
+    attempts: int
+    message: str
+    budgets: tuple[BudgetState, ...]
+
+    def describe(self) -> str:
+        if not self.budgets:
+            return f"{self.namespace}/{self.name}: refused {self.attempts} times: {self.message}"
+        budgets = ", ".join(f"{b.name} ({b.disruptions_allowed} disruptions allowed, "
+                            f"{b.current_healthy}/{b.desired_healthy} healthy)" for b in self.budgets)
+        return f"{self.namespace}/{self.name}: refused {self.attempts} times by {budgets}"
+
+
+def covering_budgets(pod: Pod, pdbs: Iterable[PodDisruptionBudget]) -> list[PodDisruptionBudget]:
+    """The PodDisruptionBudgets in the pod's namespace whose selector matches it."""
+    return [pdb for pdb in pdbs if pdb.metadata.namespace == pod.metadata.namespace
+            and selector_matches(pdb.spec.selector, pod.metadata.labels)]
+
+
+def blocked_pods(results: Iterable[EvictionResult], pods: Iterable[Pod],
+                 pdbs: Iterable[PodDisruptionBudget]) -> list[BlockedPod]:
+    """The pods a budget kept from being evicted until the deadline, each with those budgets."""
+    pdbs = list(pdbs)
+    by_name = {(p.metadata.namespace, p.metadata.name): p for p in pods}
+    report = []
+    for result in results:
+        if result.outcome is not Outcome.BLOCKED:
+            continue
+        pod = by_name.get((result.namespace, result.name))
+        budgets = covering_budgets(pod, pdbs) if pod is not None else []
+        report.append(BlockedPod(
+            namespace=result.namespace, name=result.name, attempts=result.attempts, message=result.message,
+            budgets=tuple(BudgetState(b.metadata.name, b.status.disruptions_allowed, b.status.current_healthy,
+                                      b.status.desired_healthy) for b in budgets)))
+    return report
+
+
+# --- what to write on the node -----------------------------------------------------------------
+
+
+class NodeAction(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What the product did to a node, kept as JSON in the ACTION_ANNOTATION annotation so a later
+    sweep can undo a rebalance recommendation's action and never undo what the user did."""
+
+    reason: DrainReason
+    at: datetime
+    taints: tuple[str, ...] = ()  # keys of the taints we added
+    cordoned: bool = False  # whether we set spec.unschedulable
+    was_cordoned: bool = False  # unschedulable before our first action: then never uncordon
+    load_balancer_label_added: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodePatch:
+    """A strategic merge patch for one node (taints merge by key; labels, annotations by name)."""
+
+    node_name: str
+    body: dict
+
+
+_decode_action = msgspec.json.Decoder(NodeAction).decode
+
+
+def recorded_action(node: Node) -> NodeAction | None:
+    """The action recorded on the node; None when there is none or it cannot be read."""
+    raw = node.metadata.annotations.get(ACTION_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        return _decode_action(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: datetime) -> NodePatch | None:
+    """Taint (and, unless the recommendation policy says only "taint", cordon) the node, and record it.
+
+    The taint is `spot-rebalancer/<reason>`: NoSchedule, or PreferNoSchedule for a rebalance
+    recommendation whose policy is "taint". None when the node's recommendation policy is "none".
+    The patch carries the node's resourceVersion, so it fails (409) rather than act on a node that
+    changed since it was read; the caller reads the node again and plans again.
+    """
+    cordon = True
+    if reason is DrainReason.REBALANCE_RECOMMENDATION:
+        policy = settings.recommendation_action(node.metadata.labels)
+        if policy == "none":
+            return None
+        cordon = policy != "taint"
+    add_label = (cordon and settings.exclude_from_load_balancers
+                 and EXCLUDE_FROM_LOAD_BALANCERS_LABEL not in node.metadata.labels)
+    record = NodeAction(reason=reason, at=now, taints=(reason.taint_key,), cordoned=cordon,
+                        was_cordoned=node.spec.unschedulable, load_balancer_label_added=add_label)
+    previous = recorded_action(node)
+    if previous is not None:
+        # A later discretionary action must not turn a forced drain into one the sweep reverts.
+        keep = previous.reason.forced and not reason.forced
+        record = NodeAction(
+            reason=previous.reason if keep else reason,
+            at=previous.at if keep else now,
+            taints=tuple(dict.fromkeys((*previous.taints, reason.taint_key))),
+            cordoned=cordon or previous.cordoned,
+            # Only our first action saw the node as the user left it.
+            was_cordoned=previous.was_cordoned,
+            load_balancer_label_added=add_label or previous.load_balancer_label_added,
+        )
+    metadata: dict = {"annotations": {ACTION_ANNOTATION: msgspec.json.encode(record).decode()}}
+    if add_label:
+        metadata["labels"] = {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}
+    effect = "NoSchedule" if cordon else "PreferNoSchedule"
+    spec: dict = {"taints": [{"key": reason.taint_key, "effect": effect}]}
+    if cordon:
+        spec["unschedulable"] = True
+    return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
+
+
+def node_revert_patch(node: Node, now: datetime, ttl_seconds: int) -> NodePatch | None:
+    """Undo a rebalance recommendation's action once `ttl_seconds` have passed without a forced
+    drain: remove our taints and label, uncordon only if the node was schedulable before us, and
+    drop the record. None when there is nothing (yet) to undo."""
+    record = recorded_action(node)
+    if record is None or record.reason is not DrainReason.REBALANCE_RECOMMENDATION:
+        return None
+    if now < record.at + timedelta(seconds=ttl_seconds):
+        return None
+    metadata: dict = {"annotations": {ACTION_ANNOTATION: None}}
+    if record.load_balancer_label_added:
+        metadata["labels"] = {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: None}
+    spec: dict = {"taints": [{"$patch": "delete", "key": key} for key in record.taints]}
+    if record.cordoned and not record.was_cordoned:
+        spec["unschedulable"] = False
+    return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
+
+
+def _with_resource_version(node: Node, body: dict) -> dict:
+    if node.metadata.resource_version:
+        body["metadata"]["resourceVersion"] = node.metadata.resource_version
+    return body

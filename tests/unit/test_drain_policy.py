@@ -1,0 +1,553 @@
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from msgspec.structs import replace
+
+from spot_rebalancer.config import RecommendationPolicy, Settings
+from spot_rebalancer.drain_policy import (
+    ACTION_ANNOTATION,
+    EXCLUDE_FROM_LOAD_BALANCERS_LABEL,
+    MIN_GRACE_SECONDS,
+    Action,
+    BudgetState,
+    DrainReason,
+    NodeAction,
+    SkipReason,
+    backoff_seconds,
+    blocked_pods,
+    capped_grace_seconds,
+    decide_pods,
+    eviction_waves,
+    node_drain_patch,
+    node_revert_patch,
+    recorded_action,
+    retry_times,
+)
+from spot_rebalancer.events import EventKind
+from spot_rebalancer.evictor import EvictionResult, EvictionSchedule, Outcome, evict_one
+from spot_rebalancer.objects import Node, Pod, Taint, Volume
+from tests.unit.builders import make_node, make_pdb, make_pod
+
+NOW = datetime(2024, 3, 14, 9, 27, 0, tzinfo=UTC)
+DEFAULTS = Settings()
+FORCED = DrainReason.SPOT_INTERRUPTION
+DISCRETIONARY = DrainReason.REBALANCE_RECOMMENDATION
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod(name: str = "web-1", *, deletion: datetime | None = None, priority_class: str = "",
+        grace: int | None = None, empty_dir: bool = False, **options) -> Pod:
+    """make_pod plus the fields a drain looks at that it does not take."""
+    built = make_pod(name, node="node-1", **options)
+    meta = replace(built.metadata, deletion_timestamp=iso(deletion) if deletion else None)
+    spec = replace(built.spec, priority_class_name=priority_class, termination_grace_period_seconds=grace,
+                   volumes=[Volume(name="scratch", empty_dir={})] if empty_dir else built.spec.volumes)
+    return replace(built, metadata=meta, spec=spec)
+
+
+def decide_one(subject: Pod, reason: DrainReason = FORCED, config: Settings = DEFAULTS, **kwargs):
+    (decision,) = decide_pods([subject], config, reason, NOW, **kwargs)
+    return decision.action, decision.skip_reason
+
+
+# --- which pods --------------------------------------------------------------------------------
+
+MIRROR = {"kubernetes.io/config.mirror": "2f0b8a"}
+OPT_OUT = {DEFAULTS.opt_out_annotation: "true"}
+
+
+@pytest.mark.parametrize(("subject", "reason", "expected"), [
+    (pod(), FORCED, (Action.EVICT, None)),
+    (pod(), DISCRETIONARY, (Action.EVICT, None)),
+    (pod(owner=("StatefulSet", "db")), FORCED, (Action.EVICT, None)),
+    (pod(empty_dir=True), FORCED, (Action.EVICT, None)),
+    (pod(owner=("Node", "node-1"), annotations=MIRROR), FORCED, (Action.SKIP, SkipReason.MIRROR)),
+    (pod(owner=None, annotations=MIRROR, deletion=NOW), FORCED, (Action.SKIP, SkipReason.MIRROR)),
+    (pod(phase="Succeeded"), FORCED, (Action.SKIP, SkipReason.FINISHED)),
+    (pod(phase="Failed", owner=None), FORCED, (Action.SKIP, SkipReason.FINISHED)),
+    (pod(owner=("DaemonSet", "fluent-bit")), FORCED, (Action.SKIP, SkipReason.DAEMONSET)),
+    # A DaemonSet pod being deleted is the DaemonSet's business, as in kubectl: not waited for.
+    (pod(owner=("DaemonSet", "fluent-bit"), deletion=NOW), FORCED, (Action.SKIP, SkipReason.DAEMONSET)),
+    (pod(deletion=NOW + timedelta(seconds=30)), FORCED, (Action.WAIT, None)),
+    (pod(deletion=NOW - timedelta(seconds=60)), FORCED, (Action.WAIT, None)),
+    (pod(deletion=NOW - timedelta(seconds=61)), FORCED, (Action.SKIP, SkipReason.STUCK_TERMINATING)),
+    # Terminating pods leave anyway: opt-out, namespace and ownership rules do not keep them.
+    (pod(deletion=NOW, annotations=OPT_OUT, namespace="kube-system", owner=None), DISCRETIONARY,
+     (Action.WAIT, None)),
+    (pod(annotations=OPT_OUT), FORCED, (Action.SKIP, SkipReason.OPTED_OUT)),
+    (pod(annotations=OPT_OUT), DISCRETIONARY, (Action.SKIP, SkipReason.OPTED_OUT)),
+    (pod(annotations={DEFAULTS.opt_out_annotation: ""}), FORCED, (Action.SKIP, SkipReason.OPTED_OUT)),
+    (pod(annotations={DEFAULTS.opt_out_annotation: "false"}), FORCED, (Action.EVICT, None)),
+    (pod(namespace="kube-system"), DISCRETIONARY, (Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)),
+    (pod(namespace="kube-system"), FORCED, (Action.EVICT, None)),
+    (pod(owner=None), FORCED, (Action.EVICT, None)),
+])
+def test_decisions_with_default_settings(subject, reason, expected):
+    assert decide_one(subject, reason) == expected
+
+
+@pytest.mark.parametrize("reason", list(DrainReason))
+def test_only_a_rebalance_recommendation_is_discretionary(reason):
+    assert reason.forced is (reason is not DrainReason.REBALANCE_RECOMMENDATION)
+
+
+def test_unowned_pods_skipped_when_settings_say_so():
+    config = Settings(unowned_pods="skip")
+    assert decide_one(pod(owner=None), FORCED, config) == (Action.SKIP, SkipReason.UNOWNED)
+    assert decide_one(pod(), FORCED, config) == (Action.EVICT, None)
+
+
+def test_orphaned_daemonset_pods_are_unowned():
+    orphan = pod(owner=("DaemonSet", "gone"))
+    alive = pod(owner=("DaemonSet", "fluent-bit"))
+    existing = {("default", "fluent-bit")}
+    assert decide_one(orphan, daemonsets=existing) == (Action.EVICT, None)
+    assert decide_one(alive, daemonsets=existing) == (Action.SKIP, SkipReason.DAEMONSET)
+    assert decide_one(orphan, FORCED, Settings(unowned_pods="skip"), daemonsets=existing) == (
+        Action.SKIP, SkipReason.UNOWNED)
+    # Without the list every DaemonSet is taken to exist.
+    assert decide_one(orphan) == (Action.SKIP, SkipReason.DAEMONSET)
+
+
+def test_configured_namespaces_and_annotation():
+    config = Settings(excluded_namespaces=("batch",), opt_out_annotation="example.com/keep")
+    assert decide_one(pod(namespace="batch"), DISCRETIONARY, config) == (
+        Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)
+    assert decide_one(pod(namespace="kube-system"), DISCRETIONARY, config) == (Action.EVICT, None)
+    assert decide_one(pod(annotations={"example.com/keep": "yes"}), FORCED, config) == (
+        Action.SKIP, SkipReason.OPTED_OUT)
+    assert decide_one(pod(annotations=OPT_OUT), FORCED, config) == (Action.EVICT, None)
+
+
+def test_unreadable_deletion_timestamp_is_waited_for():
+    subject = replace(pod(), metadata=replace(pod().metadata, deletion_timestamp="soon"))
+    assert decide_one(subject) == (Action.WAIT, None)
+
+
+def test_drain_reason_for_each_event_kind():
+    reasons = {kind: DrainReason.for_event(kind) for kind in EventKind}
+    assert {kind for kind, reason in reasons.items() if reason is not None} == {
+        EventKind.SPOT_INTERRUPTION, EventKind.REBALANCE_RECOMMENDATION, EventKind.ASG_TERMINATION,
+        EventKind.INSTANCE_STOPPING, EventKind.SCHEDULED_MAINTENANCE, EventKind.DEGRADED_HARDWARE}
+    assert all(reason is None or reason.value == kind.value for kind, reason in reasons.items())
+
+
+# --- against kubectl drain --ignore-daemonsets --delete-emptydir-data --force --------------------
+
+
+def kubectl_deletes(subject: Pod, daemonsets: set[tuple[str, str]]) -> bool:
+    """kubectl's filter chain (1.20 and later) with those flags and no --skip-wait-for-delete-timeout."""
+    finished = subject.status.phase in ("Succeeded", "Failed")
+    controller = subject.metadata.controller
+    # daemonSetFilter: finished pods pass; an existing DaemonSet's pods are skipped; orphans pass (--force).
+    if (controller is not None and controller.kind == "DaemonSet" and not finished
+            and (subject.metadata.namespace, controller.name) in daemonsets):
+        return False
+    # mirrorPodFilter; localStorageFilter passes (--delete-emptydir-data); unreplicatedFilter passes
+    # (--force); skipDeletedFilter passes everything without a timeout.
+    return "kubernetes.io/config.mirror" not in subject.metadata.annotations
+
+
+@st.composite
+def pods(draw):
+    owner_kind = draw(st.sampled_from([None, "ReplicaSet", "StatefulSet", "Job", "DaemonSet", "Node"]))
+    owner = (owner_kind, draw(st.sampled_from(["a", "b"]))) if owner_kind else None
+    terminating = draw(st.sampled_from([None, 30, -30, -3600]))
+    return pod(
+        f"pod-{draw(st.integers(0, 10**6))}",
+        namespace=draw(st.sampled_from(["default", "kube-system", "team-a"])),
+        owner=owner,
+        phase=draw(st.sampled_from(["Pending", "Running", "Succeeded", "Failed", "Unknown"])),
+        annotations=MIRROR if draw(st.booleans()) else {},
+        deletion=NOW + timedelta(seconds=terminating) if terminating is not None else None,
+        empty_dir=draw(st.booleans()),
+        priority=draw(st.sampled_from([None, -10, 0, 1000, 2_000_000_000, 2_000_001_000])),
+        priority_class=draw(st.sampled_from(["", "high", "system-cluster-critical", "system-node-critical"])),
+    )
+
+
+daemonset_sets = st.sets(st.tuples(st.sampled_from(["default", "kube-system", "team-a"]),
+                                   st.sampled_from(["a", "b"])))
+
+
+@settings(max_examples=300)
+@given(subjects=st.lists(pods(), max_size=12), daemonsets=daemonset_sets,
+       reason=st.sampled_from([r for r in DrainReason if r.forced]))
+def test_forced_drain_matches_kubectl_drain(subjects, daemonsets, reason):
+    decisions = decide_pods(subjects, DEFAULTS, reason, NOW, daemonsets=daemonsets)
+    for decision in decisions:
+        subject = decision.pod
+        kubectl = kubectl_deletes(subject, daemonsets)
+        if decision.skip_reason is SkipReason.FINISHED:  # documented difference: kubectl deletes them
+            assert kubectl
+            continue
+        assert (decision.action in (Action.EVICT, Action.WAIT)
+                or decision.skip_reason is SkipReason.STUCK_TERMINATING) == kubectl
+        if decision.action is Action.WAIT or decision.skip_reason is SkipReason.STUCK_TERMINATING:
+            assert subject.metadata.deletion_timestamp is not None
+
+
+@settings(max_examples=200)
+@given(subjects=st.lists(pods(), max_size=12), reason=st.sampled_from(list(DrainReason)),
+       unowned=st.sampled_from(["evict", "skip"]))
+def test_every_pod_is_decided_once_in_order(subjects, reason, unowned):
+    decisions = decide_pods(subjects, Settings(unowned_pods=unowned), reason, NOW)
+    assert [d.pod for d in decisions] == subjects
+    for decision in decisions:
+        assert (decision.skip_reason is None) == (decision.action is not Action.SKIP)
+
+
+# --- waves -------------------------------------------------------------------------------------
+
+
+def evicting(*subjects: Pod):
+    return decide_pods(subjects, DEFAULTS, FORCED, NOW)
+
+
+def wave_names(waves):
+    return [(w.priority, w.system_critical, [p.metadata.name for p in w.pods]) for w in waves]
+
+
+def test_waves_lowest_priority_first_system_critical_last():
+    waves = eviction_waves(evicting(
+        pod("dns", priority=2_000_000_000, priority_class="system-cluster-critical", namespace="kube-system"),
+        pod("web-b", priority=100),
+        pod("batch", priority=-5),
+        pod("web-a", priority=100),
+        pod("plain"),
+        pod("node-agent", priority_class="system-node-critical"),  # no spec.priority: the class's
+        pod("daemon", owner=("DaemonSet", "agent")),
+        pod("gone", deletion=NOW),
+    ))
+    assert wave_names(waves) == [
+        (-5, False, ["batch"]),
+        (0, False, ["plain"]),
+        (100, False, ["web-a", "web-b"]),
+        (2_000_000_000, True, ["dns"]),
+        (2_000_001_000, True, ["node-agent"]),
+    ]
+
+
+def test_a_system_class_is_critical_whatever_its_recorded_priority():
+    waves = eviction_waves(evicting(pod("odd", priority=7, priority_class="system-node-critical"),
+                                    pod("high", priority=1_000_000_000)))
+    assert wave_names(waves) == [(1_000_000_000, False, ["high"]), (7, True, ["odd"])]
+
+
+def test_no_pods_no_waves():
+    assert eviction_waves([]) == []
+
+
+@given(subjects=st.lists(pods(), max_size=15, unique_by=lambda p: p.metadata.name))
+def test_waves_hold_exactly_the_evicted_pods_in_rising_order(subjects):
+    decisions = decide_pods(subjects, DEFAULTS, FORCED, NOW)
+    waves = eviction_waves(decisions)
+    evicted = sorted(d.pod.metadata.name for d in decisions if d.action is Action.EVICT)
+    assert sorted(p.metadata.name for w in waves for p in w.pods) == evicted
+    keys = [(w.system_critical, w.priority) for w in waves]
+    assert keys == sorted(set(keys))
+    assert all(w.pods for w in waves)
+
+
+# --- grace periods -----------------------------------------------------------------------------
+
+DEADLINE = NOW + timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(("grace", "deadline", "now", "expected"), [
+    (30, DEADLINE, NOW, 30),
+    (600, DEADLINE, NOW, 115),  # 120 s left, 5 s margin
+    (None, DEADLINE, NOW, 30),  # the API's default
+    (600, DEADLINE, DEADLINE - timedelta(seconds=10.5), 5),
+    (600, DEADLINE, DEADLINE - timedelta(seconds=3), MIN_GRACE_SECONDS),
+    (600, DEADLINE, DEADLINE + timedelta(minutes=1), MIN_GRACE_SECONDS),  # never negative
+    (0, DEADLINE, NOW, 0),  # a pod that asks for none gets none
+    (600, None, NOW, None),  # no deadline: keep the pod's own
+])
+def test_capped_grace(grace, deadline, now, expected):
+    assert capped_grace_seconds(pod(grace=grace), deadline, now) == expected
+
+
+@given(grace=st.none() | st.integers(0, 10**6), left=st.floats(-600, 10**5), margin=st.floats(0, 60))
+def test_capped_grace_ends_before_the_deadline(grace, left, margin):
+    deadline = NOW + timedelta(seconds=left)
+    left = (deadline - NOW).total_seconds()  # as the clock sees it, to the microsecond
+    capped = capped_grace_seconds(pod(grace=grace), deadline, NOW, margin)
+    own = 30 if grace is None else grace
+    assert 0 <= capped <= own
+    assert capped <= max(MIN_GRACE_SECONDS, left - margin)
+    if own >= MIN_GRACE_SECONDS:
+        assert capped >= MIN_GRACE_SECONDS
+
+
+# --- back-off ----------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_up_to_the_cap():
+    assert [backoff_seconds(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert [backoff_seconds(n, base=0.5, cap=3) for n in range(1, 5)] == [0.5, 1, 2, 3]
+    assert backoff_seconds(10**9) == 30
+
+
+@pytest.mark.parametrize(("start", "until", "expected"), [
+    (0, 120, [1, 3, 7, 15, 31, 61, 91]),
+    (100, 104, [101, 103]),
+    (0, 1, []),  # the first retry would start at the deadline
+    (0, 0, []),
+])
+def test_retry_times_stop_before_the_deadline(start, until, expected):
+    assert retry_times(start, until) == expected
+
+
+def test_retry_times_need_a_positive_base():
+    with pytest.raises(ValueError, match="backoff base must be positive"):
+        retry_times(0, 10, base=0)
+
+
+@given(start=st.floats(0, 1e6), span=st.floats(0, 3600), base=st.floats(0.1, 10), cap=st.floats(0.5, 120))
+def test_retry_times_properties(start, span, base, cap):
+    until = start + span
+    times = retry_times(start, until, base, cap)
+    assert all(start < t < until for t in times)
+    gaps = [b - a for a, b in zip([start, *times], times, strict=False)]
+    assert gaps == pytest.approx([backoff_seconds(n, base, cap) for n in range(1, len(times) + 1)])
+    # The next retry would not start before the deadline.
+    assert (times[-1] if times else start) + backoff_seconds(len(times) + 1, base, cap) >= until
+
+
+class AlwaysBlocked:
+    """A Kubernetes client whose every eviction a PodDisruptionBudget refuses."""
+
+    def evict(self, namespace, name, grace_seconds, dry_run=False):
+        return type("Response", (), {"status": 429, "message": "Cannot evict pod as it would violate "
+                                                               "the pod's disruption budget."})()
+
+
+def test_evictor_retries_on_this_schedule():
+    clock = [1000.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock[0] += seconds
+
+    schedule = EvictionSchedule(until=1120.0, backoff=backoff_seconds, clock=lambda: clock[0], sleep=sleep)
+    result = evict_one(AlwaysBlocked(), pod(), 30, schedule)
+    expected = retry_times(1000.0, 1120.0)
+    assert result.outcome is Outcome.BLOCKED
+    assert result.attempts == len(expected) + 1
+    assert [1000.0 + sum(slept[:n]) for n in range(1, len(slept) + 1)] == expected
+
+
+# --- the blocked pods report -------------------------------------------------------------------
+
+
+def test_blocked_pods_name_their_budgets():
+    web = pod("web-1", labels={"app": "web"})
+    db = pod("db-0", labels={"app": "db"}, namespace="data")
+    lone = pod("lone", labels={"app": "lone"})
+    budget = replace(make_pdb("web", {"app": "web"}, 0),
+                     status=replace(make_pdb("web", {"app": "web"}, 0).status, current_healthy=2,
+                                    desired_healthy=3))
+    pdbs = [budget, make_pdb("web-in-other-ns", {"app": "web"}, 0, namespace="data"),
+            make_pdb("db", {"app": "db"}, 0, namespace="data"), make_pdb("nothing", None, 0)]
+    results = [
+        EvictionResult("default", "web-1", Outcome.BLOCKED, 12, "would violate the disruption budget"),
+        EvictionResult("data", "db-0", Outcome.ACCEPTED, 1),
+        EvictionResult("default", "lone", Outcome.BLOCKED, 3, "too many requests"),
+        EvictionResult("default", "vanished", Outcome.BLOCKED, 2, "too many requests"),
+    ]
+    report = blocked_pods(results, [web, db, lone], pdbs)
+    assert [(b.namespace, b.name, b.attempts, b.budgets) for b in report] == [
+        ("default", "web-1", 12, (BudgetState("web", 0, 2, 3),)),
+        ("default", "lone", 3, ()),
+        ("default", "vanished", 2, ()),
+    ]
+    assert report[0].describe() == (
+        "default/web-1: refused 12 times by web (0 disruptions allowed, 2/3 healthy)")
+    assert report[1].describe() == "default/lone: refused 3 times: too many requests"
+
+
+# --- node patches ------------------------------------------------------------------------------
+
+
+def node(unschedulable: bool = False, labels=None, annotations=None, taints=(),
+         resource_version: str = "41") -> Node:
+    built = make_node("ip-10-0-1-2.eu-west-1.compute.internal", labels=labels, taints=taints,
+                      unschedulable=unschedulable)
+    meta = replace(built.metadata, resource_version=resource_version, annotations=dict(annotations or {}))
+    return replace(built, metadata=meta)
+
+
+def record_of(patch) -> dict:
+    return json.loads(patch.body["metadata"]["annotations"][ACTION_ANNOTATION])
+
+
+@pytest.mark.parametrize(("reason", "policy", "effect", "cordon"), [
+    (DrainReason.SPOT_INTERRUPTION, "taint", "NoSchedule", True),
+    (DrainReason.ASG_TERMINATION, "taint", "NoSchedule", True),
+    (DrainReason.INSTANCE_STOPPING, "none", "NoSchedule", True),
+    (DrainReason.SCHEDULED_MAINTENANCE, "taint", "NoSchedule", True),
+    (DrainReason.DEGRADED_HARDWARE, "taint", "NoSchedule", True),
+    (DrainReason.REBALANCE_RECOMMENDATION, "taint", "PreferNoSchedule", False),
+    (DrainReason.REBALANCE_RECOMMENDATION, "cordon", "NoSchedule", True),
+    (DrainReason.REBALANCE_RECOMMENDATION, "drain", "NoSchedule", True),
+])
+def test_drain_patch(reason, policy, effect, cordon):
+    patch = node_drain_patch(node(), reason, Settings(recommendation_default=policy), NOW)
+    expected_spec = {"taints": [{"key": f"spot-rebalancer/{reason}", "effect": effect}]}
+    if cordon:
+        expected_spec["unschedulable"] = True
+    assert patch.node_name == "ip-10-0-1-2.eu-west-1.compute.internal"
+    assert patch.body["spec"] == expected_spec
+    assert patch.body["metadata"]["resourceVersion"] == "41"
+    assert "labels" not in patch.body["metadata"]
+    assert record_of(patch) == {"reason": reason.value, "at": "2024-03-14T09:27:00Z",
+                                "taints": [f"spot-rebalancer/{reason}"], "cordoned": cordon,
+                                "wasCordoned": False, "loadBalancerLabelAdded": False}
+
+
+def test_recommendation_policy_none_leaves_the_node_alone():
+    assert node_drain_patch(node(), DISCRETIONARY, Settings(recommendation_default="none"), NOW) is None
+
+
+def test_recommendation_policy_by_node_labels():
+    config = Settings(recommendation_default="none", recommendation_policies=(
+        RecommendationPolicy(selector={"tier": "batch"}, action="drain"),))
+    assert node_drain_patch(node(labels={"tier": "web"}), DISCRETIONARY, config, NOW) is None
+    patch = node_drain_patch(node(labels={"tier": "batch"}), DISCRETIONARY, config, NOW)
+    assert patch.body["spec"]["unschedulable"] is True
+
+
+def test_load_balancer_label_when_configured_and_cordoning():
+    config = Settings(exclude_from_load_balancers=True, recommendation_default="taint")
+    patch = node_drain_patch(node(), FORCED, config, NOW)
+    assert patch.body["metadata"]["labels"] == {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}
+    assert record_of(patch)["loadBalancerLabelAdded"] is True
+    # Only tainting leaves load balancers alone; a label the user set is not ours to record.
+    assert "labels" not in node_drain_patch(node(), DISCRETIONARY, config, NOW).body["metadata"]
+    labelled = node(labels={EXCLUDE_FROM_LOAD_BALANCERS_LABEL: ""})
+    assert record_of(node_drain_patch(labelled, FORCED, config, NOW))["loadBalancerLabelAdded"] is False
+
+
+def test_a_node_the_user_cordoned_is_recorded_as_such():
+    assert record_of(node_drain_patch(node(unschedulable=True), FORCED, DEFAULTS, NOW))["wasCordoned"] is True
+
+
+def test_without_a_resource_version_the_patch_is_unconditional():
+    patch = node_drain_patch(node(resource_version=""), FORCED, DEFAULTS, NOW)
+    assert "resourceVersion" not in patch.body["metadata"]
+
+
+# A strategic merge patch as the API server applies the subset we send: maps merge (null deletes),
+# spec.taints merges by key ($patch: delete removes), resourceVersion is a precondition.
+
+
+class Conflict(Exception):
+    pass
+
+
+def apply_patch(target: Node, body: dict) -> Node:
+    current = msgspec.to_builtins(target)
+    expected_version = body.get("metadata", {}).get("resourceVersion")
+    if expected_version is not None and expected_version != current["metadata"].get("resourceVersion"):
+        raise Conflict(expected_version)
+    merged = merge(current, copy.deepcopy(body))
+    merged["metadata"]["resourceVersion"] = str(int(current["metadata"].get("resourceVersion") or 0) + 1)
+    return msgspec.convert(merged, Node)
+
+
+def merge(current: dict, patch: dict) -> dict:
+    result = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif key == "taints":
+            taints = {t["key"]: t for t in result.get("taints", [])}
+            for item in value:
+                if item.get("$patch") == "delete":
+                    taints.pop(item["key"], None)
+                else:
+                    taints[item["key"]] = item
+            result["taints"] = list(taints.values())
+        elif isinstance(value, dict):
+            result[key] = merge(result.get(key, {}), value)
+        else:
+            result[key] = value
+    return result
+
+
+def comparable(subject: Node) -> Node:
+    return replace(subject, metadata=replace(subject.metadata, resource_version=""))
+
+
+USER_TAINT = Taint(key="dedicated", value="gpu", effect="NoSchedule")
+LB_CONFIG = Settings(exclude_from_load_balancers=True, recommendation_default="cordon")
+
+
+@pytest.mark.parametrize("original", [
+    node(),
+    node(unschedulable=True),  # the user's cordon survives the revert
+    node(taints=[USER_TAINT], labels={"team": "a"}, annotations={"owner": "ops"}),
+    node(labels={EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}),  # the user's label survives too
+])
+def test_revert_after_the_ttl_restores_the_node(original):
+    drained = apply_patch(original, node_drain_patch(original, DISCRETIONARY, LB_CONFIG, NOW).body)
+    assert drained.spec.unschedulable
+    assert node_revert_patch(drained, NOW + timedelta(seconds=1799), 1800) is None
+    revert = node_revert_patch(drained, NOW + timedelta(seconds=1800), 1800)
+    assert comparable(apply_patch(drained, revert.body)) == comparable(original)
+
+
+def test_revert_keeps_a_user_cordon_across_several_actions():
+    original = node()
+    config = Settings(recommendation_default="taint")
+    tainted = apply_patch(original, node_drain_patch(original, DISCRETIONARY, config, NOW).body)
+    later = NOW + timedelta(minutes=5)
+    cordoned = apply_patch(tainted, node_drain_patch(tainted, DISCRETIONARY, LB_CONFIG, later).body)
+    assert recorded_action(cordoned) == NodeAction(
+        reason=DISCRETIONARY, at=later, taints=(DISCRETIONARY.taint_key,), cordoned=True,
+        was_cordoned=False, load_balancer_label_added=True)
+    revert = node_revert_patch(cordoned, later + timedelta(seconds=1800), 1800)
+    assert comparable(apply_patch(cordoned, revert.body)) == comparable(original)
+
+
+def test_a_forced_drain_is_never_reverted():
+    original = node()
+    recommended = apply_patch(original, node_drain_patch(original, DISCRETIONARY, LB_CONFIG, NOW).body)
+    interrupted = apply_patch(recommended, node_drain_patch(recommended, FORCED, LB_CONFIG, NOW).body)
+    # A recommendation arriving after the interruption does not make it revertible either.
+    again = apply_patch(interrupted, node_drain_patch(interrupted, DISCRETIONARY, LB_CONFIG, NOW).body)
+    record = recorded_action(again)
+    assert record.reason is FORCED
+    assert set(record.taints) == {DISCRETIONARY.taint_key, FORCED.taint_key}
+    assert record.was_cordoned is False
+    assert node_revert_patch(again, NOW + timedelta(days=1), 1800) is None
+
+
+def test_nothing_to_revert():
+    assert node_revert_patch(node(), NOW, 0) is None
+    assert node_revert_patch(node(annotations={ACTION_ANNOTATION: "{not json"}), NOW, 0) is None
+
+
+def test_an_unreadable_record_counts_as_none_and_never_uncordons():
+    garbled = node(unschedulable=True, annotations={ACTION_ANNOTATION: '{"reason": "unknown"}'})
+    assert recorded_action(garbled) is None
+    assert record_of(node_drain_patch(garbled, DISCRETIONARY, LB_CONFIG, NOW))["wasCordoned"] is True
+
+
+def test_a_patch_planned_on_a_stale_node_conflicts():
+    original = node()
+    patch = node_drain_patch(original, FORCED, DEFAULTS, NOW)
+    changed = apply_patch(original, {"metadata": {"labels": {"touched": "yes"}}})
+    with pytest.raises(Conflict):
+        apply_patch(changed, patch.body)
+

@@ -384,8 +384,8 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
             at=previous.at if keep else now,
             taints=tuple(dict.fromkeys((*previous.taints, reason.taint_key))),
             cordoned=cordon or previous.cordoned,
-            # Only our first action saw the node as the user left it.
-            was_cordoned=previous.was_cordoned,
+            # Until we cordon, the node's cordon is the user's.
+            was_cordoned=previous.was_cordoned if previous.cordoned else node.spec.unschedulable,
             load_balancer_label_added=add_label or previous.load_balancer_label_added,
         )
     metadata: dict = {"annotations": {ACTION_ANNOTATION: msgspec.json.encode(record).decode()}}

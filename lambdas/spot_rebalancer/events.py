@@ -167,10 +167,6 @@ class _StateDetail(msgspec.Struct, frozen=True):
     state: Literal["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]
 
 
-_TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
-_LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
-
-
 class _LifecycleDetail(msgspec.Struct, frozen=True):
     token: str = field(name="LifecycleActionToken")
     group: str = field(name="AutoScalingGroupName")
@@ -284,10 +280,9 @@ def _state(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
 
 def _lifecycle(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
     detail = _detail(env, _LifecycleDetail)
-    expected = _TERMINATING if "terminate" in env.detail_type else _LAUNCHING
+    expected, kind = _LIFECYCLE_TRANSITIONS[env.detail_type]
     if detail.transition != expected:
         raise EventError(env.id, f"{env.detail_type} with LifecycleTransition {detail.transition}")
-    kind = EventKind.ASG_TERMINATION if expected == _TERMINATING else EventKind.ASG_LAUNCH
     return (LifecycleHook(**_common(env), kind=kind, instance_id=detail.instance_id, group=detail.group,
                           hook=detail.hook, token=detail.token, transition=detail.transition,
                           notification_metadata=detail.notification_metadata, origin=detail.origin,
@@ -359,6 +354,12 @@ def _instance_id(value: str) -> str:
     return candidate if _INSTANCE_ID_RE.match(candidate) else ""
 
 
+# detail-type -> the LifecycleTransition it must carry, and the kind it becomes.
+_LIFECYCLE_TRANSITIONS = {
+    "EC2 Instance-terminate Lifecycle Action":
+        ("autoscaling:EC2_INSTANCE_TERMINATING", EventKind.ASG_TERMINATION),
+    "EC2 Instance-launch Lifecycle Action": ("autoscaling:EC2_INSTANCE_LAUNCHING", EventKind.ASG_LAUNCH),
+}
 _Parser = Callable[[_Envelope, timedelta], tuple[Event, ...]]
 _PARSERS: dict[tuple[str, str], _Parser] = {
     ("aws.ec2", "EC2 Spot Instance Interruption Warning"): _spot,

@@ -520,6 +520,15 @@ def test_revert_keeps_a_user_cordon_across_several_actions():
     assert comparable(apply_patch(cordoned, revert.body)) == comparable(original)
 
 
+def test_a_cordon_the_user_added_after_our_taint_survives_the_revert():
+    tainted = apply_patch(node(), node_drain_patch(node(), DISCRETIONARY, Settings(), NOW).body)
+    user_cordoned = apply_patch(tainted, {"spec": {"unschedulable": True}})
+    cordoned = apply_patch(user_cordoned, node_drain_patch(user_cordoned, DISCRETIONARY, LB_CONFIG, NOW).body)
+    reverted = apply_patch(cordoned, node_revert_patch(cordoned, NOW + timedelta(hours=1), 1800).body)
+    assert reverted.spec.unschedulable
+    assert reverted.spec.taints == []
+
+
 def test_a_forced_drain_is_never_reverted():
     original = node()
     recommended = apply_patch(original, node_drain_patch(original, DISCRETIONARY, LB_CONFIG, NOW).body)

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import cluster_from_tags
+
 DESCRIBE_BATCH = 1000  # DescribeInstances accepts at most 1,000 instance ids a call
 # Throttling and transient errors are retried by botocore's standard mode with backoff.
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
-CLUSTER_TAG_KEYS = ("eks:cluster-name", "aws:eks:cluster-name")
-CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +25,7 @@ class Instance:
 
     def cluster_name(self, default: str = "") -> str:
         """The EKS cluster this instance belongs to, by its tags, else `default`."""
-        for key in CLUSTER_TAG_KEYS:
-            if self.tags.get(key):
-                return self.tags[key]
-        for key in self.tags:
-            if key.startswith(CLUSTER_TAG_PREFIX):
-                return key.removeprefix(CLUSTER_TAG_PREFIX)
-        return default
+        return cluster_from_tags(self.tags, default)
 
 
 def boto_config() -> Any:

@@ -87,15 +87,9 @@ def test_throttled_describe_is_retried():
     assert sent == [429, 429, "passed"], "two throttled attempts, then the real call"
 
 
-@pytest.mark.parametrize(("tags", "default", "expected"), [
-    ({"eks:cluster-name": "a"}, "cfg", "a"),
-    ({"aws:eks:cluster-name": "b"}, "cfg", "b"),
-    ({"kubernetes.io/cluster/c": "owned"}, "cfg", "c"),
-    ({"Name": "web"}, "cfg", "cfg"),
-    ({}, "", ""),
-])
-def test_cluster_name_from_tags(tags, default, expected):
-    assert Instance("i-1", "spot", "running", tags=tags).cluster_name(default) == expected
+def test_cluster_name_comes_from_the_tags_else_the_default():
+    assert Instance("i-1", "spot", "running", tags={"eks:cluster-name": "a"}).cluster_name("cfg") == "a"
+    assert Instance("i-1", "spot", "running", tags={"Name": "web"}).cluster_name("cfg") == "cfg"
 
 
 def test_tag_writes_the_lifecycle_tag(ec2_client):

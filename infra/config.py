@@ -32,6 +32,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # this margin so the function can still complete the action after a drain that used all its time.
 LIFECYCLE_HEARTBEAT_MARGIN_SECONDS = 120
 MAX_LIFECYCLE_HEARTBEAT_SECONDS = 7200
+# Lambda's environment is at most 4 KB in all; the other variables take well under half of it.
+MAX_POLICIES_JSON = 2048
 
 _CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -278,6 +280,12 @@ def _check_choices(c: SpotRebalancerConfig) -> None:
 
 
 def _check_policies(c: SpotRebalancerConfig) -> None:
+    encoded = json.dumps([p.to_json() for p in c.recommendation_policies
+                          if isinstance(p, RecommendationPolicy)], separators=(",", ":"))
+    if len(encoded) > MAX_POLICIES_JSON:
+        raise _fail("recommendationPolicies",
+                    f"{len(encoded)} characters of JSON; Lambda keeps all environment variables in 4 KB, "
+                    f"so at most {MAX_POLICIES_JSON} fit here")
     for index, policy in enumerate(c.recommendation_policies):
         where = f"item {index}"
         if not isinstance(policy, RecommendationPolicy):

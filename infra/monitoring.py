@@ -1,0 +1,172 @@
+"""Alarms to an SNS topic and one dashboard for a cluster's spot-rebalancer."""
+
+from __future__ import annotations
+
+import math
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from spot_rebalancer.telemetry import NAMESPACE
+
+from .config import SpotRebalancerConfig
+
+ALARM_PERIOD = Duration.minutes(5)
+# A throttle or two is absorbed by retries; throttling this many periods in a row is not.
+THROTTLE_PERIODS = 3
+# Census metrics arrive once a schedule period; their alarms look at this many periods.
+CENSUS_PERIODS = 3
+FLEET_DIMENSIONS = f"{{{NAMESPACE},Architecture,CapacityType,ClusterName}}"
+
+
+class Monitoring(Construct):
+    """The alarm topic (new and KMS-encrypted unless one is given), the alarms and the dashboard."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: SpotRebalancerConfig,
+                 events_function: lambda_.IFunction, schedule_function: lambda_.IFunction,
+                 work_queue: sqs.IQueue, dead_letter_queues: dict[str, sqs.IQueue]) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self.topic = self._topic()
+        self._action = actions.SnsAction(self.topic)
+        self.alarms: list[cloudwatch.Alarm] = []
+        cluster = config.cluster_name
+
+        for label, queue in dead_letter_queues.items():
+            self._alarm(f"{label}NotEmpty", queue.metric_approximate_number_of_messages_visible(
+                period=ALARM_PERIOD, statistic="Maximum"),
+                threshold=1, periods=1,
+                description=f"{label} of spot-rebalancer for {cluster} holds messages: events or cycles "
+                            "that were not handled. Read them, fix the cause, then redrive them.")
+        for label, function in (("EventsFunction", events_function), ("ScheduleFunction", schedule_function)):
+            self._alarm(f"{label}Errors", function.metric_errors(period=ALARM_PERIOD, statistic="Sum"),
+                        threshold=1, periods=1,
+                        description=f"The spot-rebalancer {label} for {cluster} failed; see its logs.")
+            self._alarm(f"{label}Throttles", function.metric_throttles(period=ALARM_PERIOD, statistic="Sum"),
+                        threshold=1, periods=THROTTLE_PERIODS,
+                        description=f"The spot-rebalancer {label} for {cluster} has been throttled for "
+                                    f"{THROTTLE_PERIODS * 5} minutes; check the account's concurrency.")
+        self._alarm("DrainDeadlineMissed", self._metric("DeadlineMissed", "Sum"), threshold=1, periods=1,
+                    description=f"A drain in {cluster} did not finish before its instance went away.")
+        blocked_periods = math.ceil(config.pdb_blocked_alarm_minutes / 5)
+        self._alarm("EvictionsBlockedByPdb", self._metric("EvictionsBlockedByPdb", "Sum"),
+                    threshold=1, periods=blocked_periods,
+                    description=f"PodDisruptionBudgets in {cluster} have blocked evictions for "
+                                f"{blocked_periods * 5} minutes in a row.")
+        census_period = Duration.minutes(config.schedule_minutes)
+        if config.spot_share_target_percent is not None:
+            self._alarm("SpotShareBelowTarget",
+                        self._metric("SpotShareRequestedCpu", "Average", period=census_period),
+                        threshold=config.spot_share_target_percent, periods=CENSUS_PERIODS,
+                        comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                        # No census is a problem of its own (the schedule alarms), not a low share.
+                        missing=cloudwatch.TreatMissingData.MISSING,
+                        description=f"Spot capacity serves less than {config.spot_share_target_percent:g}%"
+                                    f" of the requested CPU in {cluster}.")
+        if config.misplaced_pods_threshold is not None:
+            self._alarm("MisplacedPodsAboveThreshold",
+                        self._metric("MisplacedPods", "Maximum", period=census_period),
+                        threshold=config.misplaced_pods_threshold, periods=CENSUS_PERIODS,
+                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        missing=cloudwatch.TreatMissingData.MISSING,
+                        description=f"More than {config.misplaced_pods_threshold} pods in {cluster} run on "
+                                    "capacity their affinity does not prefer, and the rebalancer is not "
+                                    "moving them back.")
+        self.dashboard = self._dashboard(events_function, schedule_function, work_queue, dead_letter_queues)
+
+    def _topic(self) -> sns.ITopic:
+        config = self._config
+        if config.alarm_topic_arn:
+            topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)
+        else:
+            key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True,
+                          removal_policy=RemovalPolicy.DESTROY,
+                          description=f"Encrypts spot-rebalancer alarms for {config.cluster_name}")
+            # CloudWatch publishes alarms to an encrypted topic only if the key lets it.
+            key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+            topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True,
+                              display_name=f"spot-rebalancer alarms for {config.cluster_name}")
+        if config.alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        return topic
+
+    def _metric(self, name: str, statistic: str, *, period: Duration = ALARM_PERIOD,
+                label: str | None = None) -> cloudwatch.Metric:
+        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, statistic=statistic, period=period,
+                                 dimensions_map={"ClusterName": self._config.cluster_name}, label=label)
+
+    def _alarm(self, construct_id: str, metric: cloudwatch.IMetric, *, threshold: float, periods: int,
+               description: str,
+               comparison: cloudwatch.ComparisonOperator =
+               cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+               missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING) -> None:
+        alarm = cloudwatch.Alarm(self, construct_id, metric=metric, threshold=threshold,
+                                 evaluation_periods=periods, datapoints_to_alarm=periods,
+                                 comparison_operator=comparison, treat_missing_data=missing,
+                                 alarm_description=description)
+        alarm.add_alarm_action(self._action)
+        alarm.add_ok_action(self._action)
+        self.alarms.append(alarm)
+
+    def _fleet(self, metric_name: str, title: str) -> cloudwatch.GraphWidget:
+        period = Duration.minutes(self._config.schedule_minutes)
+        query = f"{FLEET_DIMENSIONS} MetricName=\"{metric_name}\" ClusterName=\"{self._config.cluster_name}\""
+        search = cloudwatch.MathExpression(
+            expression=f"SEARCH('{query}', 'Average', {int(period.to_seconds())})", label="", period=period)
+        return cloudwatch.GraphWidget(title=title, left=[search], stacked=True, width=8)
+
+    def _dashboard(self, events_function: lambda_.IFunction, schedule_function: lambda_.IFunction,
+                   work_queue: sqs.IQueue, dead_letter_queues: dict[str, sqs.IQueue]) -> cloudwatch.Dashboard:
+        census = Duration.minutes(self._config.schedule_minutes)
+        dashboard = cloudwatch.Dashboard(self, "Dashboard",
+                                         dashboard_name=f"SpotRebalancer-{self._config.cluster_name}")
+        dashboard.add_widgets(cloudwatch.TextWidget(
+            markdown=f"# spot-rebalancer: {self._config.cluster_name}", width=24, height=1))
+        dashboard.add_widgets(
+            self._fleet("Nodes", "Fleet mix: nodes by capacity type and architecture"),
+            self._fleet("RequestedCpu", "Requested CPU by capacity type and architecture"),
+            cloudwatch.GraphWidget(title="Spot share of requested CPU (%)", width=8, left=[
+                self._metric("SpotShareRequestedCpu", "Average", period=census, label="spot share")],
+                left_annotations=[cloudwatch.HorizontalAnnotation(
+                    value=self._config.spot_share_target_percent, label="target")]
+                if self._config.spot_share_target_percent is not None else None),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Event to cordon latency (ms)", width=8, left=[
+                self._metric("EventToCordonLatency", statistic, label=statistic)
+                for statistic in ("p50", "p90", "Maximum")]),
+            cloudwatch.GraphWidget(title="Drains", width=8,
+                left=[self._metric("PodsEvicted", "Sum", label="pods evicted"),
+                      self._metric("EvictionsBlockedByPdb", "Sum", label="blocked by PDB"),
+                      self._metric("DeadlineMissed", "Sum", label="deadline missed"),
+                      self._metric("EventsIgnored", "Sum", label="events ignored")],
+                right=[self._metric("DrainDuration", "Maximum", label="longest drain")]),
+            cloudwatch.GraphWidget(title="Moves back to preferred capacity", width=8,
+                left=[self._metric("MovesPlanned", "Sum", label="planned"),
+                      self._metric("MovesSucceeded", "Sum", label="succeeded"),
+                      self._metric("MovesFailed", "Sum", label="failed")],
+                right=[self._metric("MisplacedPods", "Maximum", period=census, label="misplaced pods")]),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Work queue", width=8,
+                left=[work_queue.metric_approximate_number_of_messages_visible(label="waiting")]
+                     + [queue.metric_approximate_number_of_messages_visible(label=label)
+                        for label, queue in dead_letter_queues.items()],
+                right=[work_queue.metric_approximate_age_of_oldest_message(label="oldest (s)")]),
+            cloudwatch.GraphWidget(title="Functions: errors and throttles", width=8, left=[
+                metric for function, name in ((events_function, "events"), (schedule_function, "schedule"))
+                for metric in (function.metric_errors(label=f"{name} errors"),
+                               function.metric_throttles(label=f"{name} throttles"))]),
+            cloudwatch.GraphWidget(title="Functions: duration (ms)", width=8, left=[
+                events_function.metric_duration(statistic="Maximum", label="events"),
+                schedule_function.metric_duration(statistic="Maximum", label="schedule")]),
+        )
+        return dashboard

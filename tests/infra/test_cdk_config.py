@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cdk_support import REPO
 
 from infra.config import (
+    APP_KEYS,
     CONTEXT_KEYS,
     RecommendationPolicy,
     SpotRebalancerConfig,
@@ -130,6 +132,12 @@ def test_cdk_json_context_restates_the_code_defaults(cdk_json_context):
     # cdk.json shows operators the knobs; it must not silently change what the code defaults to.
     from_json = SpotRebalancerConfig.from_context({**cdk_json_context, "clusterName": "prod"})
     assert from_json == SpotRebalancerConfig(cluster_name="prod")
+
+
+def test_the_readme_documents_every_context_key():
+    readme = (REPO / "infra" / "README.md").read_text()
+    for key in sorted(CONTEXT_KEYS | APP_KEYS):
+        assert f"`{key}`" in readme, key
 
 
 def test_several_clusters_get_a_stack_each_with_their_own_overrides():

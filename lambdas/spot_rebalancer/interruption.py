@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .aws import AutoScaling, Ec2, LifecycleAction
+from .aws import AutoScaling, Ec2, Instance, LifecycleAction
 from .config import Settings
 from .drain_policy import (
     Action,
@@ -165,7 +165,7 @@ class InterruptionHandler:
         if instance is None:
             self._finish_lifecycle(lifecycle, "CONTINUE", result)
             return self._ignore(result, "instance no longer exists", event.instance_id)
-        cluster = instance.cluster_name(self.settings.cluster_name)
+        cluster = managed_cluster(instance, self.settings)
         if not cluster:
             self._finish_lifecycle(lifecycle, "CONTINUE", result)
             return self._ignore(result, "instance belongs to no managed cluster", event.instance_id)
@@ -205,7 +205,7 @@ class InterruptionHandler:
     # --- steps ---------------------------------------------------------------------------------
 
     def _ignore(self, result: HandleResult, why: str, instance_id: str = "") -> HandleResult:
-        self.metrics.add("EventsIgnored", 1)
+        self.metrics.add("EventsIgnored", 1, ClusterName=self.settings.cluster_name)
         result.steps.append(Step("ignore", reason=f"{instance_id}: {why}" if instance_id else why))
         return result
 
@@ -301,6 +301,15 @@ class InterruptionHandler:
         if items:
             with ThreadPoolExecutor(max_workers=min(EVENT_WORKERS, len(items))) as pool:
                 list(pool.map(record, items))
+
+
+def managed_cluster(instance: Instance, settings: Settings) -> str:
+    """The cluster this deployment manages the instance for, or "" when it is not ours: with a
+    configured cluster, instances tagged for another cluster belong to that cluster's deployment."""
+    cluster = instance.cluster_name(settings.cluster_name)
+    if settings.cluster_name and cluster != settings.cluster_name:
+        return ""
+    return cluster
 
 
 def _lifecycle_action(event: Event) -> LifecycleAction | None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from .aws import AutoScaling, Ec2, Instance, LifecycleAction
 from .config import Settings
 from .events import Event, InstanceEvent, LifecycleHook
-from .interruption import HandleResult, Step
+from .interruption import HandleResult, Step, managed_cluster
 from .kube import KubeClient
 from .nodes import locate_node
 from .objects import Node
@@ -64,9 +64,9 @@ class LifecycleTagger:
             result.steps.append(Step("ignore", reason=f"{event.kind} carries no instance"))
             return result
         instance = self.ec2.describe([event.instance_id]).get(event.instance_id)
-        cluster = instance.cluster_name(self.settings.cluster_name) if instance else ""
+        cluster = managed_cluster(instance, self.settings) if instance else ""
         if instance is None or not cluster:
-            self.metrics.add("EventsIgnored", 1)
+            self.metrics.add("EventsIgnored", 1, ClusterName=self.settings.cluster_name)
             why = "instance no longer exists" if instance is None else "no managed cluster"
             result.steps.append(Step("ignore", reason=f"{event.instance_id}: {why}"))
             return result
@@ -142,7 +142,7 @@ class LaunchCompleter:
             return result
         action = LifecycleAction(event.group, event.hook, event.token, event.instance_id)
         instance = self.ec2.describe([event.instance_id]).get(event.instance_id)
-        cluster = instance.cluster_name(self.settings.cluster_name) if instance else ""
+        cluster = managed_cluster(instance, self.settings) if instance else ""
         node = (locate_node(self.kube_for(cluster), instance.instance_id, instance.private_dns_name)
                 if instance and cluster else None)
         if node is not None and node.ready:

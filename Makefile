@@ -34,4 +34,4 @@ cluster: $(VENV_STAMP) control-plane
 	$(BIN)/python -m tests.kube
 
 lint: $(VENV_STAMP)
-	$(BIN)/ruff check lambdas tests
+	$(BIN)/ruff check lambdas tests infra app.py

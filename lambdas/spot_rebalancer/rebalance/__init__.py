@@ -4,6 +4,7 @@ The shell reads a snapshot, calls `plan`, evicts, records `move_records` into th
 and next cycle calls `review` before planning again.
 """
 
+from .census import Census, CensusRow, census
 from .history import Backoff, History, Judgement, MoveRecord, Outcome, Review, move_records, review
 from .nudge import CapacityRequest, NodeGroup
 from .options import MOVE_REASON, OptionsError, RebalanceOptions
@@ -11,8 +12,8 @@ from .planner import Eviction, Plan, PlanInputError, Skip, SkipCode, plan
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
 __all__ = [
-    "MOVE_REASON", "Backoff", "CapacityRequest", "Eviction", "FloorError", "History", "Judgement",
-    "MoveRecord", "NodeGroup", "OptionsError", "Outcome", "Plan", "PlanInputError", "RebalanceOptions",
-    "Review", "Skip", "SkipCode", "WorkloadRef", "move_records", "on_demand_floor", "plan", "review",
-    "workload_of",
+    "MOVE_REASON", "Backoff", "CapacityRequest", "Census", "CensusRow", "Eviction", "FloorError",
+    "History", "Judgement", "MoveRecord", "NodeGroup", "OptionsError", "Outcome", "Plan",
+    "PlanInputError", "RebalanceOptions", "Review", "Skip", "SkipCode", "WorkloadRef", "census",
+    "move_records", "on_demand_floor", "plan", "review", "workload_of",
 ]

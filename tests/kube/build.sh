@@ -6,8 +6,10 @@
 set -euo pipefail
 
 K8S_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
+# Bumped whenever the way the binaries are built changes, so a stale cache is never reused.
+BUILD_REVISION=2
 CACHE_ROOT="${SPOT_REBALANCER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spot-rebalancer}"
-BIN_DIR="$CACHE_ROOT/kube-$K8S_SOURCE_VERSION/bin"
+BIN_DIR="$CACHE_ROOT/kube-$K8S_SOURCE_VERSION-r$BUILD_REVISION/bin"
 COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
 
 have_all() {
@@ -71,6 +73,21 @@ if [[ -z $src_dir ]]; then
   src_dir=$(find "$work" -maxdepth 1 -type d -name 'kubernetes-1.20*' | head -n1)
 fi
 [[ -n $src_dir ]] || { log "no kubernetes source tree after apt-get source"; exit 1; }
+
+# The vendored github.com/modern-go/reflect2 v1.0.1 crashes the apiserver when built with Go >= 1.18
+# (nil dereference decoding JSON maps); v1.0.2 fixes it and is API-compatible. Debian ships its
+# source as golang-github-modern-go-reflect2-dev: swap it into vendor/ and record the version.
+reflect2="$src_dir/vendor/github.com/modern-go/reflect2"
+if [[ ! -f "$reflect2/go_above_118.go" ]]; then
+  log "updating the vendored reflect2 to 1.0.2 for Go >= 1.18"
+  (cd "$work" && { apt-get download -qq golang-github-modern-go-reflect2-dev >&2 ||
+    { as_root apt-get update -qq >&2 && apt-get download -qq golang-github-modern-go-reflect2-dev >&2; }; })
+  rm -rf "$work/reflect2-deb" && dpkg -x "$work"/golang-github-modern-go-reflect2-dev_*.deb "$work/reflect2-deb"
+  rm -rf "$reflect2" && mkdir -p "$reflect2"
+  cp "$work"/reflect2-deb/usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$reflect2/"
+  sed -i 's#\(github.com/modern-go/reflect2 => github.com/modern-go/reflect2\) v1.0.1#\1 v1.0.2#' \
+    "$src_dir/go.mod" "$src_dir/vendor/modules.txt"
+fi
 
 missing=()
 for c in "${COMPONENTS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || missing+=("cmd/$c"); done

@@ -337,7 +337,8 @@ class NodeAction(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 @dataclass(frozen=True, slots=True)
 class NodePatch:
-    """A strategic merge patch for one node (taints merge by key; labels, annotations by name)."""
+    """A strategic merge patch for one node (labels and annotations merge by name; the taint list
+    is sent whole)."""
 
     node_name: str
     body: dict
@@ -392,7 +393,8 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
     if add_label:
         metadata["labels"] = {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}
     effect = "NoSchedule" if cordon else "PreferNoSchedule"
-    spec: dict = {"taints": [{"key": reason.taint_key, "effect": effect}]}
+    ours = {"key": reason.taint_key, "effect": effect}
+    spec: dict = {"taints": [*_taints_without(node, {reason.taint_key}), ours]}
     if cordon:
         spec["unschedulable"] = True
     return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
@@ -410,10 +412,19 @@ def node_revert_patch(node: Node, now: datetime, ttl_seconds: int) -> NodePatch 
     metadata: dict = {"annotations": {ACTION_ANNOTATION: None}}
     if record.load_balancer_label_added:
         metadata["labels"] = {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: None}
-    spec: dict = {"taints": [{"$patch": "delete", "key": key} for key in record.taints]}
+    spec: dict = {"taints": _taints_without(node, set(record.taints))}
     if record.cordoned and not record.was_cordoned:
         spec["unschedulable"] = False
     return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
+
+
+def _taints_without(node: Node, keys: set[str]) -> list[dict]:
+    """The node's taints but those with these keys, as patch items.
+
+    spec.taints has no merge key: a strategic merge patch replaces the whole list (and rejects
+    `$patch: delete` items), so every patch carries the full list, guarded by resourceVersion.
+    """
+    return [msgspec.to_builtins(t) for t in node.spec.taints if t.key not in keys]
 
 
 def _with_resource_version(node: Node, body: dict) -> dict:

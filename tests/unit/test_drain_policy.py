@@ -448,7 +448,7 @@ def test_without_a_resource_version_the_patch_is_unconditional():
 
 
 # A strategic merge patch as the API server applies the subset we send: maps merge (null deletes),
-# spec.taints merges by key ($patch: delete removes), resourceVersion is a precondition.
+# spec.taints is replaced whole (it has no merge key), resourceVersion is a precondition.
 
 
 class Conflict(Exception):
@@ -471,13 +471,7 @@ def merge(current: dict, patch: dict) -> dict:
         if value is None:
             result.pop(key, None)
         elif key == "taints":
-            taints = {t["key"]: t for t in result.get("taints", [])}
-            for item in value:
-                if item.get("$patch") == "delete":
-                    taints.pop(item["key"], None)
-                else:
-                    taints[item["key"]] = item
-            result["taints"] = list(taints.values())
+            result["taints"] = value  # no merge key: the list is replaced whole
         elif isinstance(value, dict):
             result[key] = merge(result.get(key, {}), value)
         else:

@@ -12,6 +12,7 @@ from ..scheduling.labels import selector_matches
 class DisruptionBudgets:
     def __init__(self, pdbs: Iterable[PodDisruptionBudget]) -> None:
         self._by_namespace: dict[str, list[PodDisruptionBudget]] = {}
+        self._covering: dict[tuple[str, frozenset], list[str]] = {}
         self.remaining: dict[str, int] = {}
         for pdb in pdbs:
             self._by_namespace.setdefault(pdb.metadata.namespace, []).append(pdb)
@@ -23,10 +24,15 @@ class DisruptionBudgets:
 
     def covering(self, pod: Pod) -> list[str]:
         """The budgets whose selector picks the pod, in its namespace (raises SelectorError when a
-        selector is invalid)."""
-        labels = pod.metadata.labels
-        return [self.key(pdb) for pdb in self._by_namespace.get(pod.metadata.namespace, ())
+        selector is invalid). Replicas share their labels, so the answer is kept per label set."""
+        namespace, labels = pod.metadata.namespace, pod.metadata.labels
+        memo_key = (namespace, frozenset(labels.items()))
+        keys = self._covering.get(memo_key)
+        if keys is None:
+            keys = self._covering[memo_key] = [
+                self.key(pdb) for pdb in self._by_namespace.get(namespace, ())
                 if selector_matches(pdb.spec.selector, labels)]
+        return keys
 
     def exhausted(self, keys: Iterable[str]) -> str | None:
         """The first of these budgets with no disruption left, if any."""

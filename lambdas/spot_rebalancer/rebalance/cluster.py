@@ -91,10 +91,11 @@ class ClusterState:
             state.repellers.remove(pod)
 
     def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
-                target: NodeState) -> str | None:
+                target: NodeState, claims: bool) -> str | None:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
-        node's eligibility and the pod's affinity and tolerations are the placement's business."""
-        if not zone_allows(pod, source.node, target.node):
+        node's eligibility and the pod's affinity and tolerations are the placement's business;
+        `claims` says whether the pod has volume claims (whether its zone matters)."""
+        if claims and not zone_allows(pod, source.node, target.node):
             return "volume zone"
         short = shortfall(requests, target.free)
         if short:

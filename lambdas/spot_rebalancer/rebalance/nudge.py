@@ -47,9 +47,9 @@ def new_node_room(nodes: Iterable[NodeState]) -> Resources | None:
     return min(shapes, key=lambda s: (-shapes[s], s.cpu, s.memory))
 
 
-def nodes_needed(requests: Iterable[Resources], room: Resources) -> int:
+def nodes_needed(requests: Iterable[Resources], room: Resources, limit: int | None = None) -> int:
     """Bins of `room` needed for the requests, first-fit decreasing; requests bigger than an empty
-    node are left out (no node of this group can take them)."""
+    node are left out (no node of this group can take them). Counting stops past `limit`."""
     bins: list[Resources] = []
     for request in sorted(requests, key=lambda r: (r.cpu, r.memory), reverse=True):
         if shortfall(request, room):
@@ -59,6 +59,8 @@ def nodes_needed(requests: Iterable[Resources], room: Resources) -> int:
                 bins[i] = free - request
                 break
         else:
+            if limit is not None and len(bins) == limit:
+                return limit + 1
             bins.append(room - request)
     return len(bins)
 
@@ -72,7 +74,7 @@ def capacity_requests(wanted: Sequence[RoomWanted], nodes: Sequence[NodeState],
     result = []
     for group in sorted(by_group, key=lambda g: (-len(by_group[g]), g)):
         room = new_node_room(n for n in nodes if n.group == group)
-        count = min(cap, nodes_needed(by_group[group], room)) if room is not None else 0
+        count = min(cap, nodes_needed(by_group[group], room, limit=cap)) if room is not None else 0
         if count:
             result.append(CapacityRequest(group, count, len(by_group[group]), room))
             cap -= count

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,13 +27,13 @@ from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
 from ..scheduling.ports import HostPort, host_ports
-from ..scheduling.resources import Resources, is_terminal, pod_requests
+from ..scheduling.resources import ZERO, Resources, is_terminal, pod_requests, shortfall
 from ..scheduling.volume_zone import ZONE_LABEL, claims_volumes
 from ..snapshot import ClusterSnapshot
 from .budgets import DisruptionBudgets
 from .cluster import INSUFFICIENT, ClusterState, NodeState
 from .history import History
-from .nudge import CapacityRequest, RoomWanted, capacity_requests
+from .nudge import CapacityRequest, NodeGroup, RoomWanted, capacity_requests
 from .options import MOVE_REASON, RebalanceOptions
 from .timestamps import parse_timestamp
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
@@ -134,6 +134,7 @@ class _Candidate:
     ports: tuple[HostPort, ...]
     budgets: list[str]
     floor: int  # replicas of its workload to keep on on-demand
+    claims: bool  # has PersistentVolumeClaims, so stays in its zone
     searched_at: int = -1  # the cluster version of the last search
     target: NodeState | None = None
     target_score: int = 0
@@ -151,8 +152,13 @@ class _Search:
     target: NodeState | None = None
     score: int = 0
     blockers: Counter[str] = field(default_factory=Counter)
-    room_score: int | None = None  # the best score among nodes only room kept out
-    room_nodes: list[NodeState] = field(default_factory=list)
+    room_score: int | None = None  # the best score among nodes that lacked room
+    room_groups: Counter[NodeGroup] = field(default_factory=Counter)  # their node groups
+
+    def lacked_room(self, score: int, groups: Iterable[NodeGroup] | Counter[NodeGroup]) -> None:
+        if self.room_score in (None, score):
+            self.room_score = score
+            self.room_groups.update(groups)
 
 
 class _Planner:
@@ -177,6 +183,10 @@ class _Planner:
         self.per_namespace: Counter[str] = Counter()
         self.per_workload: Counter[WorkloadRef] = Counter()
         self.failed_searches: dict[tuple, _Search] = {}
+        # Per list of nodes of one score level (kept by the placements): as of `cluster.version`, the
+        # most room any of them offers and the nodes roomiest first; and their node groups.
+        self.level_room: dict[int, tuple[int, Resources, list[NodeState]]] = {}
+        self.level_groups: dict[int, Counter[NodeGroup]] = {}
 
     def run(self) -> Plan:
         queue: list[tuple[int, str, str, int, _Candidate]] = []
@@ -219,6 +229,11 @@ class _Planner:
         source = self.cluster.by_name[pod.spec.node_name]
         try:
             placement = self.placements.placement(pod)
+            score = placement.score(source.index)
+            if placement.best_score is None or placement.best_score <= score:
+                self._skip(pod, SkipCode.WELL_PLACED,
+                           f"scores {score} on {source.name}; no eligible node it may run on scores more")
+                return None
             budgets = self.budgets.covering(pod)
             floor = self._floor(pod, workload)
         except (SelectorError, FloorError) as exc:
@@ -228,13 +243,8 @@ class _Planner:
             self._skip(pod, SkipCode.MULTIPLE_PDBS,
                        f"the Eviction API refuses pods under several budgets: {', '.join(budgets)}")
             return None
-        score = placement.score(source.index)
-        if placement.best_score is None or placement.best_score <= score:
-            self._skip(pod, SkipCode.WELL_PLACED,
-                       f"scores {score} on {source.name}; no eligible node it may run on scores more")
-            return None
         return _Candidate(pod, workload, source, placement, score, pod_requests(pod), host_ports(pod),
-                          budgets, floor)
+                          budgets, floor, claims_volumes(pod))
 
     def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
         options, meta = self.options, pod.metadata
@@ -328,8 +338,8 @@ class _Planner:
             return self._refuse(c, SkipCode.ON_DEMAND_FLOOR,
                                 f"{c.floor} replica(s) of {c.workload} stay on on-demand and no better "
                                 f"on-demand node takes it ({blockers or 'none'})")
-        if search.room_nodes:
-            groups = Counter(n.group for n in search.room_nodes if n.group)
+        if search.room_score is not None:
+            groups = search.room_groups
             if groups:
                 group = min(groups, key=lambda g: (-groups[g], g))
                 self.room_wanted.append(RoomWanted(group, c.requests))
@@ -341,33 +351,55 @@ class _Planner:
     def _search(self, c: _Candidate, on_demand_only: bool) -> _Search:
         """The roomiest node of the best score above the pod's own that takes it now. Pods of one
         workload alike in score, requests and zone share the verdict while nothing moves."""
-        zone = c.source.node.metadata.labels.get(ZONE_LABEL) if claims_volumes(c.pod) else None
+        zone = c.source.node.metadata.labels.get(ZONE_LABEL) if c.claims else None
         key = (c.workload, c.score, c.requests, zone, on_demand_only, self.cluster.version)
         cached = self.failed_searches.get(key)
         if cached is not None:
             return cached
         search = _Search()
         for score, members in c.placement.levels_above(c.score):
-            best = None
-            for index in members:
-                node = self.cluster.nodes[index]
+            most_room, roomiest_first = self._level(members)
+            # A full fleet is the common case: when even the most room of the level falls short, no
+            # node of it can take the pod.
+            short = shortfall(c.requests, most_room)
+            if short:
+                search.blockers[INSUFFICIENT + short[0]] += len(members)
+                search.lacked_room(score, self._groups(members))
+                continue
+            for node in roomiest_first:
                 if on_demand_only and node.capacity_type != ON_DEMAND:
                     search.blockers["not on-demand"] += 1
                     continue
-                blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node)
+                blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node, c.claims)
                 if blocker is None:
-                    if best is None or _roomier(node, best):
-                        best = node
-                    continue
+                    search.target, search.score = node, score
+                    return search
                 search.blockers[blocker] += 1
-                if blocker.startswith(INSUFFICIENT) and search.room_score in (None, score):
-                    search.room_score = score
-                    search.room_nodes.append(node)
-            if best is not None:
-                search.target, search.score = best, score
-                return search
+                if blocker.startswith(INSUFFICIENT):
+                    search.lacked_room(score, [node.group] if node.group is not None else [])
         self.failed_searches[key] = search
         return search
+
+    def _level(self, members: list[int]) -> tuple[Resources, list[NodeState]]:
+        """As things stand now: resource by resource the most any of these nodes has free, and the
+        nodes emptiest first (as the scheduler's default least-allocated scoring prefers; then by
+        name)."""
+        version, most_room, ordered = self.level_room.get(id(members), (-1, ZERO, []))
+        if version != self.cluster.version:
+            ordered = sorted((self.cluster.nodes[i] for i in members),
+                             key=lambda n: (-n.free.cpu, -n.free.memory, n.name))
+            most_room = ordered[0].free
+            for node in ordered[1:]:
+                most_room = most_room.max(node.free)
+            self.level_room[id(members)] = (self.cluster.version, most_room, ordered)
+        return most_room, ordered
+
+    def _groups(self, members: list[int]) -> Counter[NodeGroup]:
+        groups = self.level_groups.get(id(members))
+        if groups is None:
+            groups = self.level_groups[id(members)] = Counter(
+                self.cluster.nodes[i].group for i in members if self.cluster.nodes[i].group is not None)
+        return groups
 
     def _commit(self, c: _Candidate) -> None:
         target = c.target
@@ -379,11 +411,6 @@ class _Planner:
         meta = c.pod.metadata
         self.evictions.append(Eviction(meta.namespace, meta.name, meta.uid, c.workload, c.source.name,
                                        target.name, c.score, c.target_score))
-
-
-def _roomier(a: NodeState, b: NodeState) -> bool:
-    """Like the scheduler's default (least allocated), prefer the emptier node; then the name."""
-    return (-a.free.cpu, -a.free.memory, a.name) < (-b.free.cpu, -b.free.memory, b.name)
 
 
 def _is_true(value: str | None) -> bool:

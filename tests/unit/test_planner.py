@@ -195,6 +195,17 @@ def test_a_move_planned_this_cycle_repels_the_next_by_anti_affinity():
     assert skips(result) == {"web-2": SkipCode.CONSTRAINED}
 
 
+def test_pods_another_pods_zone_wide_anti_affinity_selects_are_left_alone():
+    guard = make_pod("guard", "od", labels={"app": "guard"}, owner=None,
+                     anti_affinity=[anti_affinity_term({"app": "web"}, "topology.kubernetes.io/zone")])
+    pods = [web("web-1", "od", labels={"app": "web"}), web("api-1", "od", owner="api", labels={"app": "api"}),
+            guard]
+    result = run([on_demand_node("od"), spot_node("spot")], pods)
+    assert skips(result) == {"web-1": SkipCode.UNSUPPORTED_CONSTRAINT}
+    assert "default/guard repels it" in result.skipped[0].detail
+    assert moves(result) == [("api-1", "od", "spot")]
+
+
 def test_pods_with_claims_move_only_within_their_zone():
     zone = "topology.kubernetes.io/zone"
     nodes = [on_demand_node("od-a", labels={zone: "a"}), spot_node("spot-b", labels={zone: "b"})]

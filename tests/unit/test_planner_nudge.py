@@ -50,6 +50,11 @@ def test_nodes_needed(requests, needed):
     assert nodes_needed(requests, Resources(cpu=4000, pods=10)) == needed
 
 
+def test_counting_stops_past_the_limit():
+    assert nodes_needed([cpu(4)] * 100, Resources(cpu=4000, pods=10), limit=3) == 4
+    assert nodes_needed([cpu(4)] * 2, Resources(cpu=4000, pods=10), limit=3) == 2
+
+
 def test_the_group_with_most_waiting_pods_goes_first():
     nodes = [state("s", 4, group=GROUP), state("o", 2, group=OTHER)]
     wanted = [RoomWanted(GROUP, cpu(4))] * 2 + [RoomWanted(OTHER, cpu(2))] * 3

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..objects import Node, Pod
 from ..scheduling.capacity_type import ON_DEMAND, capacity_type
 from ..scheduling.eligibility import ineligibility
-from ..scheduling.interpod import anti_affinity_conflict, hostname_anti_affinity
+from ..scheduling.interpod import anti_affinity_conflict, hostname_anti_affinity, wide_anti_affinity
 from ..scheduling.ports import HostPort, host_ports, port_conflict
 from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatable, pod_requests, shortfall
 from ..scheduling.volume_zone import zone_allows
@@ -55,6 +55,8 @@ class ClusterState:
         # Per workload: live replicas, and those Ready on on-demand nodes (what a floor protects).
         self.replicas: Counter[WorkloadRef] = Counter()
         self.on_demand: Counter[WorkloadRef] = Counter()
+        # Pods with required anti-affinity over zones or wider: pods they select are not moved.
+        self.wide_repellers: list[Pod] = []
         # Bumped by every simulated move, so cached "no room" verdicts know when they are stale.
         self.version = 0
         for pod in snapshot.pods:
@@ -70,6 +72,8 @@ class ClusterState:
                 continue
             requests = pod_requests(pod)
             self._place(pod, requests, host_ports(pod), state)
+            if wide_anti_affinity(pod):
+                self.wide_repellers.append(pod)
             if workload is not None and workload.kind == "DaemonSet":
                 state.daemon_requests = state.daemon_requests + requests
 

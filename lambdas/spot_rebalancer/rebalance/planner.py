@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from ..objects import Pod
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.eligibility import own_taint
-from ..scheduling.interpod import unsupported_constraint
+from ..scheduling.interpod import unsupported_constraint, wide_anti_affinity, wide_repeller
 from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
@@ -183,6 +183,7 @@ class _Planner:
         self.per_namespace: Counter[str] = Counter()
         self.per_workload: Counter[WorkloadRef] = Counter()
         self.failed_searches: dict[tuple, _Search] = {}
+        self.repelled: dict[tuple[str, frozenset], str] = {}
         # Per list of nodes of one score level (kept by the placements): as of `cluster.version`, the
         # most room any of them offers and the nodes roomiest first; and their node groups.
         self.level_room: dict[int, tuple[int, Resources, list[NodeState]]] = {}
@@ -233,6 +234,10 @@ class _Planner:
             if placement.best_score is None or placement.best_score <= score:
                 self._skip(pod, SkipCode.WELL_PLACED,
                            f"scores {score} on {source.name}; no eligible node it may run on scores more")
+                return None
+            repelled = self._repelled_widely(pod)
+            if repelled:
+                self._skip(pod, SkipCode.UNSUPPORTED_CONSTRAINT, repelled)
                 return None
             budgets = self.budgets.covering(pod)
             floor = self._floor(pod, workload)
@@ -292,6 +297,18 @@ class _Planner:
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
         return None
+
+    def _repelled_widely(self, pod: Pod) -> str:
+        """Why another pod's zone-wide (or wider) anti-affinity makes the pod's moves unpredictable,
+        or "". Replicas share labels, so the answer is kept per namespace and label set."""
+        key = (pod.metadata.namespace, frozenset(pod.metadata.labels.items()))
+        reason = self.repelled.get(key)
+        if reason is None:
+            other = wide_repeller(pod, self.cluster.wide_repellers)
+            reason = self.repelled[key] = "" if other is None else (
+                f"{other.metadata.namespace}/{other.metadata.name} repels it by required anti-affinity "
+                f"on {wide_anti_affinity(other)[0].topology_key}, which is not simulated")
+        return reason
 
     def _floor(self, pod: Pod, workload: WorkloadRef) -> int:
         """The larger of the pod's and its workload's on-demand floors (0 without either)."""

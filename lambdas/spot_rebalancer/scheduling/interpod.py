@@ -4,8 +4,9 @@ Both directions count: the incoming pod's terms against the pods on the node, an
 terms against the incoming pod. Two simplifications, both conservative (they can only refuse more):
 the hostname domain is taken to be the node itself (EKS gives every node its own hostname label),
 and a term with a namespaceSelector is taken to reach every namespace, since a snapshot has no
-namespace labels. Constraints this module does not evaluate are reported by
-`unsupported_constraint` so callers can leave such pods alone.
+namespace labels. Constraints this module does not evaluate (required pod affinity, anti-affinity
+over zones or other wide topologies, either the pod's own or other pods' against it) are reported
+by `unsupported_constraint` and `wide_repeller` so callers can leave such pods alone.
 """
 
 from __future__ import annotations
@@ -29,15 +30,27 @@ def hostname_anti_affinity(pod: Pod) -> list[PodAffinityTerm]:
     return [t for t in required_anti_affinity(pod) if t.topology_key == HOSTNAME_KEY]
 
 
+def wide_anti_affinity(pod: Pod) -> list[PodAffinityTerm]:
+    """Required anti-affinity terms over topologies other than a single node (zones, regions)."""
+    return [t for t in required_anti_affinity(pod) if t.topology_key != HOSTNAME_KEY]
+
+
 def unsupported_constraint(pod: Pod) -> str | None:
-    """Why the scheduler may refuse nodes for this pod for reasons we do not model, if it may."""
+    """Which of the pod's own constraints the scheduler may refuse nodes for that we do not model."""
     affinity = pod.spec.affinity
     if affinity is not None and affinity.pod_affinity is not None \
             and affinity.pod_affinity.required_during_scheduling_ignored_during_execution:
         return "required pod affinity"
-    for term in required_anti_affinity(pod):
-        if term.topology_key != HOSTNAME_KEY:
-            return f"required pod anti-affinity on {term.topology_key or 'no topology key'}"
+    for term in wide_anti_affinity(pod):
+        return f"required pod anti-affinity on {term.topology_key or 'no topology key'}"
+    return None
+
+
+def wide_repeller(pod: Pod, others: Iterable[Pod]) -> Pod | None:
+    """The first of the other pods whose wide required anti-affinity selects the pod, if any."""
+    for other in others:
+        if any(term_selects(t, other.metadata.namespace, pod) for t in wide_anti_affinity(other)):
+            return other
     return None
 
 

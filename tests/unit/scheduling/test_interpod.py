@@ -1,6 +1,11 @@
 import pytest
 
-from spot_rebalancer.scheduling.interpod import anti_affinity_conflict, term_selects, unsupported_constraint
+from spot_rebalancer.scheduling.interpod import (
+    anti_affinity_conflict,
+    term_selects,
+    unsupported_constraint,
+    wide_repeller,
+)
 from tests.unit.builders import anti_affinity_term, make_pod, selector
 
 WEB = {"app": "web"}
@@ -59,3 +64,19 @@ def test_anti_affinity_conflict(incoming, node_pods, conflict):
 ])
 def test_unsupported_constraint(pod, reason):
     assert unsupported_constraint(pod) == reason
+
+
+ZONE = "topology.kubernetes.io/zone"
+
+
+@pytest.mark.parametrize(("others", "repeller"), [
+    ([], None),
+    ([make_pod("guard", labels={"app": "guard"}, anti_affinity=[anti_affinity_term(WEB, ZONE)])], "guard"),
+    # Node-wide terms are the anti-affinity predicate's business, not this one's.
+    ([make_pod("guard", anti_affinity=[anti_affinity_term(WEB)])], None),
+    ([make_pod("guard", anti_affinity=[anti_affinity_term({"app": "api"}, ZONE)])], None),
+    ([make_pod("guard", namespace="other", anti_affinity=[anti_affinity_term(WEB, ZONE)])], None),
+])
+def test_wide_repeller(others, repeller):
+    found = wide_repeller(web(), others)
+    assert (found.metadata.name if found else None) == repeller

@@ -167,7 +167,6 @@ class _Planner:
                  node_groups: Mapping[str, str]) -> None:
         self.snapshot = snapshot
         self.options = options
-        self.now = now
         self.workloads = workloads
         self.cluster = ClusterState(snapshot, options.lifecycle_label, node_groups)
         self.placements = PlacementIndex([n.node for n in self.cluster.nodes],
@@ -366,8 +365,9 @@ class _Planner:
     # --- targets --------------------------------------------------------------------------------
 
     def _search(self, c: _Candidate, on_demand_only: bool) -> _Search:
-        """The roomiest node of the best score above the pod's own that takes it now. Pods of one
-        workload alike in score, requests and zone share the verdict while nothing moves."""
+        """The roomiest node of the best score above the pod's own that takes it now. While nothing
+        moves, pods of one workload alike in score, requests and zone share a failed search (only
+        failures are shared, so sharing can only make the plan more cautious)."""
         zone = c.source.node.metadata.labels.get(ZONE_LABEL) if c.claims else None
         key = (c.workload, c.score, c.requests, zone, on_demand_only, self.cluster.version)
         cached = self.failed_searches.get(key)

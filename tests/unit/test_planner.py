@@ -84,6 +84,7 @@ def test_full_spot_means_no_eviction_even_with_free_on_demand_elsewhere():
     assert result.evictions == ()
     assert skips(result) == {"web-1": SkipCode.NO_ROOM}
     assert "1 insufficient cpu" in result.skipped[0].detail
+    assert result.skip_counts() == {"no-room": 1}
 
 
 def test_a_pod_already_where_it_prefers_stays():

@@ -116,7 +116,8 @@ def plan(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
 
     `workloads` maps a controller owner to its annotations (a ReplicaSet carrying its Deployment's),
     for opt-outs and on-demand floors; `node_groups` maps node names to their Auto Scaling group,
-    which the capacity nudge prefers to the EKS node group label.
+    which the capacity nudge prefers to the EKS node group label. A pod with an invalid selector or
+    floor is skipped; a resource quantity the API server would have refused raises QuantityError.
     """
     if now.tzinfo is None:
         raise PlanInputError("now must carry a time zone")

@@ -10,8 +10,8 @@ from spot_rebalancer.rebalance import (
     Backoff,
     History,
     MoveRecord,
+    NaiveClockError,
     NodeGroup,
-    PlanInputError,
     RebalanceOptions,
     SkipCode,
     WorkloadRef,
@@ -510,5 +510,5 @@ def test_no_nudge_without_a_group_or_when_rules_not_room_keep_pods_out():
 
 
 def test_a_clock_without_a_time_zone_is_refused():
-    with pytest.raises(PlanInputError):
+    with pytest.raises(NaiveClockError):
         plan(ClusterSnapshot(), OPTIONS, History(), datetime(2024, 5, 1))

@@ -9,6 +9,7 @@ from spot_rebalancer.rebalance import (
     Backoff,
     History,
     MoveRecord,
+    NaiveClockError,
     Outcome,
     RebalanceOptions,
     SkipCode,
@@ -182,3 +183,8 @@ def test_history_round_trips_through_json():
 
     history = History(in_flight=(record(),), backoffs=(Backoff(WEB, REASON, 2, MOVED_AT),))
     assert msgspec.json.decode(msgspec.json.encode(history), type=History) == history
+
+
+def test_a_clock_without_a_time_zone_is_refused():
+    with pytest.raises(NaiveClockError):
+        review(History(in_flight=(record(),)), ClusterSnapshot(NODES, []), datetime(2024, 5, 1), OPTIONS)

@@ -8,12 +8,35 @@ from .census import Census, CensusRow, census
 from .history import Backoff, History, Judgement, MoveRecord, Outcome, Review, move_records, review
 from .nudge import CapacityRequest, NodeGroup
 from .options import MOVE_REASON, OptionsError, RebalanceOptions
-from .planner import Eviction, Plan, PlanInputError, Skip, SkipCode, plan
+from .planner import Eviction, Plan, Skip, SkipCode, plan
+from .timestamps import NaiveClockError
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
 __all__ = [
-    "MOVE_REASON", "Backoff", "CapacityRequest", "Census", "CensusRow", "Eviction", "FloorError",
-    "History", "Judgement", "MoveRecord", "NodeGroup", "OptionsError", "Outcome", "Plan",
-    "PlanInputError", "RebalanceOptions", "Review", "Skip", "SkipCode", "WorkloadRef", "census",
-    "move_records", "on_demand_floor", "plan", "review", "workload_of",
+    "MOVE_REASON",
+    "Backoff",
+    "CapacityRequest",
+    "Census",
+    "CensusRow",
+    "Eviction",
+    "FloorError",
+    "History",
+    "Judgement",
+    "MoveRecord",
+    "NaiveClockError",
+    "NodeGroup",
+    "OptionsError",
+    "Outcome",
+    "Plan",
+    "RebalanceOptions",
+    "Review",
+    "Skip",
+    "SkipCode",
+    "WorkloadRef",
+    "census",
+    "move_records",
+    "on_demand_floor",
+    "plan",
+    "review",
+    "workload_of",
 ]

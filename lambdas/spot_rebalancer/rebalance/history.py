@@ -21,7 +21,7 @@ from ..scheduling.node_affinity import preferred_score
 from ..scheduling.resources import is_terminal
 from ..snapshot import ClusterSnapshot
 from .options import MOVE_REASON, RebalanceOptions
-from .timestamps import parse_timestamp
+from .timestamps import parse_timestamp, require_time_zone
 from .workloads import WorkloadRef, workload_of
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ def move_records(evictions: Iterable[Eviction], history: History, now: datetime)
 
 def review(history: History, snapshot: ClusterSnapshot, now: datetime,
            options: RebalanceOptions | None = None) -> Review:
+    require_time_zone(now)
     options = options or RebalanceOptions()
     watched = {r.workload for r in history.in_flight}
     siblings: dict[WorkloadRef, list[Pod]] = {}

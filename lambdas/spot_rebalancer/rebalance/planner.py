@@ -35,14 +35,10 @@ from .cluster import INSUFFICIENT, ClusterState, NodeState
 from .history import History
 from .nudge import CapacityRequest, NodeGroup, RoomWanted, capacity_requests
 from .options import MOVE_REASON, RebalanceOptions
-from .timestamps import parse_timestamp
+from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-
-
-class PlanInputError(ValueError):
-    """Planner input it cannot reason about (a clock without a time zone)."""
 
 
 class SkipCode(enum.StrEnum):
@@ -119,9 +115,8 @@ def plan(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
     which the capacity nudge prefers to the EKS node group label. A pod with an invalid selector or
     floor is skipped; a resource quantity the API server would have refused raises QuantityError.
     """
-    if now.tzinfo is None:
-        raise PlanInputError("now must carry a time zone")
-    return _Planner(snapshot, options, history, now, workloads or {}, node_groups or {}).run()
+    return _Planner(snapshot, options, history, require_time_zone(now), workloads or {},
+                    node_groups or {}).run()
 
 
 @dataclass(eq=False, slots=True)

@@ -128,6 +128,14 @@ class Affinity(_Obj):
     pod_anti_affinity: PodAffinity | None = None
 
 
+class TopologySpreadConstraint(_Obj):
+    topology_key: str = ""
+    max_skew: int = 1
+    when_unsatisfiable: str = "DoNotSchedule"
+    label_selector: LabelSelector | None = None
+    min_domains: int | None = None
+
+
 # --- pods --------------------------------------------------------------------------------------
 
 
@@ -166,6 +174,7 @@ class PodSpec(_Obj):
     node_selector: dict[str, str] = {}
     affinity: Affinity | None = None
     tolerations: list[Toleration] = []
+    topology_spread_constraints: list[TopologySpreadConstraint] = []
     containers: list[Container] = []
     init_containers: list[Container] = []
     overhead: dict[str, str | int | float] = {}

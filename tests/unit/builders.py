@@ -35,6 +35,7 @@ from spot_rebalancer.objects import (
     ResourceRequirements,
     Taint,
     Toleration,
+    TopologySpreadConstraint,
     Volume,
 )
 
@@ -130,6 +131,7 @@ def make_pod(name: str, node: str = "", namespace: str = "default", *,
              node_selector: Mapping[str, str] | None = None,
              anti_affinity: Iterable[PodAffinityTerm] = (), pod_affinity: Iterable[PodAffinityTerm] = (),
              tolerations: Iterable[Toleration] = (), claims: Iterable[str] = (),
+             spread: Iterable[TopologySpreadConstraint] = (),
              phase: str = "Running", ready: bool = True, created: str | None = CREATED,
              deleting: bool = False, priority: int | None = None, uid: str | None = None) -> Pod:
     """A pod; `requests` goes on its single app container unless `containers` is given, `owner` is
@@ -156,7 +158,7 @@ def make_pod(name: str, node: str = "", namespace: str = "default", *,
                             deletion_timestamp="2024-05-01T11:00:00Z" if deleting else None),
         spec=PodSpec(
             node_name=node, node_selector=dict(node_selector or {}), affinity=affinity,
-            tolerations=list(tolerations),
+            tolerations=list(tolerations), topology_spread_constraints=list(spread),
             containers=list(containers) if containers is not None else [container(requests, host_ports)],
             init_containers=list(init_containers), overhead=dict(overhead or {}), priority=priority,
             volumes=[Volume(name=c, persistent_volume_claim=PersistentVolumeClaimSource(claim_name=c))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from spot_rebalancer.objects import TopologySpreadConstraint
 from spot_rebalancer.rebalance import (
     Backoff,
     History,
@@ -214,6 +215,19 @@ def test_pods_with_claims_move_only_within_their_zone():
     assert skips(run(nodes, [pod])) == {"db-0": SkipCode.CONSTRAINED}
     nodes.append(spot_node("spot-a", labels={zone: "a"}))
     assert moves(run(nodes, [pod])) == [("db-0", "od-a", "spot-a")]
+
+
+def test_pods_with_zone_spread_constraints_move_only_within_their_zone():
+    zone = "topology.kubernetes.io/zone"
+    spread = [TopologySpreadConstraint(topology_key=zone, max_skew=1)]
+    nodes = [on_demand_node("od-a", labels={zone: "a"}), spot_node("spot-b", labels={zone: "b"})]
+    pod = web("web-1", "od-a", spread=spread)
+    assert skips(run(nodes, [pod])) == {"web-1": SkipCode.CONSTRAINED}
+    nodes.append(spot_node("spot-a", labels={zone: "a"}))
+    assert moves(run(nodes, [pod])) == [("web-1", "od-a", "spot-a")]
+    per_node = [TopologySpreadConstraint(topology_key="kubernetes.io/hostname")]
+    over_nodes = web("web-1", "od-a", spread=per_node)
+    assert skips(run(nodes, [over_nodes])) == {"web-1": SkipCode.UNSUPPORTED_CONSTRAINT}
 
 
 # --- one cycle's moves share the room ----------------------------------------------------------------

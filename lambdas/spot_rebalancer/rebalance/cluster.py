@@ -13,6 +13,7 @@ from ..scheduling.eligibility import ineligibility
 from ..scheduling.interpod import anti_affinity_conflict, hostname_anti_affinity, wide_anti_affinity
 from ..scheduling.ports import HostPort, host_ports, port_conflict
 from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatable, pod_requests, shortfall
+from ..scheduling.spread import spread_allows
 from ..scheduling.volume_zone import zone_allows
 from ..snapshot import ClusterSnapshot
 from .nudge import NodeGroup
@@ -95,12 +96,14 @@ class ClusterState:
             state.repellers.remove(pod)
 
     def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
-                target: NodeState, claims: bool) -> str | None:
+                target: NodeState, pinned: bool) -> str | None:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
         node's eligibility and the pod's affinity and tolerations are the placement's business;
-        `claims` says whether the pod has volume claims (whether its zone matters)."""
-        if claims and not zone_allows(pod, source.node, target.node):
+        `pinned` says whether volume claims or spread constraints tie the pod to its domains."""
+        if pinned and not zone_allows(pod, source.node, target.node):
             return "volume zone"
+        if pinned and not spread_allows(pod, source.node, target.node):
+            return "topology spread"
         short = shortfall(requests, target.free)
         if short:
             return INSUFFICIENT + short[0]

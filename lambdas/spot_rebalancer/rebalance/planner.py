@@ -4,10 +4,10 @@ node affinity likes better, without ever evicting a pod that has nowhere better 
 A pure function of a snapshot. A pod is misplaced when some other node scores strictly higher for
 its preferred node affinity and really takes it: eligible, its node selector, required affinity and
 tolerations hold, and, after the moves already planned this cycle, it has the room, the host ports,
-no anti-affinity clash and the volume zone. Moves go biggest score gain first and consume the room
-they take, so a full better fleet means nothing is evicted (the descheduler's eviction loop, issue
-#1707, cannot happen). Every pod with a preferred node affinity gets a verdict: an eviction, or a
-skip with a reason code.
+no anti-affinity clash, and the volume zone and spread domains the pod must keep. Moves go biggest
+score gain first and consume the room they take, so a full better fleet means nothing is evicted
+(the descheduler's eviction loop, issue #1707, cannot happen). Every pod with a preferred node
+affinity gets a verdict: an eviction, or a skip with a reason code.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
 from ..scheduling.ports import HostPort, host_ports
 from ..scheduling.resources import ZERO, Resources, is_terminal, pod_requests, shortfall
-from ..scheduling.volume_zone import ZONE_LABEL, claims_volumes
+from ..scheduling.spread import blocking_constraints, unsupported_spread
+from ..scheduling.volume_zone import claims_volumes
 from ..snapshot import ClusterSnapshot
 from .budgets import DisruptionBudgets
 from .cluster import INSUFFICIENT, ClusterState, NodeState
@@ -67,7 +68,7 @@ class SkipCode(enum.StrEnum):
     PDB_EXHAUSTED = "pdb-exhausted"
     ON_DEMAND_FLOOR = "on-demand-floor"
     NO_ROOM = "no-room"  # better nodes exist; some lack room (more nodes would help)
-    CONSTRAINED = "constrained"  # better nodes exist; ports, anti-affinity or zone rule them all out
+    CONSTRAINED = "constrained"  # better nodes exist; ports, anti-affinity or domains rule them all out
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ class _Candidate:
     ports: tuple[HostPort, ...]
     budgets: list[str]
     floor: int  # replicas of its workload to keep on on-demand
-    claims: bool  # has PersistentVolumeClaims, so stays in its zone
+    pinned: bool  # volume claims or spread constraints keep it in the domains it is in
     searched_at: int = -1  # the cluster version of the last search
     target: NodeState | None = None
     target_score: int = 0
@@ -244,7 +245,7 @@ class _Planner:
                        f"the Eviction API refuses pods under several budgets: {', '.join(budgets)}")
             return None
         return _Candidate(pod, workload, source, placement, score, pod_requests(pod), host_ports(pod),
-                          budgets, floor, claims_volumes(pod))
+                          budgets, floor, claims_volumes(pod) or bool(blocking_constraints(pod)))
 
     def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
         options, meta = self.options, pod.metadata
@@ -288,7 +289,7 @@ class _Planner:
         if backoff is not None:
             return SkipCode.BACKING_OFF, (f"{backoff.failures} failed move(s) of {workload}; "
                                           f"backing off until {backoff.until.isoformat()}")
-        constraint = unsupported_constraint(pod)
+        constraint = unsupported_constraint(pod) or unsupported_spread(pod)
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
         return None
@@ -362,10 +363,11 @@ class _Planner:
 
     def _search(self, c: _Candidate, on_demand_only: bool) -> _Search:
         """The roomiest node of the best score above the pod's own that takes it now. While nothing
-        moves, pods of one workload alike in score, requests and zone share a failed search (only
-        failures are shared, so sharing can only make the plan more cautious)."""
-        zone = c.source.node.metadata.labels.get(ZONE_LABEL) if c.claims else None
-        key = (c.workload, c.score, c.requests, zone, on_demand_only, self.cluster.version)
+        moves, pods of one workload alike in score and requests (and source, when pinned to its
+        domains) share a failed search (only failures are shared, so sharing can only make the plan
+        more cautious)."""
+        source = c.source.name if c.pinned else None
+        key = (c.workload, c.score, c.requests, source, on_demand_only, self.cluster.version)
         cached = self.failed_searches.get(key)
         if cached is not None:
             return cached
@@ -383,7 +385,7 @@ class _Planner:
                 if on_demand_only and node.capacity_type != ON_DEMAND:
                     search.blockers["not on-demand"] += 1
                     continue
-                blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node, c.claims)
+                blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node, c.pinned)
                 if blocker is None:
                     search.target, search.score = node, score
                     return search

@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spot_rebalancer.objects import TopologySpreadConstraint
 from spot_rebalancer.rebalance import History, RebalanceOptions, on_demand_floor, plan
 from spot_rebalancer.rebalance.workloads import workload_of
 from spot_rebalancer.scheduling.eligibility import ineligibility
@@ -17,6 +18,7 @@ from spot_rebalancer.scheduling.labels import selector_matches
 from spot_rebalancer.scheduling.node_affinity import fits_required, preferred_score, preferred_terms
 from spot_rebalancer.scheduling.ports import host_ports, port_conflict
 from spot_rebalancer.scheduling.resources import is_terminal, node_allocatable, pod_requests, shortfall
+from spot_rebalancer.scheduling.spread import spread_allows
 from spot_rebalancer.scheduling.taints import untolerated_taint
 from spot_rebalancer.scheduling.volume_zone import ZONE_LABEL, zone_allows
 from spot_rebalancer.snapshot import ClusterSnapshot
@@ -106,6 +108,7 @@ def pods(draw, node_names):
             anti_affinity=[anti_affinity_term({"app": app})] if one_in(draw, 4) else [],
             host_ports=[8080] if one_in(draw, 6) else [],
             claims=["data"] if one_in(draw, 5) else [],
+            spread=[TopologySpreadConstraint(topology_key=ZONE_LABEL)] if one_in(draw, 5) else [],
             tolerations=[toleration("dedicated", "Exists")] if draw(st.booleans()) else [],
             phase=draw(st.sampled_from(["Running"] * 10 + ["Pending", "Succeeded"])),
         ))
@@ -162,6 +165,7 @@ def check_every_move_is_feasible_and_better(snapshot, result):
         assert port_conflict(host_ports(pod), [port for p in neighbours for port in host_ports(p)]) is None
         assert anti_affinity_conflict(pod, neighbours) is None
         assert zone_allows(pod, source, target)
+        assert spread_allows(pod, source, target)
         assert preferred_score(pod, source) == eviction.from_score
         assert preferred_score(pod, target) == eviction.to_score > eviction.from_score
 

@@ -105,12 +105,12 @@ class KubeClient:
 
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
                 body: Any = None, content_type: str = "application/json") -> Response:
-        """Send one request; any status comes back as a Response, transport failures raise."""
+        """Send one request; any status comes back as a Response, transport failures raise.
+
+        `body` is a JSON-able object: the client serialises it for every JSON content type."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        if isinstance(body, (dict, list)):
-            body = msgspec.json.encode(body)
         query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
         try:
             _, url, headers, _, _ = self._api.param_serialize(

@@ -3,8 +3,9 @@
 v1.20 serves Eviction and PodDisruptionBudget only as `policy/v1beta1`; every EKS version the
 product supports serves `policy/v1`, and the product speaks only that. The proxy rewrites:
 - the body of POST .../pods/<name>/eviction: apiVersion policy/v1 -> policy/v1beta1;
-- paths /apis/policy/v1/... -> /apis/policy/v1beta1/..., and `policy/v1beta1` back to `policy/v1`
-  in those responses (the object shapes the product reads are the same in both versions).
+- paths /apis/policy/v1/... -> /apis/policy/v1beta1/..., with `policy/v1` in their request bodies
+  made `policy/v1beta1`, and `policy/v1beta1` back to `policy/v1` in their responses (the object
+  shapes the product reads are the same in both versions).
 Everything else passes through untouched; responses are streamed, so watches work.
 
 It also counts requests (method, path) for the benchmarks, and `fault` is where a test can inject
@@ -77,17 +78,21 @@ class PolicyProxy:
         return conn
 
     def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes | None):
-        for attempt in (1, 2):  # a kept-alive upstream connection may have been closed
-            conn = self._connection()
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                return conn.getresponse()
-            except (ConnectionError, http.client.HTTPException, OSError):
-                conn.close()
-                self._local.conn = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        """Send upstream on this thread's kept-alive connection. Only a connection the apiserver
+        closed while it sat idle is retried (on a fresh one): then the request never arrived."""
+        reused = getattr(self._local, "conn", None) is not None
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            return conn.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            conn.close()
+            self._local.conn = None
+            if not reused:
+                raise
+        conn = self._connection()
+        conn.request(method, path, body=body, headers=headers)
+        return conn.getresponse()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -119,7 +124,7 @@ class PolicyProxy:
                 policy = bool(_POLICY_V1.match(path))
                 if policy:
                     path = _POLICY_V1.sub("/apis/policy/v1beta1", path)
-                if body and method == "POST" and _EVICTION.match(path.split("?", 1)[0]):
+                if body and (policy or (method == "POST" and _EVICTION.match(path.split("?", 1)[0]))):
                     body = body.replace(b'"policy/v1"', b'"policy/v1beta1"')
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 if body is not None:
@@ -140,6 +145,8 @@ class PolicyProxy:
                 while chunk := upstream.read1(65536):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.flush()
+                # read1 leaves an empty body's response open, which would block the connection.
+                upstream.read()
                 self.wfile.write(b"0\r\n\r\n")
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle

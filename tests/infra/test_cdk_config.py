@@ -135,7 +135,7 @@ def test_cdk_json_context_restates_the_code_defaults(cdk_json_context):
 
 
 def test_the_readme_documents_every_context_key():
-    readme = (REPO / "infra" / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     for key in sorted(CONTEXT_KEYS | APP_KEYS):
         assert f"`{key}`" in readme, key
 

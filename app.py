@@ -1,6 +1,6 @@
 """CDK entry point: one SpotRebalancer stack per configured cluster, checked by cdk-nag at synth.
 
-Settings come from context (cdk.json, or `-c key=value`); see infra/README.md.
+Settings come from context (cdk.json, or `-c key=value`); see "Deploying with AWS CDK" in README.md.
 """
 
 from __future__ import annotations

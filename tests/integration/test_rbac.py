@@ -1,0 +1,81 @@
+"""The product works with exactly the shipped ClusterRole, on the real apiserver with RBAC on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spot_rebalancer.aws import AutoScaling, Ec2
+from spot_rebalancer.config import Settings
+from spot_rebalancer.events import parse_event
+from spot_rebalancer.interruption import InterruptionHandler
+from spot_rebalancer.kube import KubeClient
+from spot_rebalancer.telemetry import MetricsRecorder
+from tests.kube.cluster import PRODUCT_USER
+from tests.kube.workloads import deployment, pdb, pods, running, wait_for
+
+REPO = Path(__file__).parents[2]
+MANIFEST = REPO / "infra" / "rbac" / "spot-rebalancer.yaml"
+SAMPLE = REPO / "tests" / "events" / "spot-interruption-terminate.json"
+
+
+@pytest.fixture(scope="module")
+def product_kube(cluster) -> KubeClient:
+    subprocess.run([str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig),
+                    "apply", "-f", str(MANIFEST)], check=True, capture_output=True)
+    kubeconfig = cluster.kubeconfig_for(PRODUCT_USER.token, PRODUCT_USER.name)
+    return KubeClient.from_kubeconfig(str(kubeconfig))
+
+
+def test_a_spot_interruption_drains_the_node_with_only_the_shipped_role(api, product_kube, namespace, nodes):
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="eu-west-1")
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        instance = ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
+        )["Instances"][0]["InstanceId"]
+        doomed = nodes(lifecycle="spot", instance_id=instance)
+        deployment(api, namespace, "web", replicas=2)
+        wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "2 web pods")
+        nodes(lifecycle="on-demand")  # room for the replacements
+        pdb(api, namespace, "web", "web", max_unavailable=1)
+
+        raw = json.loads(SAMPLE.read_text())
+        raw["detail"]["instance-id"] = instance
+        raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        metrics = MetricsRecorder()
+        handler = InterruptionHandler(Settings(cluster_name="test"), Ec2(ec2),
+                                      AutoScaling(boto3.client("autoscaling", region_name="eu-west-1")),
+                                      lambda _: product_kube, metrics)
+        result = handler.handle(parse_event(raw)[0], budget_seconds=100)
+
+    node = api.get(f"/api/v1/nodes/{doomed.name}")
+    assert node["spec"]["unschedulable"] is True
+    assert {"key": "spot-rebalancer/spot-interruption", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert not [p for p in pods(api, namespace) if p["spec"].get("nodeName") == doomed.name]
+    assert result.continue_at is None
+    assert metrics.total("PodsEvicted") == 2
+    assert {s.action for s in result.steps} >= {"taint", "cordon", "evict"}
+    events = api.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+    assert any(e["reason"] == "Evicted" and "spot-rebalancer" in e["message"] for e in events)
+
+
+def test_the_role_cannot_read_secrets_or_delete_pods(api, product_kube, namespace, nodes):
+    nodes()
+    deployment(api, namespace, "web")
+    pod = wait_for(lambda: running(pods(api, namespace, "web")), "a running pod")[0]["metadata"]["name"]
+    assert product_kube.request("GET", f"/api/v1/namespaces/{namespace}/secrets").status == 403
+    assert product_kube.request("GET", "/api/v1/secrets").status == 403
+    assert product_kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod}").status == 403
+    assert product_kube.request("DELETE", f"/api/v1/nodes/{pod}").status == 403
+    # What it may do, it can: read the cluster-wide lists it plans from.
+    assert product_kube.list_pods() and product_kube.list_nodes()
+    assert product_kube.list_pdbs() is not None

@@ -1,0 +1,87 @@
+"""The rebalancer's move history, kept in DynamoDB: one item per cluster.
+
+The item is `{"id": "history#<cluster>", "history": <History as JSON>, "version": n, "expiration":
+<epoch seconds>}` in the table it shares with the idempotency records (which use their own keys).
+Every write names the version it read, so two cycles that overlap cannot silently drop each other's
+moves: the second one gets HistoryConflict and must read again. A cluster that stops being rebalanced
+loses its history when `expiration` passes; every cycle moves it forward.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .rebalance import History
+
+KEY_PREFIX = "history#"
+# Longer than any back-off (six hours) and any replacement timeout, so nothing still useful expires.
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+
+_decode_history = msgspec.json.Decoder(History).decode
+
+
+class HistoryConflict(RuntimeError):
+    """Another writer saved the history since it was loaded."""
+
+
+class HistoryCorrupt(ValueError):
+    """A stored history that cannot be read back."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    history: History
+    version: int  # 0: nothing stored yet
+
+
+class HistoryStore:
+    def __init__(self, client: Any, table: str, ttl_seconds: int = DEFAULT_TTL_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+
+    @staticmethod
+    def key(cluster: str) -> dict:
+        return {"id": {"S": f"{KEY_PREFIX}{cluster}"}}
+
+    def load(self, cluster: str) -> StoredHistory:
+        item = self._client.get_item(TableName=self._table, Key=self.key(cluster),
+                                     ConsistentRead=True).get("Item")
+        if item is None:
+            return StoredHistory(History(), 0)
+        try:
+            return StoredHistory(_decode_history(item["history"]["S"]), int(item["version"]["N"]))
+        except (KeyError, ValueError, msgspec.DecodeError) as exc:
+            raise HistoryCorrupt(f"history of {cluster} in {self._table}: {exc}") from None
+
+    def save(self, cluster: str, history: History, expected_version: int) -> int:
+        """Write the history if the stored version is still `expected_version`; the new version."""
+        from botocore.exceptions import ClientError
+
+        version = expected_version + 1
+        item = {**self.key(cluster),
+                "history": {"S": msgspec.json.encode(history).decode()},
+                "version": {"N": str(version)},
+                "expiration": {"N": str(int(self._clock()) + self._ttl_seconds)}}
+        if expected_version == 0:
+            condition, values = "attribute_not_exists(id)", None
+        else:
+            condition, values = "version = :expected", {":expected": {"N": str(expected_version)}}
+        request: dict[str, Any] = {"TableName": self._table, "Item": item, "ConditionExpression": condition}
+        if values:
+            request["ExpressionAttributeValues"] = values
+        try:
+            self._client.put_item(**request)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise HistoryConflict(
+                    f"history of {cluster} changed since version {expected_version}") from None
+            raise
+        return version

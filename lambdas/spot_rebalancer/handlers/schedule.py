@@ -1,0 +1,59 @@
+"""The schedule function: every period, on the configured cluster, the sweep (expired
+rebalance-recommendation actions undone, lifecycle labels put right), the census and one rebalance
+cycle. It runs with a reserved concurrency of one, so cycles do not overlap.
+
+Heavy imports (boto3, the kubernetes client, powertools) happen on first use, so importing this
+module is cheap.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from ..config import ConfigError, Settings
+from ..rebalancer import Rebalancer
+from ..telemetry import MetricsRecorder
+
+
+@cache
+def _runtime() -> tuple[Rebalancer, Any]:
+    """The rebalancer and the powertools logger, built once per container from the environment."""
+    import boto3
+    from aws_lambda_powertools import Logger
+
+    from ..aws import AutoScaling, Ec2, boto_config
+    from ..eks_auth import client_for_cluster
+    from ..state import HistoryStore
+    from ..tagging import LifecycleTagger
+
+    settings = Settings.from_env()
+    if not settings.cluster_name or not settings.state_table:
+        raise ConfigError("CLUSTER_NAME and STATE_TABLE must be set for the schedule function")
+    metrics = MetricsRecorder()
+    ec2 = Ec2(boto3.client("ec2", config=boto_config()))
+    autoscaling = (AutoScaling(boto3.client("autoscaling", config=boto_config()))
+                   if settings.capacity_nudge else None)
+    store = HistoryStore(boto3.client("dynamodb", config=boto_config()), settings.state_table)
+    kube = client_for_cluster(settings.cluster_name)
+    tagger = LifecycleTagger(settings, ec2, lambda _cluster: kube, metrics)
+    rebalancer = Rebalancer(settings, kube, metrics, store, autoscaling=autoscaling, ec2=ec2,
+                            tagger=tagger)
+    return rebalancer, Logger(service="spot-rebalancer")
+
+
+def handler(event: dict, context: Any) -> dict:
+    rebalancer, logger = _runtime()
+    cluster = rebalancer.settings.cluster_name
+    try:
+        steps = rebalancer.sweep(cluster)
+        snapshot = rebalancer.snapshot()
+        fleet = rebalancer.census(cluster, snapshot)
+        result = rebalancer.cycle(cluster, snapshot)
+    finally:
+        rebalancer.metrics.publish()
+    summary = {"cluster": cluster, "dryRun": rebalancer.settings.dry_run,
+               "sweep": [step.as_json() for step in steps],
+               "misplacedPods": fleet.misplaced_pods, **result.summary()}
+    logger.info("cycle", extra=summary)
+    return summary

@@ -8,17 +8,22 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from .config import ConfigError, Settings
 from .drain_policy import DrainReason
 from .events import EventError, InstanceEvent, parse_event
 from .interruption import Step, drain_deadline, plan_drain
 from .nodes import match_node
+from .quantity import QuantityError
+from .rebalance import Census, History, NaiveClockError, OptionsError, Plan, RebalanceOptions, census, plan
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
 
 EXIT_BAD_INPUT = 2
@@ -33,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, EventError, SnapshotError, ConfigError, OSError) as exc:
+    except (UsageError, EventError, SnapshotError, ConfigError, OptionsError, QuantityError,
+            NaiveClockError, OSError) as exc:
         print(f"spot-rebalancer: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -49,7 +55,29 @@ def _parser() -> argparse.ArgumentParser:
                         help="required: the CLI only plans; the deployed function acts")
     handle.add_argument("--json", action="store_true", help="one JSON object per line")
     handle.set_defaults(run=_handle)
+
+    plan_command = commands.add_parser("plan", help="the moves a rebalance cycle would make (dry run)")
+    _add_source(plan_command)
+    plan_command.add_argument("--max-evictions", type=_count, help="evictions per cycle (default: "
+                              "MAX_EVICTIONS_PER_CYCLE or 10)")
+    plan_command.add_argument("--json", action="store_true", help="one JSON object")
+    plan_command.set_defaults(run=_plan)
+
+    census_command = commands.add_parser("census", help="the fleet by capacity type and architecture")
+    _add_source(census_command)
+    census_command.add_argument("--json", action="store_true", help="one JSON object")
+    census_command.set_defaults(run=_census)
     return parser
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
@@ -62,13 +90,17 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 def read_snapshot(args: argparse.Namespace) -> ClusterSnapshot:
     if args.from_file:
         return read_list(Path(args.from_file).read_bytes(), source=args.from_file)
+    kube = _kube(args)
+    return ClusterSnapshot(kube.list_nodes(), kube.list_pods(), kube.list_pdbs())
+
+
+def _kube(args: argparse.Namespace):
     from .kube import KubeClient
 
     try:
-        kube = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
+        return KubeClient.from_kubeconfig(args.kubeconfig, args.context)
     except Exception as exc:  # the kubeconfig loader raises several types for one cause
         raise UsageError(f"{args.kubeconfig}: unusable kubeconfig: {exc}") from None
-    return ClusterSnapshot(kube.list_nodes(), kube.list_pods(), kube.list_pdbs())
 
 
 def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
@@ -108,6 +140,74 @@ def _print_steps(steps: list[Step], as_json: bool) -> None:
     for step in steps:
         pod = f"{step.namespace}/{step.pod}" if step.pod else ""
         print(f"{step.action:<10} {step.node:<40} {pod:<50} {step.reason}".rstrip())
+
+
+def _plan(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    settings = Settings.from_env()
+    options = RebalanceOptions.from_settings(settings)
+    if args.max_evictions is not None:
+        options = dataclasses.replace(options, max_evictions_per_cycle=args.max_evictions)
+    workloads = {}
+    if args.kubeconfig:
+        from .rebalancer import workload_annotations
+
+        kube = _kube(args)
+        snapshot = ClusterSnapshot(kube.list_nodes(), kube.list_pods(), kube.list_pdbs())
+        workloads = workload_annotations(kube)
+    else:
+        snapshot = read_snapshot(args)
+    # No history: the CLI does not see the moves the deployed function has in flight.
+    result = plan(snapshot, options, History(), now(), workloads=workloads)
+    _print_plan(result, args.json)
+    return 0
+
+
+def _print_plan(result: Plan, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({
+            "evictions": [{"namespace": e.namespace, "name": e.name, "workload": str(e.workload),
+                           "from_node": e.from_node, "to_node": e.to_node, "from_score": e.from_score,
+                           "to_score": e.to_score, "score_gain": e.score_gain, "reason": e.reason}
+                          for e in result.evictions],
+            "considered": [{"namespace": s.namespace, "name": s.name, "code": s.code.value,
+                            "detail": s.detail} for s in result.skipped],
+            "capacity": [{"group": r.group.name, "kind": r.group.kind, "nodes": r.nodes, "pods": r.pods}
+                         for r in result.capacity]}))
+        return
+    for e in result.evictions:
+        print(f"{'evict':<8} {e.namespace + '/' + e.name:<50} {e.from_node} -> {e.to_node} "
+              f"(+{e.score_gain})")
+    for s in result.skipped:
+        print(f"{'keep':<8} {s.namespace + '/' + s.name:<50} {s.code.value:<22} {s.detail}".rstrip())
+    for r in result.capacity:
+        print(f"{'add':<8} {r.nodes} node(s) to {r.group.kind} {r.group.name} for {r.pods} pod(s)")
+    print(f"{len(result.evictions)} to evict, {len(result.skipped)} kept")
+
+
+def _census(args: argparse.Namespace) -> int:
+    result = census(read_snapshot(args), Settings.from_env().lifecycle_label_key)
+    _print_census(result, args.json)
+    return 0
+
+
+def _print_census(result: Census, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(msgspec.to_builtins(result)))
+        return
+    print(f"{'CAPACITY':<10} {'ARCH':<8} {'NODES':>5} {'CPU ALLOC':>10} {'CPU REQ':>10} "
+          f"{'MEM ALLOC':>10} {'MEM REQ':>10}")
+    for row in result.rows:
+        print(f"{row.capacity_type:<10} {row.architecture:<8} {row.nodes:>5} "
+              f"{row.allocatable_cpu / 1000:>10.2f} {row.requested_cpu / 1000:>10.2f} "
+              f"{_gib(row.allocatable_memory):>10} {_gib(row.requested_memory):>10}")
+    share = "n/a" if result.spot_cpu_share is None else f"{result.spot_cpu_share:.1%}"
+    print(f"spot share of requested CPU: {share}")
+    print(f"pods with a preferred node affinity: {result.pods_with_preferences}, "
+          f"misplaced: {result.misplaced_pods}")
+
+
+def _gib(quantity: int) -> str:
+    return f"{quantity / 2**30:.1f}Gi"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""`spot-rebalancer plan` and `census` on a `kubectl get -o json` List file."""
+
+import json
+
+import msgspec
+import pytest
+
+from spot_rebalancer.cli import EXIT_BAD_INPUT, main
+from tests.unit.builders import PREFER_SPOT, make_pdb, make_pod, on_demand_node, spot_node
+
+GI = 2**30
+
+
+def write_list(tmp_path, nodes=(), pods=(), pdbs=()) -> str:
+    items = ([{"kind": "Node", **msgspec.to_builtins(n)} for n in nodes]
+             + [{"kind": "Pod", **msgspec.to_builtins(p)} for p in pods]
+             + [{"kind": "PodDisruptionBudget", **msgspec.to_builtins(b)} for b in pdbs])
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    return str(path)
+
+
+def fleet(tmp_path) -> str:
+    """Two pods on on-demand that prefer spot, a spot node with room, one budget per workload."""
+    pods = [make_pod("web-1", "od-1", labels={"app": "web"}, preferred=[PREFER_SPOT],
+                     requests={"cpu": "1", "memory": "1Gi"}, owner=("ReplicaSet", "web-1")),
+            make_pod("api-1", "od-1", labels={"app": "api"}, preferred=[PREFER_SPOT],
+                     requests={"cpu": "1", "memory": "2Gi"}, owner=("ReplicaSet", "api-1")),
+            make_pod("db-1", "od-1", labels={"app": "db"}, requests={"cpu": "500m"},
+                     owner=("StatefulSet", "db"))]
+    return write_list(tmp_path, [on_demand_node("od-1"), spot_node("spot-1")], pods,
+                      [make_pdb("web", {"app": "web"}, 1), make_pdb("api", {"app": "api"}, 0)])
+
+
+def test_plan_json_names_each_eviction_and_why_the_rest_stay(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MAX_EVICTIONS_PER_CYCLE", raising=False)
+    assert main(["plan", "--from-file", fleet(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(e["namespace"], e["name"], e["from_node"], e["to_node"], e["score_gain"])
+            for e in out["evictions"]] == [("default", "web-1", "od-1", "spot-1", 100)]
+    assert [(c["name"], c["code"]) for c in out["considered"]] == [("api-1", "pdb-exhausted")]
+
+
+def test_plan_respects_max_evictions(tmp_path, capsys):
+    assert main(["plan", "--from-file", fleet(tmp_path), "--max-evictions", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["evictions"] == []
+    # The cap is checked before budgets: with none left, nothing else is worth asking.
+    assert {c["name"]: c["code"] for c in out["considered"]} == {"web-1": "cycle-cap",
+                                                                 "api-1": "cycle-cap"}
+
+
+def test_plan_table_lists_moves_then_kept_pods(tmp_path, capsys):
+    assert main(["plan", "--from-file", fleet(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["evict", "default/web-1", "od-1", "->", "spot-1", "(+100)"]
+    assert lines[1].split()[:3] == ["keep", "default/api-1", "pdb-exhausted"]
+    assert lines[-1] == "1 to evict, 1 kept"
+
+
+def test_census_json_counts_the_fleet(tmp_path, capsys):
+    assert main(["census", "--from-file", fleet(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == [
+        {"capacity_type": "on-demand", "architecture": "unknown", "nodes": 1, "allocatable_cpu": 4000,
+         "allocatable_memory": 16 * GI, "requested_cpu": 2500, "requested_memory": 3 * GI},
+        {"capacity_type": "spot", "architecture": "unknown", "nodes": 1, "allocatable_cpu": 4000,
+         "allocatable_memory": 16 * GI, "requested_cpu": 0, "requested_memory": 0}]
+    assert out["spot_cpu_share"] == 0.0
+    assert (out["pods_with_preferences"], out["misplaced_pods"]) == (2, 2)
+
+
+def test_census_table(tmp_path, capsys):
+    assert main(["census", "--from-file", fleet(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["on-demand", "unknown", "1", "4.00", "2.50", "16.0Gi", "3.0Gi"]
+    assert out[-2] == "spot share of requested CPU: 0.0%"
+    assert out[-1] == "pods with a preferred node affinity: 2, misplaced: 2"
+
+
+@pytest.mark.parametrize("command", ["plan", "census"])
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, command):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "Pod"}')
+    assert main([command, "--from-file", str(bad)]) == EXIT_BAD_INPUT
+    assert "expected a Kubernetes List" in capsys.readouterr().err
+    assert main([command, "--from-file", str(tmp_path / "missing.json")]) == EXIT_BAD_INPUT
+
+
+def test_a_quantity_the_api_server_would_refuse_exits_2(tmp_path, capsys):
+    pod = make_pod("web-1", "od-1", preferred=[PREFER_SPOT], requests={"cpu": "lots"})
+    path = write_list(tmp_path, [on_demand_node("od-1"), spot_node("spot-1")], [pod])
+    assert main(["plan", "--from-file", path]) == EXIT_BAD_INPUT
+    assert "spot-rebalancer:" in capsys.readouterr().err
+
+
+def test_bad_settings_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAX_EVICTIONS_PER_CYCLE", "many")
+    assert main(["plan", "--from-file", fleet(tmp_path)]) == EXIT_BAD_INPUT
+    assert "MAX_EVICTIONS_PER_CYCLE" in capsys.readouterr().err

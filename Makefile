@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
 CDK_STAMP := node_modules/.installed
 
-.PHONY: test test-unit test-cluster cluster lint control-plane
+.PHONY: test test-unit cluster demo lint control-plane
 
 $(VENV_STAMP): requirements.txt lambdas/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(VENV_STAMP) $(CDK_STAMP) control-plane
 ## Fast inner loop: no control plane, no CDK synth.
 test-unit: $(VENV_STAMP)
 	$(BIN)/python -m pytest -m "not cluster" tests/unit
+
+## The main job on the local control plane + moto: an interruption storm and the way back.
+demo: $(VENV_STAMP) control-plane
+	$(BIN)/python -m tests.demo
 
 ## A local control plane in the foreground, for kubectl.
 cluster: $(VENV_STAMP) control-plane

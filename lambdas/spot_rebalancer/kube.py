@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,9 @@ PAGE_SIZE = 500
 # Threads issuing requests at once share one connection pool; size it to the drain's concurrency.
 MAX_CONNECTIONS = 32
 REQUEST_TIMEOUT = (5, 30)
+RETRY_ATTEMPTS = 4
+RETRY_BASE_SECONDS = 0.2
+RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 class KubeApiError(Exception):
@@ -107,7 +111,25 @@ class KubeClient:
                 body: Any = None, content_type: str = "application/json") -> Response:
         """Send one request; any status comes back as a Response, transport failures raise.
 
-        `body` is a JSON-able object: the client serialises it for every JSON content type."""
+        Reads and patches (safe to repeat: a patch sets state, it does not add to it) are tried
+        again on transport errors, 5xx and 429, with a short backoff; a POST is sent once, since
+        only its caller knows whether repeating it is safe. `body` is a JSON-able object: the
+        client serialises it for every JSON content type."""
+        attempts = RETRY_ATTEMPTS if method in ("GET", "PATCH") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._send(method, path, query, body, content_type)
+            except KubeApiError:
+                if attempt == attempts:
+                    raise
+            else:
+                if response.status not in RETRY_STATUSES or attempt == attempts:
+                    return response
+            time.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
+              content_type: str) -> Response:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -119,8 +141,6 @@ class KubeClient:
             raw = self._api.call_api(method, url, header_params=headers, body=body,
                                      _request_timeout=REQUEST_TIMEOUT)
             return Response(raw.status, raw.read())
-        except KubeApiError:
-            raise
         except Exception as exc:  # urllib3 and the client raise many types for one cause
             raise KubeApiError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
 

@@ -8,8 +8,8 @@ product supports serves `policy/v1`, and the product speaks only that. The proxy
   shapes the product reads are the same in both versions).
 Everything else passes through untouched; responses are streamed, so watches work.
 
-It also counts requests (method, path) for the benchmarks, and `fault` is where a test can inject
-failures (see set_fault): it is asked before each request is forwarded.
+It also counts requests (method, path) and the apiserver's answers for benchmarks and tests, and
+a test can inject failures (set_fault): the hook is asked before each request is forwarded.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class PolicyProxy:
         self.upstream = urlsplit(upstream)
         self._upstream_tls = ssl.create_default_context(cafile=ca_file)
         self.requests: Counter[tuple[str, str]] = Counter()
+        # What the apiserver itself answered (faults injected here are not in it).
+        self.responses: Counter[tuple[str, str, int]] = Counter()
         self._lock = threading.Lock()
         self._fault: Fault | None = None
         self._local = threading.local()
@@ -64,10 +66,15 @@ class PolicyProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.responses.clear()
 
     def _count(self, method: str, path: str) -> None:
         with self._lock:
             self.requests[(method, path.split("?", 1)[0])] += 1
+
+    def _count_response(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.responses[(method, path.split("?", 1)[0], status)] += 1
 
     def _connection(self) -> http.client.HTTPSConnection:
         conn = getattr(self._local, "conn", None)
@@ -130,6 +137,7 @@ class PolicyProxy:
                 if body is not None:
                     headers["Content-Length"] = str(len(body))
                 upstream = proxy._forward(method, path, headers, body)
+                proxy._count_response(method, self.path, upstream.status)
                 self.send_response(upstream.status, upstream.reason)
                 for key, value in upstream.getheaders():
                     if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,9 @@ def product_kube(cluster) -> KubeClient:
     return KubeClient.from_kubeconfig(str(kubeconfig))
 
 
-def test_a_spot_interruption_drains_the_node_with_only_the_shipped_role(api, product_kube, namespace, nodes):
+def test_a_spot_interruption_drains_the_node_with_only_the_shipped_role(api, product_kube, namespace, nodes,
+                                                                       caplog, capsys):
+    caplog.set_level(logging.DEBUG)
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
@@ -66,6 +69,11 @@ def test_a_spot_interruption_drains_the_node_with_only_the_shipped_role(api, pro
     assert {s.action for s in result.steps} >= {"taint", "cordon", "evict"}
     events = api.get(f"/api/v1/namespaces/{namespace}/events")["items"]
     assert any(e["reason"] == "Evicted" and "spot-rebalancer" in e["message"] for e in events)
+    # The bearer token never reaches a log, even at DEBUG.
+    printed = capsys.readouterr()
+    assert caplog.records, "nothing was logged at DEBUG: the check below would prove nothing"
+    for text in (caplog.text, printed.out, printed.err):
+        assert PRODUCT_USER.token not in text
 
 
 def test_the_role_cannot_read_secrets_or_delete_pods(api, product_kube, namespace, nodes):

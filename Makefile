@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
 CDK_STAMP := node_modules/.installed
 
-.PHONY: test test-unit cluster demo lint control-plane
+.PHONY: test test-unit cluster demo bench lint control-plane
 
 $(VENV_STAMP): requirements.txt lambdas/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-unit: $(VENV_STAMP)
 ## The main job on the local control plane + moto: an interruption storm and the way back.
 demo: $(VENV_STAMP) control-plane
 	$(BIN)/python -m tests.demo
+
+## Benchmarks: figures measured side by side in one run; never part of the test suite.
+bench: $(VENV_STAMP) control-plane
+	$(BIN)/python bench/drain.py
 
 ## A local control plane in the foreground, for kubectl.
 cluster: $(VENV_STAMP) control-plane

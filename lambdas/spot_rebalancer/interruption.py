@@ -194,7 +194,10 @@ class InterruptionHandler:
             self.metrics.add("DrainDuration", (self.now() - started).total_seconds(), "Seconds",
                              ClusterName=cluster)
             self._finish_lifecycle(lifecycle, "CONTINUE", result)
-        elif self.now() >= deadline:
+        elif invocation_end is None or deadline <= invocation_end:
+            # The drain was bounded by its deadline, not by this invocation. Its back-offs and
+            # polls stop short of the deadline rather than overrun it, so the clock may read a
+            # moment before it: continuing would only reach the same end one invocation later.
             self.metrics.add("DeadlineMissed", 1, ClusterName=cluster)
             self._finish_lifecycle(lifecycle, self.settings.lifecycle_timeout_result, result)
         else:
@@ -276,6 +279,10 @@ class InterruptionHandler:
             if remaining:
                 break
             waiting = []
+        if waiting:
+            # No wave evicted anything (a continuation finds its pods already terminating):
+            # the pods still have to be waited for, or the drain ends while they are running.
+            wait_until_gone(kube, node_name, waiting, stop_at, time.monotonic, self.sleep)
         blocked = [r for r in all_results if r.outcome is Outcome.BLOCKED]
         if blocked:
             self.metrics.add("EvictionsBlockedByPdb", len(blocked), ClusterName=cluster)

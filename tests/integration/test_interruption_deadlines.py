@@ -1,0 +1,163 @@
+"""Deadlines on the local control plane and moto EC2: a late spot warning shortens the pods' grace
+periods so they are gone before the instance is; an AWS Health scheduled change is drained only
+once its lead time has come; a `pending` state change is ignored quietly."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spot_rebalancer.aws import AutoScaling, Ec2
+from spot_rebalancer.config import Settings
+from spot_rebalancer.drain_policy import GRACE_SAFETY_MARGIN_SECONDS
+from spot_rebalancer.events import parse_event
+from spot_rebalancer.interruption import InterruptionHandler
+from spot_rebalancer.telemetry import MetricsRecorder
+from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
+
+EVENTS = Path(__file__).parents[1] / "events"
+REGION = "eu-west-1"
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}\b")
+POD_GRACE_SECONDS = 90
+WARNING_AGE_SECONDS = 95  # the warning reaches us with 25 s of its two minutes left
+
+
+def event_for(sample: str, instance_id: str, at: datetime) -> dict:
+    raw = json.loads(INSTANCE_ID.sub(instance_id, (EVENTS / sample).read_text()))
+    raw["time"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return raw
+
+
+@pytest.fixture
+def ec2() -> Iterator[object]:
+    with mock_aws():
+        yield boto3.client("ec2", region_name=REGION)
+
+
+@pytest.fixture
+def instance(ec2) -> str:
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
+        TagSpecifications=[{"ResourceType": "instance",
+                            "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
+    )["Instances"][0]["InstanceId"]
+
+
+def handler_for(ec2, kube, metrics: MetricsRecorder) -> InterruptionHandler:
+    return InterruptionHandler(Settings(cluster_name="test", drain_timeout_seconds=60,
+                                        health_lead_time_seconds=3600),
+                               Ec2(ec2), AutoScaling(boto3.client("autoscaling", region_name=REGION)),
+                               lambda _cluster: kube, metrics)
+
+
+def pods_on(api, namespace: str, node: str) -> list[dict]:
+    return [p for p in pods(api, namespace) if p["spec"].get("nodeName") == node]
+
+
+class GraceWatch(threading.Thread):
+    """The deletionGracePeriodSeconds of every pod seen terminating on the node."""
+
+    def __init__(self, api, namespace: str, node: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.namespace, self.node = api, namespace, node
+        self.seen: dict[str, int] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            for pod in pods_on(self.api, self.namespace, self.node):
+                if pod["metadata"].get("deletionTimestamp"):
+                    self.seen[pod["metadata"]["name"]] = pod["metadata"]["deletionGracePeriodSeconds"]
+
+
+def test_a_late_spot_warning_caps_grace_periods_so_pods_are_gone_before_the_instance(
+        api, kube, cluster, namespace, nodes, ec2, instance, monkeypatch):
+    node = nodes(lifecycle="spot", instance_id=instance)
+    deployment(api, namespace, "web", replicas=3, grace=POD_GRACE_SECONDS)
+    daemonset(api, namespace, "agent")
+    wait_for(lambda: len(running(pods(api, namespace))) == 4, "web and the agent running")
+    nodes(lifecycle="on-demand")
+    # Pods take 2 s to stop after their eviction: long enough to read their grace periods.
+    monkeypatch.setattr(cluster.nodes, "deletion_delay", 2)
+    warned_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=WARNING_AGE_SECONDS)
+    (event,) = parse_event(event_for("spot-interruption-terminate.json", instance, warned_at))
+    watch = GraceWatch(api, namespace, node.name)
+    watch.start()
+    metrics = MetricsRecorder()
+    try:
+        result = handler_for(ec2, kube, metrics).handle(event, budget_seconds=100)
+    finally:
+        watch.done.set()
+        watch.join()
+    finished = datetime.now(UTC)
+
+    assert finished < event.deadline, "the drain outlasted the instance"
+    left = (event.deadline - warned_at).total_seconds() - WARNING_AGE_SECONDS
+    assert len(watch.seen) == 3, watch.seen
+    for grace in watch.seen.values():
+        assert left - GRACE_SAFETY_MARGIN_SECONDS - 3 <= grace <= left - GRACE_SAFETY_MARGIN_SECONDS
+    after = api.get(f"/api/v1/nodes/{node.name}")
+    assert after["spec"]["unschedulable"] is True
+    assert {"key": "spot-rebalancer/spot-interruption", "effect": "NoSchedule"} in after["spec"]["taints"]
+    assert [p["metadata"]["labels"]["app"] for p in pods_on(api, namespace, node.name)] == ["agent"]
+    assert [s.pod.split("-")[0] for s in result.steps if s.action == "skip"] == ["agent"]
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == 3, "replacements elsewhere")
+    assert metrics.total("PodsEvicted") == 3
+    latency_ms = metrics.total("EventToCordonLatency")
+    assert WARNING_AGE_SECONDS * 1000 <= latency_ms < (WARNING_AGE_SECONDS + 10) * 1000
+
+
+def health_retirement(instance_id: str, starts_in: timedelta) -> dict:
+    raw = event_for("health-instance-retirement.json", instance_id, datetime.now(UTC))
+    raw["detail"]["startTime"] = format_datetime(datetime.now(UTC) + starts_in, usegmt=True)
+    return raw
+
+
+@pytest.mark.parametrize(("starts_in", "drains"), [
+    (timedelta(hours=3), False),  # drain_at is two hours away: continue then, touch nothing now
+    (timedelta(minutes=30), True),  # within the hour's lead time: drain now
+], ids=["before the lead time", "within the lead time"])
+def test_a_scheduled_retirement_drains_once_its_lead_time_has_come(
+        api, kube, namespace, nodes, ec2, instance, starts_in, drains):
+    node = nodes(lifecycle="on-demand", instance_id=instance)
+    deployment(api, namespace, "web")
+    wait_for(lambda: running(pods(api, namespace, "web")), "web running")
+    nodes(lifecycle="on-demand")
+    (event,) = parse_event(health_retirement(instance, starts_in), health_lead_time_seconds=3600)
+
+    result = handler_for(ec2, kube, MetricsRecorder()).handle(event, budget_seconds=100)
+
+    after = api.get(f"/api/v1/nodes/{node.name}")
+    assert bool(after["spec"].get("unschedulable")) is drains
+    assert bool(pods_on(api, namespace, node.name)) is not drains
+    if drains:
+        assert result.continue_at is None
+    else:
+        assert result.continue_at == event.drain_at
+        expected = datetime.now(UTC) + starts_in - timedelta(hours=1)
+        assert abs(event.drain_at - expected) < timedelta(minutes=1)
+        assert not after["spec"].get("taints")
+
+
+def test_a_pending_instance_is_ignored_quietly(api, kube, nodes, ec2, instance):
+    node = nodes(lifecycle="spot", instance_id=instance)
+    raw = event_for("state-change-stopping.json", instance, datetime.now(UTC))
+    raw["detail"]["state"] = "pending"
+    metrics = MetricsRecorder()
+
+    (result,) = [handler_for(ec2, kube, metrics).handle(e) for e in parse_event(raw)]
+
+    assert [s.action for s in result.steps] == ["ignore"]
+    assert metrics.total("EventsIgnored") == 1
+    after = api.get(f"/api/v1/nodes/{node.name}")
+    assert not after["spec"].get("unschedulable") and not after["spec"].get("taints")

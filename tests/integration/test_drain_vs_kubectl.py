@@ -19,7 +19,7 @@ from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.workloads import pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "spot-interruption-terminate.json"
-KINDS = ("deploy", "sts", "ds", "bare", "scratch", "mirror")
+KINDS = ("deploy", "sts", "ds", "bare", "scratch", "mirror", "finished")
 
 
 def container() -> list[dict]:
@@ -29,7 +29,7 @@ def container() -> list[dict]:
 
 def seed(api, namespace: str, node: str, suffix: str) -> None:
     """One pod of each kind on `node`: controller-owned, StatefulSet, DaemonSet, bare,
-    emptyDir, mirror (static)."""
+    emptyDir, mirror (static), and a bare one that will have finished (see `finish`)."""
     pinned = {"kubernetes.io/hostname": node}
 
     def template(kind: str, **spec) -> dict:
@@ -52,7 +52,7 @@ def seed(api, namespace: str, node: str, suffix: str) -> None:
                                     "spec": {"selector": {"matchLabels": {"twin": suffix, "kind": "ds"}},
                                              "template": template("ds")}})
     core = f"/api/v1/namespaces/{namespace}/pods"
-    for kind, extra in (("bare", {}),
+    for kind, extra in (("bare", {}), ("finished", {}),
                         ("scratch", {"volumes": [{"name": "tmp", "emptyDir": {}}]})):
         body = template(kind, nodeName=node, **extra)
         body["metadata"]["name"] = f"{kind}-{suffix}"
@@ -61,6 +61,14 @@ def seed(api, namespace: str, node: str, suffix: str) -> None:
     mirror["metadata"].update(name=f"mirror-{suffix}",
                               annotations={"kubernetes.io/config.mirror": "static"})
     api.post(core, {"apiVersion": "v1", "kind": "Pod", **mirror})
+
+
+def finish(api, namespace: str, suffix: str) -> None:
+    """Mark the `finished` pod Succeeded, as a kubelet does when its containers exit 0."""
+    api.patch(f"/api/v1/namespaces/{namespace}/pods/finished-{suffix}/status", {"status": {
+        "phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "app", "ready": False, "restartCount": 0, "image": "app",
+                               "imageID": "", "state": {"terminated": {"exitCode": 0}}}]}})
 
 
 def kinds_left(api, namespace: str, suffix: str, node: str) -> set[str]:
@@ -83,6 +91,8 @@ def test_ours_and_kubectl_drain_evict_and_skip_the_same_pods(cluster, api, kube,
         seed(api, namespace, ours.name, "a")
         seed(api, namespace, theirs.name, "b")
         wait_for(lambda: len(running(pods(api, namespace))) == 2 * len(KINDS), "every pod running")
+        finish(api, namespace, "a")
+        finish(api, namespace, "b")
         assert kinds_left(api, namespace, "a", ours.name) == set(KINDS)
 
         raw = json.loads(SAMPLE.read_text())
@@ -93,12 +103,19 @@ def test_ours_and_kubectl_drain_evict_and_skip_the_same_pods(cluster, api, kube,
                                       lambda _: kube, MetricsRecorder())
         result = handler.handle(parse_event(raw)[0], budget_seconds=100)
 
-    subprocess.run([str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig), "drain",
-                    theirs.name, "--ignore-daemonsets", "--delete-emptydir-data", "--force",
-                    "--timeout=60s"], check=True, capture_output=True, text=True)
+    drained = subprocess.run([str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig),
+                              "drain", theirs.name, "--ignore-daemonsets", "--delete-emptydir-data",
+                              "--force", "--timeout=60s"], check=True, capture_output=True, text=True)
 
     left_by_us = kinds_left(api, namespace, "a", ours.name)
     left_by_kubectl = kinds_left(api, namespace, "b", theirs.name)
-    assert left_by_us == left_by_kubectl == {"ds", "mirror"}
+    assert left_by_kubectl == {"ds", "mirror"}
+    # The documented difference (drain_policy): kubectl deletes finished pods, we leave them.
+    assert left_by_us == {"ds", "mirror", "finished"}
     skipped = {s.pod.split("-")[0] for s in result.steps if s.action == "skip"}
-    assert skipped == {"ds", "mirror"}
+    assert skipped == {"ds", "mirror", "finished"}
+    evicted_by_us = {s.pod.split("-")[0] for s in result.steps if s.action == "evict"}
+    evicted_by_kubectl = {line.split("/")[-1].split("-")[0] for line in drained.stdout.splitlines()
+                          if line.startswith("evicting pod ")}
+    assert evicted_by_kubectl == evicted_by_us | {"finished"}, drained.stdout
+    assert evicted_by_us == {"deploy", "sts", "bare", "scratch"}

@@ -28,8 +28,8 @@ USER_TAINT = {"key": "team", "value": "batch", "effect": "NoSchedule"}
 OUR_TAINT = "spot-rebalancer/rebalance-recommendation"
 
 
-@pytest.mark.parametrize(("policy", "user_cordoned"), [
-    ("taint", False), ("cordon", False), ("cordon", True), ("drain", True)])
+# Each policy's effect on the pods is in test_interruption_events; here, what is undone.
+@pytest.mark.parametrize(("policy", "user_cordoned"), [("taint", False), ("cordon", False), ("cordon", True)])
 def test_a_recommendation_is_recorded_and_undone_after_the_ttl(api, kube, namespace, nodes, policy,
                                                                user_cordoned):
     with mock_aws():
@@ -43,7 +43,6 @@ def test_a_recommendation_is_recorded_and_undone_after_the_ttl(api, kube, namesp
         node = nodes(lifecycle="spot", instance_id=instance)
         deployment(api, namespace, "web")
         wait_for(lambda: running(pods(api, namespace, "web")), "web on the node")
-        nodes(lifecycle="on-demand")  # where a drained pod goes
         # The user's own taint (a NoSchedule taint leaves running pods alone).
         api.patch(f"/api/v1/nodes/{node.name}", {"spec": {"taints": [USER_TAINT]}})
         if user_cordoned:
@@ -65,8 +64,7 @@ def test_a_recommendation_is_recorded_and_undone_after_the_ttl(api, kube, namesp
     assert record["reason"] == "rebalance-recommendation"
     assert record["taints"] == [OUR_TAINT]
     assert (record["cordoned"], record["wasCordoned"]) == (policy != "taint", user_cordoned)
-    web_on_node = [p for p in running(pods(api, namespace, "web")) if p["spec"]["nodeName"] == node.name]
-    assert bool(web_on_node) is (policy != "drain")
+    assert [p for p in running(pods(api, namespace, "web")) if p["spec"]["nodeName"] == node.name]
 
     recorded = kube.get_node(node.name)
     acted_at = datetime.fromisoformat(record["at"])

@@ -16,6 +16,7 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launch_instance
 from tests.kube.workloads import pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "spot-interruption-terminate.json"
@@ -80,12 +81,7 @@ def kinds_left(api, namespace: str, suffix: str, node: str) -> set[str]:
 def test_ours_and_kubectl_drain_evict_and_skip_the_same_pods(cluster, api, kube, namespace, nodes):
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         ours = nodes(lifecycle="spot", instance_id=instance)
         theirs = nodes(lifecycle="spot")
         seed(api, namespace, ours.name, "a")

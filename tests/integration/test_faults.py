@@ -20,6 +20,7 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launch_instance
 from tests.kube.workloads import deployment, pdb, pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "spot-interruption-terminate.json"
@@ -70,12 +71,7 @@ def test_a_drain_under_faults_finishes_in_time_without_violating_the_budget(
         cluster, api, kube, namespace, nodes, seed):
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         doomed = nodes(lifecycle="spot", instance_id=instance)
         deployment(api, namespace, "web", replicas=REPLICAS)
         wait_for(lambda: len(running(pods(api, namespace, "web"))) == REPLICAS, "web running")

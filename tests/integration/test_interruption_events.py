@@ -20,6 +20,7 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launch_instance
 from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
 
 EVENTS = Path(__file__).parents[1] / "events"
@@ -63,12 +64,7 @@ def test_event_end_to_end(api, kube, namespace, nodes, case):
     sample, changes, taint, cordoned, evicts = CASES[case]
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         node = nodes(lifecycle="spot", instance_id=instance)
         deployment(api, namespace, "web", replicas=2)
         daemonset(api, namespace, "agent")

@@ -18,6 +18,7 @@ from spot_rebalancer.drain_policy import ACTION_ANNOTATION, node_revert_patch
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launch_instance
 from tests.kube.workloads import deployment, pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "rebalance-recommendation.json"
@@ -34,12 +35,7 @@ def test_a_recommendation_is_recorded_and_undone_after_the_ttl(api, kube, namesp
                                                                user_cordoned):
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         node = nodes(lifecycle="spot", instance_id=instance)
         deployment(api, namespace, "web")
         wait_for(lambda: running(pods(api, namespace, "web")), "web on the node")

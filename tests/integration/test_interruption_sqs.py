@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from spot_rebalancer.handlers import events as events_handler
+from tests.ec2 import launch_instance
 from tests.kube.workloads import deployment, pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "spot-interruption-terminate.json"
@@ -63,12 +64,7 @@ def deployed(api, kube, namespace, nodes, monkeypatch) -> Iterator[Deployed]:
     """The function's environment on moto, and a spot node with two web pods for it to drain."""
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         boto3.client("dynamodb", region_name=REGION).create_table(
             TableName="state", BillingMode="PAY_PER_REQUEST",
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],

@@ -18,6 +18,7 @@ from spot_rebalancer.events import parse_event
 from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.kube import KubeClient
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launch_instance
 from tests.kube.cluster import PRODUCT_USER
 from tests.kube.workloads import deployment, pdb, pods, running, wait_for
 
@@ -39,12 +40,7 @@ def test_a_spot_interruption_drains_the_node_with_only_the_shipped_role(api, pro
     caplog.set_level(logging.DEBUG)
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         doomed = nodes(lifecycle="spot", instance_id=instance)
         deployment(api, namespace, "web", replicas=2)
         wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "2 web pods")

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from moto import mock_aws
 
 from spot_rebalancer.handlers import events as events_handler
+from tests.ec2 import launch_instance
 
 SAMPLE = Path(__file__).parents[1] / "events" / "spot-interruption-terminate.json"
 
@@ -30,12 +31,7 @@ class Context:
 def test_no_state_table_means_a_failed_message_and_an_untouched_node(api, kube, nodes, monkeypatch):
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
-        )["Instances"][0]["InstanceId"]
+        instance = launch_instance(ec2)
         node = nodes(lifecycle="spot", instance_id=instance)
         for key, value in {"AWS_DEFAULT_REGION": "eu-west-1", "CLUSTER_NAME": "test",
                            "STATE_TABLE": "missing-table", "WORK_QUEUE_URL": "unused",

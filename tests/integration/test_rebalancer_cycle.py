@@ -104,7 +104,7 @@ def test_pods_return_to_spot_after_an_interruption_within_budgets(cluster, api, 
         cluster.nodes.remove_node(node.name)
     # A replacement bound to the second spot node as it went is cleaned up by the pod GC.
     wait_for(lambda: settled(api, namespace)
-             and {p["spec"]["nodeName"] for p in pods(api, namespace)} <= on_demand,
+             and {p["spec"].get("nodeName") for p in pods(api, namespace)} <= on_demand,
              "every pod back on on-demand", timeout=90)
     spot = {nodes(lifecycle="spot", cpu="2").name for _ in range(2)}  # spot capacity returns
 

@@ -25,6 +25,7 @@ class Api:
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._pool = urllib3.PoolManager(ca_certs=ca_file, cert_reqs="CERT_REQUIRED", maxsize=maxsize,
                                          retries=False, timeout=urllib3.Timeout(connect=5, read=30))
+        self._watches: set[urllib3.BaseHTTPResponse] = set()
 
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json", ok: tuple[int, ...] = (200, 201)) -> Any:
@@ -58,6 +59,7 @@ class Api:
                f"&timeoutSeconds={timeout_seconds}&allowWatchBookmarks=false")
         response = self._pool.request("GET", url, headers=self._headers, preload_content=False,
                                       timeout=urllib3.Timeout(connect=5, read=timeout_seconds + 10))
+        self._watches.add(response)
         try:
             if response.status != 200:
                 raise ApiError("WATCH", path, response.status, response.read().decode("utf-8", "replace"))
@@ -69,4 +71,12 @@ class Api:
                     if line.strip():
                         yield json.loads(line)
         finally:
+            self._watches.discard(response)
             response.release_conn()
+
+    def close(self) -> None:
+        """End the watches under way (an apiserver asked to stop waits for its open watches) and
+        drop the idle connections."""
+        for response in list(self._watches):
+            response.shutdown()
+        self._pool.clear()

@@ -149,9 +149,6 @@ class ControlPlane:
         self._stop_processes()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def pids(self) -> list[int]:
-        return [p.pid for _, p in self._processes]
-
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / f"{name}.log"
         if not path.exists():

@@ -160,8 +160,9 @@ class Rebalancer:
         self.metrics.add("MovesSucceeded", judged.metrics["MovesSucceeded"], "Count", ClusterName=cluster)
         self.metrics.add("MovesFailed", judged.metrics["MovesFailed"], "Count", ClusterName=cluster)
         for judgement in judged.judgements:
-            log.info("move %s/%s: %s (%s)", judgement.record.namespace, judgement.record.pod,
-                     judgement.outcome, judgement.detail)
+            log.info("move %s/%s: %s (%s; replacement %s on %s)", judgement.record.namespace,
+                     judgement.record.pod, judgement.outcome, judgement.detail,
+                     judgement.replacement or "-", judgement.node or "-")
 
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
         planned = plan(snapshot, self.options, judged.history, now,
@@ -174,7 +175,8 @@ class Rebalancer:
         self.metrics.add("PodsEvicted", len(evicted), "Count", ClusterName=cluster)
         self._record_events(evicted)
         if self.store is not None and stored is not None:
-            self._save(cluster, judged.history, stored.version, move_records(evicted, judged.history, now))
+            moves = move_records(evicted, judged.history, now, snapshot)
+            self._save(cluster, judged.history, stored.version, moves)
         added = self._nudge(planned.capacity)
         return CycleResult(planned, judged, tuple(evicted), tuple(refused), added)
 

@@ -89,8 +89,6 @@ def on_spot(api, namespace: str, spot_names: set[str]) -> int:
     return sum(p["spec"]["nodeName"] in spot_names for p in running(pods(api, namespace)))
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: in about half the runs one pod of eight is still on "
-                   "on-demand after three cycles; cause not found yet (to fix first, issue #5)")
 def test_pods_return_to_spot_after_an_interruption_within_budgets(cluster, api, kube, namespace, nodes,
                                                                   store):
     first_spot = [nodes(lifecycle="spot", cpu="2") for _ in range(2)]

@@ -96,6 +96,29 @@ def test_replacements_are_newer_pods_of_the_same_controller():
     assert [j.outcome for j in judge([*pods, same_second]).judgements] == [Outcome.SUCCEEDED]
 
 
+def test_a_sibling_created_in_the_second_of_the_move_but_before_it_is_not_the_replacement():
+    """A workload that fell back to on-demand a moment before the cycle: its other replica was
+    created in the same second as the move. The record remembers it from the planning snapshot."""
+    second = MOVED_AT.replace(microsecond=0)
+    pods = [make_pod("web-1", "od", preferred=[PREFER_SPOT], requests={"cpu": "1"}, created=stamp(second)),
+            make_pod("web-2", "od", preferred=[PREFER_SPOT], requests={"cpu": "1"}, created=stamp(second))]
+    planned = plan(ClusterSnapshot(NODES, pods), replace(OPTIONS, min_pod_age_seconds=0), History(),
+                   MOVED_AT)
+    (moved,) = move_records(planned.evictions, History(), MOVED_AT, ClusterSnapshot(NODES, pods))
+    assert moved.pod == "web-1"
+    assert moved.earlier_uids == ("uid-default-web-1", "uid-default-web-2")
+
+    sibling = replica("web-2", "od", uid="uid-default-web-2")  # still on on-demand, same second
+    replacement = replica("web-3", "spot", created=second + timedelta(seconds=1))
+    (waiting,) = judge([sibling], records=[moved]).judgements
+    assert (waiting.outcome, waiting.replacement) == (Outcome.IN_FLIGHT, "")
+    (landed,) = judge([sibling, replacement], records=[moved]).judgements
+    assert (landed.outcome, landed.replacement) == (Outcome.SUCCEEDED, "web-3")
+    # Without the record of what was there, the sibling would be taken for a failed replacement.
+    (mistaken,) = judge([sibling, replacement], records=[replace(moved, earlier_uids=())]).judgements
+    assert (mistaken.outcome, mistaken.replacement) == (Outcome.FAILED, "web-2")
+
+
 def test_a_statefulset_replacement_keeps_the_evicted_pods_name():
     db = WorkloadRef("default", "StatefulSet", "db")
     pods = [replica("db-1", "spot", owner=("StatefulSet", "db"), uid="new-uid"),
@@ -146,7 +169,7 @@ def test_move_records_count_attempts_per_workload_and_reason():
     now = MOVED_AT + timedelta(hours=1)
     history = History(backoffs=(Backoff(WEB, REASON, 2, now - timedelta(minutes=1)),))
     result = plan(ClusterSnapshot(NODES, pods), OPTIONS, history, now)
-    (moved,) = move_records(result.evictions, history, now)
+    (moved,) = move_records(result.evictions, history, now, ClusterSnapshot(NODES, pods))
     assert moved == MoveRecord("default", "web-1", "uid-default-web-1", WEB, "od", "spot", 0, 100, now,
                                REASON, attempt=3)
 
@@ -157,7 +180,8 @@ def test_the_loop_plans_reviews_and_waits_for_the_replacement():
             make_pod("web-2", "od", preferred=[PREFER_SPOT], requests={"cpu": "1"})]
     first = plan(ClusterSnapshot(NODES, pods), OPTIONS, History(), start)
     assert [e.name for e in first.evictions] == ["web-1"]
-    history = History().with_moves(move_records(first.evictions, History(), start))
+    history = History().with_moves(move_records(first.evictions, History(), start,
+                                                ClusterSnapshot(NODES, pods)))
 
     # A minute later the replacement is scheduled on spot but not Ready: web-2 waits its turn.
     later = start + timedelta(minutes=1)
@@ -181,7 +205,8 @@ def test_the_loop_plans_reviews_and_waits_for_the_replacement():
 def test_history_round_trips_through_json():
     import msgspec
 
-    history = History(in_flight=(record(),), backoffs=(Backoff(WEB, REASON, 2, MOVED_AT),))
+    history = History(in_flight=(record(), replace(record("web-2"), earlier_uids=("uid-a", "uid-b"))),
+                      backoffs=(Backoff(WEB, REASON, 2, MOVED_AT),))
     assert msgspec.json.decode(msgspec.json.encode(history), type=History) == history
 
 

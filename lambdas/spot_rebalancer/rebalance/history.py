@@ -47,6 +47,9 @@ class MoveRecord:
     moved_at: datetime
     reason: str = MOVE_REASON
     attempt: int = 1
+    # Creation times have whole seconds: pods of the workload created in the second of the move but
+    # before it (found in the snapshot the move was planned on) are not its replacement.
+    earlier_uids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +99,27 @@ class Review:
                 "MovesInFlight": self.count(Outcome.IN_FLIGHT)}
 
 
-def move_records(evictions: Iterable[Eviction], history: History, now: datetime) -> tuple[MoveRecord, ...]:
-    """Records for the evictions the API accepted (planner `Eviction`s); a workload's attempt number
-    counts its failures for the same reason so far."""
+def move_records(evictions: Iterable[Eviction], history: History, now: datetime,
+                 snapshot: ClusterSnapshot) -> tuple[MoveRecord, ...]:
+    """Records for the evictions the API accepted (planner `Eviction`s) from the snapshot they were
+    planned on; a workload's attempt number counts its failures for the same reason so far."""
+    evictions = tuple(evictions)
     failures = {key: b.failures for key, b in _by_key(history.backoffs).items()}
+    since = now.replace(microsecond=0)
+    moved = {e.workload for e in evictions}
+    earlier: dict[WorkloadRef, list[str]] = {}
+    for pod in snapshot.pods:
+        workload = workload_of(pod)
+        if workload in moved:
+            created = parse_timestamp(pod.metadata.creation_timestamp)
+            if created is not None and created >= since:
+                earlier.setdefault(workload, []).append(pod.metadata.uid)
     return tuple(
         MoveRecord(namespace=e.namespace, pod=e.name, pod_uid=e.uid, workload=e.workload,
                    from_node=e.from_node, to_node=e.to_node, from_score=e.from_score,
                    expected_score=e.to_score, moved_at=now, reason=e.reason,
-                   attempt=failures.get((e.workload, e.reason), 0) + 1)
+                   attempt=failures.get((e.workload, e.reason), 0) + 1,
+                   earlier_uids=tuple(sorted(earlier.get(e.workload, ()))))
         for e in evictions)
 
 
@@ -137,15 +152,16 @@ def _by_key(backoffs: Iterable[Backoff]) -> dict[tuple[WorkloadRef, str], Backof
 
 def _replacement(record: MoveRecord, siblings: Sequence[Pod], claimed: set[str]) -> Pod | None:
     """The oldest pod of the same controller created since the move (timestamps have whole seconds)
-    that is neither the evicted pod nor another move's replacement. A StatefulSet's replacement
-    keeps the evicted pod's name."""
+    that is not the evicted pod, not one there before the move, nor another move's replacement. A
+    StatefulSet's replacement keeps the evicted pod's name."""
     since = record.moved_at.replace(microsecond=0)
     found = []
     for pod in siblings:
         meta = pod.metadata
         created = parse_timestamp(meta.creation_timestamp)
-        if (meta.uid == record.pod_uid or meta.uid in claimed or created is None or created < since
-                or is_terminal(pod) or meta.deletion_timestamp is not None):
+        if (meta.uid == record.pod_uid or meta.uid in claimed or meta.uid in record.earlier_uids
+                or created is None or created < since or is_terminal(pod)
+                or meta.deletion_timestamp is not None):
             continue
         if record.workload.kind == "StatefulSet" and meta.name != record.pod:
             continue

@@ -37,6 +37,7 @@ demo: $(VENV_STAMP) control-plane
 bench: $(VENV_STAMP) control-plane
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/coldstart.py
+	$(BIN)/python bench/event_latency.py
 
 ## A local control plane in the foreground, for kubectl.
 cluster: $(VENV_STAMP) control-plane

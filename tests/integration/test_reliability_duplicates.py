@@ -1,0 +1,79 @@
+"""EventBridge delivers at least once: 100 deliveries of one terminate lifecycle action, through
+the events function as deployed (powertools idempotency on DynamoDB), act exactly once on the
+local control plane: one cordon patch, each pod evicted once, one lifecycle completion. Ten of
+the copies arrive while the first is still draining."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from tests.ec2 import launch_instance
+from tests.events_function import REGION, events_function, sample_event
+from tests.kube.workloads import deployment, pods, running, wait_for
+
+DELIVERIES = 100
+BATCH = 10  # the most records SQS hands one invocation
+REPLICAS = 3
+
+
+@pytest.fixture
+def function(kube, monkeypatch):
+    with events_function(monkeypatch, lambda _cluster: kube) as deployed:
+        yield deployed
+
+
+def test_a_hundred_deliveries_of_one_lifecycle_action_act_once(api, cluster, namespace, nodes, function):
+    instance = launch_instance(boto3.client("ec2", region_name=REGION))
+    node = nodes(lifecycle="spot", instance_id=instance).name
+    deployment(api, namespace, "web", replicas=REPLICAS)
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == REPLICAS, "web pods running")
+    nodes(lifecycle="on-demand")
+    on_node = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
+    body = sample_event("lifecycle-terminate.json", instance)
+    ids = [f"copy-{n}" for n in range(1, DELIVERIES + 1)]
+    in_flight: list[BaseException] = []
+
+    def copies_while_draining(method: str, path: str) -> None:
+        # SQS hands copies to another invocation while the first still works on the event.
+        if method == "PATCH" and path == f"/api/v1/nodes/{node}" and not in_flight:
+            try:
+                function.invoke([body] * BATCH, ids[1:1 + BATCH])
+            except BatchProcessingError as exc:
+                in_flight.append(exc)
+        return None
+
+    cluster.proxy.reset_counts()
+    cluster.proxy.set_fault(copies_while_draining)
+    try:
+        first = function.invoke([body], ids[:1])
+    finally:
+        cluster.proxy.set_fault(None)
+    # SQS delivers the refused copies again after their visibility timeout, with the rest.
+    later = [function.invoke([body] * len(chunk), chunk) for chunk in
+             (ids[start:start + BATCH] for start in range(1, DELIVERIES, BATCH))]
+
+    assert first == {"batchItemFailures": []}
+    (refused,) = in_flight
+    assert [exc_type.__name__ for exc_type, _, _ in refused.child_exceptions] == [
+        "IdempotencyAlreadyInProgressError"] * BATCH, "copies in flight are refused, to be retried"
+    assert all(result == {"batchItemFailures": []} for result in later)
+    requests = cluster.proxy.requests
+    evictions = {path.split("/")[-2]: n for (method, path), n in requests.items()
+                 if method == "POST" and path.endswith("/eviction")}
+    assert requests[("PATCH", f"/api/v1/nodes/{node}")] == 1, "one cordon"
+    assert evictions == dict.fromkeys(on_node, 1), "each pod evicted once"
+    completions = function.autoscaling.calls("CompleteLifecycleAction")
+    assert [c["LifecycleActionResult"] for c in completions] == ["CONTINUE"], "one lifecycle call"
+    assert function.autoscaling.calls("RecordLifecycleActionHeartbeat") == []
+    assert function.queued() == [], "nothing continued"
+    (record,) = function.idempotency_records()
+    assert record["status"]["S"] == "COMPLETED"
+    assert "complete-lifecycle" in {s["action"] for s in json.loads(record["data"]["S"])["steps"]}
+    assert not [p for p in pods(api, namespace) if p["spec"].get("nodeName") == node]
+    print(f"\nduplicates: {DELIVERIES} deliveries of one event ({BATCH} while it was acting) -> "
+          f"{requests[('PATCH', f'/api/v1/nodes/{node}')]} cordon patch, {sum(evictions.values())} "
+          f"evictions of {len(on_node)} pods, {len(completions)} lifecycle completion")

@@ -165,8 +165,13 @@ class Rebalancer:
                      judgement.replacement or "-", judgement.node or "-")
 
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
-        planned = plan(snapshot, self.options, judged.history, now,
-                       workloads=workload_annotations(self.kube), node_groups=node_groups)
+        planned = plan(snapshot, self.options, judged.history, now, node_groups=node_groups)
+        if planned.evictions or planned.capacity:
+            # Workload opt-outs and on-demand floors only ever hold moves back: a plan that moves
+            # nothing without them moves nothing with them, so controllers are read only when a
+            # plan has something to do (a quiet cycle lists nodes, pods and budgets, nothing else).
+            planned = plan(snapshot, self.options, judged.history, now,
+                           workloads=workload_annotations(self.kube), node_groups=node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=cluster)
         if self.settings.dry_run:
             return CycleResult(planned, judged)

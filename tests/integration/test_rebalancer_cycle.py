@@ -154,12 +154,15 @@ def test_a_full_spot_fleet_means_no_evictions_even_with_free_on_demand(cluster, 
     assert web["spec"]["nodeName"] == first.name
     nodes(lifecycle="on-demand", cpu="2")  # free room, but no better than where web is
 
-    cluster.proxy.requests.clear()
+    cluster.proxy.reset_counts()
     result = Rebalancer(SETTINGS, kube, MetricsRecorder(), store).cycle(CLUSTER)
     assert result.plan.evictions == ()
     skips = {(s.namespace, s.name): s.code for s in result.plan.skipped}
     assert skips[(namespace, web["metadata"]["name"])] is SkipCode.NO_ROOM
     assert not [path for (method, path) in cluster.proxy.requests if path.endswith("/eviction")]
+    # Nothing to do: one list each of nodes, pods and budgets (one page each here), and no more.
+    assert cluster.proxy.requests == Counter({("GET", "/api/v1/nodes"): 1, ("GET", "/api/v1/pods"): 1,
+                                              ("GET", "/apis/policy/v1/poddisruptionbudgets"): 1})
     assert running(pods(api, namespace, "web"))[0]["metadata"]["uid"] == web["metadata"]["uid"]
 
 
@@ -169,7 +172,12 @@ def test_dry_run_plans_but_evicts_and_records_nothing(cluster, api, kube, namesp
     web = wait_for(lambda: running(pods(api, namespace, "web")), "web running")[0]
     nodes(lifecycle="spot")
     metrics = MetricsRecorder()
+    cluster.proxy.reset_counts()
     result = Rebalancer(replace(SETTINGS, dry_run=True), kube, metrics, store).cycle(CLUSTER)
+    # Something to move: the controllers are read too, for workload opt-outs and floors.
+    assert cluster.proxy.requests == Counter({
+        ("GET", path): 1 for path in ("/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets",
+                                      "/apis/apps/v1/replicasets", "/apis/apps/v1/statefulsets")})
     assert [e.name for e in result.plan.evictions] == [web["metadata"]["name"]]
     assert result.evicted == ()
     assert metrics.total("MovesPlanned", ClusterName=CLUSTER) == 1

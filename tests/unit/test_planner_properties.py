@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from spot_rebalancer.objects import TopologySpreadConstraint
 from spot_rebalancer.rebalance import History, RebalanceOptions, on_demand_floor, plan
-from spot_rebalancer.rebalance.workloads import workload_of
+from spot_rebalancer.rebalance.workloads import WorkloadRef, workload_of
 from spot_rebalancer.scheduling.eligibility import ineligibility
 from spot_rebalancer.scheduling.interpod import anti_affinity_conflict
 from spot_rebalancer.scheduling.labels import selector_matches
@@ -37,6 +37,7 @@ from tests.unit.builders import (
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CAPACITY = "eks.amazonaws.com/capacityType"
 FLOOR = "spot-rebalancer.io/min-on-demand"
+OPT_OUT = "spot-rebalancer.io/disable"
 APPS = ["a", "b", "c", "d"]
 TIERS = ["front", "back"]
 NAMESPACES = ["default", "default", "team"]
@@ -229,3 +230,31 @@ def test_budgets_and_caps_hold_when_every_pod_could_move(cluster):
     check_every_move_is_feasible_and_better(snapshot, result)
     check_caps_and_budgets(snapshot, options, result)
     check_every_candidate_has_one_verdict(snapshot, result)
+
+
+@st.composite
+def controller_annotations(draw):
+    """Annotations on some of the generated pods' controllers: opt-outs and on-demand floors."""
+    found = {}
+    for namespace in sorted(set(NAMESPACES)):
+        for app in APPS:
+            for kind in ("ReplicaSet", "StatefulSet"):
+                annotations = draw(st.sampled_from(
+                    [{}, {}, {OPT_OUT: "true"}, {FLOOR: "1"}, {FLOOR: "100%"}]))
+                if annotations:
+                    found[WorkloadRef(namespace, kind, f"{app}-owner")] = annotations
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(clusters(), crowded_clusters()), controller_annotations())
+def test_controller_annotations_only_hold_moves_back(cluster, workloads):
+    """Why a cycle reads controllers only when the plan without them has something to do."""
+    snapshot, options = cluster
+    without = plan(snapshot, options, History(), NOW)
+    with_them = plan(snapshot, options, History(), NOW, workloads=workloads)
+    if not without.evictions and not without.capacity:
+        assert not with_them.evictions and not with_them.capacity
+    # And they are honoured when there is something to do.
+    opted_out = {w for w, a in workloads.items() if a.get(OPT_OUT) == "true"}
+    assert not [e for e in with_them.evictions if e.workload in opted_out]

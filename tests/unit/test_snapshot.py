@@ -1,0 +1,91 @@
+"""The snapshot reader's one-pass decode against decoding each item by its kind: the same snapshot,
+whether or not the List also holds kinds the reader ignores; and the collector left as it was."""
+
+from __future__ import annotations
+
+import gc
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.gen import write_list
+from spot_rebalancer.objects import Node, Pod, PodDisruptionBudget
+from spot_rebalancer.snapshot import ClusterSnapshot, SnapshotError, read_list
+from tests.unit.builders import PREFER_SPOT, make_node, make_pdb, make_pod, spot_node, taint, toleration
+
+TYPES = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget}
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"ports": [{"port": 80}]}}
+
+
+def document(items: list[dict]) -> bytes:
+    return orjson.dumps({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+                         "items": items})
+
+
+def kind_by_kind(items: list[dict]) -> ClusterSnapshot:
+    """The reference: each item of a known kind converted to its type on its own."""
+    by_kind: dict[str, list] = {kind: [] for kind in TYPES}
+    for item in items:
+        if item.get("kind") in TYPES:
+            by_kind[item["kind"]].append(msgspec.convert(item, TYPES[item["kind"]]))
+    return ClusterSnapshot(by_kind["Node"], by_kind["Pod"], by_kind["PodDisruptionBudget"])
+
+
+def test_a_generated_cluster_reads_the_same_with_or_without_other_kinds(tmp_path):
+    path = tmp_path / "list.json"
+    write_list(path, nodes=6, pods_per_node=12)
+    items = orjson.loads(path.read_bytes())["items"]
+
+    snapshot = read_list(path.read_bytes())
+
+    assert (len(snapshot.nodes), len(snapshot.pods)) == (6, 72) and snapshot.pdbs
+    assert snapshot == kind_by_kind(items)
+    assert read_list(document([SERVICE, *items, SERVICE])) == snapshot
+    assert not gc.is_tracked(snapshot.pods[0]), "snapshot structs are never walked by the collector"
+
+
+def api_json(obj) -> dict:
+    return {"kind": type(obj).__name__, **msgspec.to_builtins(obj)}
+
+
+node_items = st.builds(lambda name, spot, tainted: api_json(
+    (spot_node if spot else make_node)(name, taints=[taint("dedicated")] if tainted else [])),
+    st.sampled_from(["a", "b", "c"]), st.booleans(), st.booleans())
+pod_items = st.builds(lambda name, node, preferred, tolerant, ready: api_json(make_pod(
+    name, node, preferred=[PREFER_SPOT] if preferred else [], ready=ready,
+    tolerations=[toleration("dedicated", "Exists")] if tolerant else [])),
+    st.sampled_from(["p", "q"]), st.sampled_from(["a", "b", ""]), st.booleans(), st.booleans(), st.booleans())
+pdb_items = st.builds(lambda allowed: api_json(make_pdb("web", {"app": "web"}, allowed)), st.integers(0, 2))
+other_items = st.sampled_from([SERVICE, {"kind": "ConfigMap", "data": {"a": "b"}}, {"metadata": {}}])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(node_items | pod_items | pdb_items | other_items, max_size=12))
+def test_any_mix_of_items_reads_as_each_item_by_its_kind(items):
+    assert read_list(document(items)) == kind_by_kind(items)
+
+
+def test_a_bad_item_is_named_by_its_index_and_other_kinds_are_not_checked():
+    bad_pod = {"kind": "Pod", "metadata": {"name": 7}}
+    expected = r"^in\.json: item 1: Expected `str`, got `int` - at `\$\.metadata\.name`"
+    with pytest.raises(SnapshotError, match=expected):
+        read_list(document([SERVICE, bad_pod]), source="in.json")
+    assert read_list(document([{"kind": "Service", "metadata": {"name": 7}}])) == ClusterSnapshot()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_left_as_it_was_even_after_an_error(enabled):
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        read_list(document([api_json(make_node("a"))]))
+        assert gc.isenabled() is enabled
+        with pytest.raises(SnapshotError):
+            read_list(b'{"kind": "Pod"}')
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was_enabled else gc.disable()

@@ -165,6 +165,11 @@ class InterruptionHandler:
         if instance is None:
             self._finish_lifecycle(lifecycle, "CONTINUE", result)
             return self._ignore(result, "instance no longer exists", event.instance_id)
+        if instance.state == "terminated":
+            # A late event: its node may still be listed for a while, but its pods are gone with
+            # the instance, and evicting them would only report their loss as a drain.
+            self._finish_lifecycle(lifecycle, "CONTINUE", result)
+            return self._ignore(result, "instance is already terminated", event.instance_id)
         cluster = managed_cluster(instance, self.settings)
         if not cluster:
             self._finish_lifecycle(lifecycle, "CONTINUE", result)

@@ -1,0 +1,77 @@
+"""EventBridge does not keep order: a spot warning may arrive after its instance's `terminated`
+state change, or for an instance that is long gone. The events function as deployed acknowledges
+such events quietly (no failure for SQS to retry, no continuation, an `EventsIgnored` metric) and
+writes nothing to the cluster."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import boto3
+import pytest
+
+from tests.ec2 import launch_instance
+from tests.events_function import REGION, events_function, sample_event
+from tests.kube.workloads import deployment, pods, running, wait_for
+
+GONE = "i-0123456789abcdef0"  # never launched: EC2 no longer knows it
+
+
+@pytest.fixture
+def function(kube, monkeypatch):
+    with events_function(monkeypatch, lambda _cluster: kube, POWERTOOLS_METRICS_DISABLED="false") as deployed:
+        yield deployed
+
+
+def published(text: str) -> Counter:
+    """The metrics in the CloudWatch EMF documents printed, summed by name."""
+    totals: Counter = Counter()
+    for line in text.splitlines():
+        if not line.startswith("{") or "_aws" not in line:
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]  # a list when one document holds several points
+                totals[metric["Name"]] += sum(value) if isinstance(value, list) else value
+    return totals
+
+
+@pytest.mark.parametrize("case", ["terminated, node still listed", "terminated, node gone",
+                                  "running, never a node", "unknown to EC2"])
+def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster, namespace, nodes, function,
+                                                                    capsys, case):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    instance = GONE if case == "unknown to EC2" else launch_instance(ec2)
+    bystander = nodes(lifecycle="spot")  # must stay as it is whatever the product decides
+    node = None
+    if case.startswith("terminated"):
+        node = nodes(lifecycle="spot", instance_id=instance)
+        deployment(api, namespace, "web", replicas=2)
+        wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "web pods running")
+        ec2.terminate_instances(InstanceIds=[instance])
+        if case == "terminated, node gone":
+            cluster.nodes.remove_node(node.name)
+            node = None
+    before = {n["metadata"]["name"]: n["metadata"]["resourceVersion"]
+              for n in api.get("/api/v1/nodes")["items"]}
+    web = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
+    deliveries = [sample_event("spot-interruption-terminate.json", instance)]
+    if case.startswith("terminated"):
+        deliveries.insert(0, sample_event("state-change-terminated.json", instance))
+    capsys.readouterr()
+    cluster.proxy.reset_counts()
+
+    results = [function.invoke([body]) for body in deliveries]
+
+    writes = {key: n for key, n in cluster.proxy.requests.items() if key[0] != "GET"}
+    assert results == [{"batchItemFailures": []}] * len(deliveries), "a failure would be retried"
+    assert writes == {}, f"the product wrote to the cluster: {writes}"
+    assert function.queued() == [], "nothing continued"
+    assert published(capsys.readouterr().out)["EventsIgnored"] == len(deliveries)
+    after = {n["metadata"]["name"]: n["metadata"]["resourceVersion"] for n in api.get("/api/v1/nodes")["items"]}
+    assert after[bystander.name] == before[bystander.name]
+    if node is not None:
+        assert after[node.name] == before[node.name], "the lingering node was changed"
+        assert {p["metadata"]["name"] for p in running(pods(api, namespace, "web"))} == web

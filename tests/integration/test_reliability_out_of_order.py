@@ -38,6 +38,12 @@ def published(text: str) -> Counter:
     return totals
 
 
+def versions(api) -> dict[str, str]:
+    """Each node's resourceVersion, which any write to it changes."""
+    return {n["metadata"]["name"]: n["metadata"]["resourceVersion"]
+            for n in api.get("/api/v1/nodes")["items"]}
+
+
 @pytest.mark.parametrize("case", ["terminated, node still listed", "terminated, node gone",
                                   "running, never a node", "unknown to EC2"])
 def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster, namespace, nodes, function,
@@ -54,8 +60,7 @@ def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster
         if case == "terminated, node gone":
             cluster.nodes.remove_node(node.name)
             node = None
-    before = {n["metadata"]["name"]: n["metadata"]["resourceVersion"]
-              for n in api.get("/api/v1/nodes")["items"]}
+    before = versions(api)
     web = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
     deliveries = [sample_event("spot-interruption-terminate.json", instance)]
     if case.startswith("terminated"):
@@ -70,7 +75,7 @@ def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster
     assert writes == {}, f"the product wrote to the cluster: {writes}"
     assert function.queued() == [], "nothing continued"
     assert published(capsys.readouterr().out)["EventsIgnored"] == len(deliveries)
-    after = {n["metadata"]["name"]: n["metadata"]["resourceVersion"] for n in api.get("/api/v1/nodes")["items"]}
+    after = versions(api)
     assert after[bystander.name] == before[bystander.name]
     if node is not None:
         assert after[node.name] == before[node.name], "the lingering node was changed"

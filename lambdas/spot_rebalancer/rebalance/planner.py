@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import msgspec
+
 from ..objects import Pod
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.eligibility import own_taint
@@ -40,6 +42,7 @@ from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+_encode = msgspec.json.encode
 
 
 class SkipCode(enum.StrEnum):
@@ -363,11 +366,9 @@ class _Planner:
 
     def _search(self, c: _Candidate, on_demand_only: bool) -> _Search:
         """The roomiest node of the best score above the pod's own that takes it now. While nothing
-        moves, pods of one workload alike in score and requests (and source, when pinned to its
-        domains) share a failed search (only failures are shared, so sharing can only make the plan
-        more cautious)."""
-        source = c.source.name if c.pinned else None
-        key = (c.workload, c.score, c.requests, source, on_demand_only, self.cluster.version)
+        moves, pods alike in all the search reads share a failed search: replicas of one revision
+        of a workload, usually."""
+        key = (self._search_inputs(c), on_demand_only, self.cluster.version)
         cached = self.failed_searches.get(key)
         if cached is not None:
             return cached
@@ -375,25 +376,43 @@ class _Planner:
         for score, members in c.placement.levels_above(c.score):
             most_room, roomiest_first = self._level(members)
             # A full fleet is the common case: when even the most room of the level falls short, no
-            # node of it can take the pod.
-            short = shortfall(c.requests, most_room)
+            # node of it can take the pod. Not for a pinned pod: a node outside its domains is ruled
+            # out by that first (more nodes there would not help).
+            short = None if c.pinned else shortfall(c.requests, most_room)
             if short:
                 search.blockers[INSUFFICIENT + short[0]] += len(members)
                 search.lacked_room(score, self._groups(members))
                 continue
             for node in roomiest_first:
-                if on_demand_only and node.capacity_type != ON_DEMAND:
-                    search.blockers["not on-demand"] += 1
-                    continue
-                blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node, c.pinned)
-                if blocker is None:
-                    search.target, search.score = node, score
+                if self._ask(c, node, score, on_demand_only, search):
                     return search
-                search.blockers[blocker] += 1
-                if blocker.startswith(INSUFFICIENT):
-                    search.lacked_room(score, [node.group] if node.group is not None else [])
         self.failed_searches[key] = search
         return search
+
+    def _ask(self, c: _Candidate, node: NodeState, score: int, on_demand_only: bool, search: _Search) -> bool:
+        """Whether the node takes the pod now: if so it becomes the search's target, else its blocker
+        is counted."""
+        if on_demand_only and node.capacity_type != ON_DEMAND:
+            search.blockers["not on-demand"] += 1
+            return False
+        blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node, c.pinned)
+        if blocker is None:
+            search.target, search.score = node, score
+            return True
+        search.blockers[blocker] += 1
+        if blocker.startswith(INSUFFICIENT):
+            search.lacked_room(score, [node.group] if node.group is not None else [])
+        return False
+
+    @staticmethod
+    def _search_inputs(c: _Candidate) -> tuple:
+        """What a search reads of the pod: its placement and score, requests and host ports, the
+        labels other pods' anti-affinity selects, its own anti-affinity and spread terms, and its
+        source's domains when it is pinned to them."""
+        meta, spec = c.pod.metadata, c.pod.spec
+        return (c.placement, c.score, c.requests, c.ports, meta.namespace, frozenset(meta.labels.items()),
+                _encode((spec.affinity, spec.topology_spread_constraints)), claims_volumes(c.pod),
+                c.source.name if c.pinned else None)
 
     def _level(self, members: list[int]) -> tuple[Resources, list[NodeState]]:
         """As things stand now: resource by resource the most any of these nodes has free, and the

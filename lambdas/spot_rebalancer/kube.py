@@ -103,6 +103,9 @@ class KubeClient:
             conf.api_key["BearerToken"] = token()
 
         configuration.refresh_api_key_hook = refresh
+        # The client calls the hook only for a key already set: without this first one, every
+        # request went out anonymous.
+        refresh(configuration)
         return cls(configuration)
 
     # --- transport ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ demo: $(VENV_STAMP) control-plane
 ## Benchmarks: figures measured side by side in one run; never part of the test suite.
 bench: $(VENV_STAMP) control-plane
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/coldstart.py
 	$(BIN)/python bench/event_latency.py
 	$(BIN)/python bench/api_requests.py

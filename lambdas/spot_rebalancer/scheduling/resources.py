@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import add, sub
 
 from ..objects import Container, Node, Pod
@@ -40,23 +41,11 @@ class Resources:
     pods: int = 0
     extended: _Extended = ()
 
-    @classmethod
-    def from_list(cls, resources: Mapping[str, str | int | float]) -> Resources:
-        """From a Kubernetes resource list (`requests`, `allocatable`, `overhead`)."""
-        cpu = memory = storage = pods = 0
-        extended = []
-        for name, quantity in resources.items():
-            if name == "cpu":
-                cpu = milli(quantity)
-            elif name == "memory":
-                memory = units(quantity)
-            elif name == "ephemeral-storage":
-                storage = units(quantity)
-            elif name == "pods":
-                pods = units(quantity)
-            else:
-                extended.append((name, units(quantity)))
-        return cls(cpu, memory, storage, pods, tuple(sorted(extended)))
+    @staticmethod
+    def from_list(resources: Mapping[str, str | int | float]) -> Resources:
+        """From a Kubernetes resource list (`requests`, `allocatable`, `overhead`). Replicas repeat a
+        few lists, so the answer is memoised per list."""
+        return _from_items(tuple(resources.items()))
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(self.cpu + other.cpu, self.memory + other.memory,
@@ -73,6 +62,24 @@ class Resources:
         return Resources(max(self.cpu, other.cpu), max(self.memory, other.memory),
                          max(self.ephemeral_storage, other.ephemeral_storage), max(self.pods, other.pods),
                          _combine(self.extended, other.extended, max))
+
+
+@lru_cache(maxsize=4096)
+def _from_items(items: tuple[tuple[str, str | int | float], ...]) -> Resources:
+    cpu = memory = storage = pods = 0
+    extended = []
+    for name, quantity in items:
+        if name == "cpu":
+            cpu = milli(quantity)
+        elif name == "memory":
+            memory = units(quantity)
+        elif name == "ephemeral-storage":
+            storage = units(quantity)
+        elif name == "pods":
+            pods = units(quantity)
+        else:
+            extended.append((name, units(quantity)))
+    return Resources(cpu, memory, storage, pods, tuple(sorted(extended)))
 
 
 ZERO = Resources()

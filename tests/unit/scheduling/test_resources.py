@@ -1,5 +1,6 @@
 import pytest
 
+from spot_rebalancer.quantity import QuantityError
 from spot_rebalancer.scheduling.resources import (
     Resources,
     is_terminal,
@@ -17,6 +18,18 @@ def test_from_list_counts_cpu_in_millicores_and_the_rest_in_units():
                                      "pods": "110", "nvidia.com/gpu": "1", "hugepages-2Mi": "4Mi"})
     assert resources == Resources(cpu=1500, memory=GI, ephemeral_storage=2 * 10**9, pods=110,
                                   extended=(("hugepages-2Mi", 4 * 2**20), ("nvidia.com/gpu", 1)))
+
+
+def test_from_list_answers_alike_for_the_same_list_in_any_order_and_refuses_bad_ones_every_time():
+    """It is memoised per list: a repeat, or the same items in another order, must not change the
+    answer, and an error must not be remembered as an answer."""
+    items = [("memory", "1Gi"), ("cpu", "1500m"), ("nvidia.com/gpu", 2), ("example.com/a", "3")]
+    first = Resources.from_list(dict(items))
+    assert Resources.from_list(dict(items)) == first == Resources.from_list(dict(reversed(items)))
+    assert first == Resources(cpu=1500, memory=GI, extended=(("example.com/a", 3), ("nvidia.com/gpu", 2)))
+    for _ in range(2):
+        with pytest.raises(QuantityError):
+            Resources.from_list({"cpu": "lots"})
 
 
 def test_arithmetic_is_per_resource_and_extended_by_name():

@@ -11,6 +11,7 @@ from collections import Counter
 import boto3
 import pytest
 
+from spot_rebalancer.drain_policy import ACTION_ANNOTATION
 from tests.ec2 import launch_instance
 from tests.events_function import REGION, events_function, sample_event
 from tests.kube.workloads import deployment, pods, running, wait_for
@@ -38,9 +39,11 @@ def published(text: str) -> Counter:
     return totals
 
 
-def versions(api) -> dict[str, str]:
-    """Each node's resourceVersion, which any write to it changes."""
-    return {n["metadata"]["name"]: n["metadata"]["resourceVersion"]
+def drain_marks(api) -> dict[str, tuple]:
+    """What a drain writes on each node: the cordon, the taints and the product's action record.
+    (Not the resourceVersion: the controller-manager annotates new nodes on its own.)"""
+    return {n["metadata"]["name"]: (n["spec"].get("unschedulable", False), n["spec"].get("taints", []),
+                                    n["metadata"].get("annotations", {}).get(ACTION_ANNOTATION))
             for n in api.get("/api/v1/nodes")["items"]}
 
 
@@ -60,7 +63,7 @@ def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster
         if case == "terminated, node gone":
             cluster.nodes.remove_node(node.name)
             node = None
-    before = versions(api)
+    before = drain_marks(api)
     web = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
     deliveries = [sample_event("spot-interruption-terminate.json", instance)]
     if case.startswith("terminated"):
@@ -75,7 +78,7 @@ def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster
     assert writes == {}, f"the product wrote to the cluster: {writes}"
     assert function.queued() == [], "nothing continued"
     assert published(capsys.readouterr().out)["EventsIgnored"] == len(deliveries)
-    after = versions(api)
+    after = drain_marks(api)
     assert after[bystander.name] == before[bystander.name]
     if node is not None:
         assert after[node.name] == before[node.name], "the lingering node was changed"

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import msgspec
@@ -23,7 +23,7 @@ from .drain_policy import node_revert_patch
 from .evictor import EvictionResult, EvictionSchedule, Outcome, evict_all
 from .interruption import Step
 from .kube import KubeApiError, KubeClient
-from .objects import ObjectMeta
+from .objects import Node, ObjectMeta
 from .rebalance import (
     CapacityRequest,
     Census,
@@ -102,11 +102,12 @@ class Rebalancer:
 
     # --- the sweep ------------------------------------------------------------------------------
 
-    def sweep(self, cluster: str) -> list[Step]:
-        """Undo rebalance-recommendation actions past their TTL, then put right lifecycle labels."""
+    def sweep(self, cluster: str, nodes: list[Node] | None = None) -> list[Step]:
+        """Undo rebalance-recommendation actions past their TTL, then put right lifecycle labels,
+        on `nodes` (as just listed) or on the nodes listed now."""
         steps: list[Step] = []
         now = self.now()
-        nodes = self.kube.list_nodes()
+        nodes = self.kube.list_nodes() if nodes is None else nodes
         for node in nodes:
             patch = node_revert_patch(node, now, self.settings.recommendation_ttl_seconds)
             if patch is None:
@@ -126,6 +127,14 @@ class Rebalancer:
         if self.tagger is not None:
             steps.extend(self.tagger.reconcile(self.kube, cluster, nodes))
         return steps
+
+    def after_sweep(self, snapshot: ClusterSnapshot, steps: list[Step]) -> ClusterSnapshot:
+        """The snapshot the sweep ran on, with its nodes read again only if the sweep changed one
+        (a revert or a label the plan must see)."""
+        changed = not self.settings.dry_run and any(
+            step.action in ("revert", "label") and step.outcome not in ("failed", "dry-run")
+            for step in steps)
+        return replace(snapshot, nodes=self.kube.list_nodes()) if changed else snapshot
 
     # --- the census -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ cycle with DynamoDB on moto."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -62,7 +63,7 @@ def schedule_env(monkeypatch, kube):
         schedule._runtime.cache_clear()
 
 
-def test_the_schedule_function_sweeps_counts_and_moves(api, namespace, nodes, schedule_env, capsys):
+def test_the_schedule_function_sweeps_counts_and_moves(api, cluster, namespace, nodes, schedule_env, capsys):
     """The pod prefers our own lifecycle label, which the spot node only gets from the sweep: the
     cycle sees the sweep's work."""
     nodes(lifecycle="on-demand")
@@ -80,3 +81,11 @@ def test_the_schedule_function_sweeps_counts_and_moves(api, namespace, nodes, sc
                       and p["metadata"]["uid"] != web["metadata"]["uid"]], "web moved to spot")
     emf = capsys.readouterr().out
     assert '"MovesPlanned"' in emf and '"SpotShareRequestedCpu"' in emf
+
+    # The next run has nothing to change or move (web's move is judged): one list each of nodes,
+    # pods and budgets serves the sweep, the census and the cycle.
+    cluster.proxy.reset_counts()
+    summary = schedule_env.handler({}, None)
+    assert (summary["sweep"], summary["planned"]) == ([], 0)
+    assert cluster.proxy.requests == Counter({("GET", "/api/v1/nodes"): 1, ("GET", "/api/v1/pods"): 1,
+                                              ("GET", "/apis/policy/v1/poddisruptionbudgets"): 1})

@@ -46,8 +46,9 @@ def handler(event: dict, context: Any) -> dict:
     rebalancer, logger = _runtime()
     cluster = rebalancer.settings.cluster_name
     try:
-        steps = rebalancer.sweep(cluster)
         snapshot = rebalancer.snapshot()
+        steps = rebalancer.sweep(cluster, snapshot.nodes)
+        snapshot = rebalancer.after_sweep(snapshot, steps)
         fleet = rebalancer.census(cluster, snapshot)
         result = rebalancer.cycle(cluster, snapshot)
     finally:

@@ -51,7 +51,7 @@ from itertools import groupby
 
 import msgspec
 
-from .config import Settings
+from .config import Settings, opts_out
 from .events import EventKind
 from .evictor import EvictionResult, Outcome
 from .objects import Node, Pod, PodDisruptionBudget
@@ -159,7 +159,7 @@ def _decide(pod: Pod, settings: Settings, reason: DrainReason, now: datetime,
         if _stuck(meta.deletion_timestamp, now):
             return PodDecision(pod, Action.SKIP, SkipReason.STUCK_TERMINATING)
         return PodDecision(pod, Action.WAIT)
-    if meta.annotations.get(settings.opt_out_annotation, "false") != "false":
+    if opts_out(meta.annotations.get(settings.opt_out_annotation)):
         return PodDecision(pod, Action.SKIP, SkipReason.OPTED_OUT)
     if not reason.forced and meta.namespace in settings.excluded_namespaces:
         return PodDecision(pod, Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)

@@ -439,6 +439,22 @@ def test_workload_opt_out():
     assert skips(result) == {"web-1": SkipCode.OPTED_OUT}
 
 
+@pytest.mark.parametrize(("value", "opted_out"), [
+    ("true", True), ("yes", True), ("", True), (" False ", False), ("false", False)])
+def test_opt_out_values_mean_the_same_to_the_planner_and_to_drains(value, opted_out):
+    from spot_rebalancer.config import Settings
+    from spot_rebalancer.drain_policy import Action, DrainReason, decide_pods
+
+    pod = web("web-1", "od", annotations={"spot-rebalancer.io/disable": value})
+    planned = run([on_demand_node("od"), spot_node("spot")], [pod])
+    assert (skips(planned) == {"web-1": SkipCode.OPTED_OUT}) is opted_out
+    workload_planned = run([on_demand_node("od"), spot_node("spot")], [web("web-1", "od")],
+                           workloads={WEB: {"spot-rebalancer.io/disable": value}})
+    assert (skips(workload_planned) == {"web-1": SkipCode.OPTED_OUT}) is opted_out
+    (decision,) = decide_pods([pod], Settings(), DrainReason.SPOT_INTERRUPTION, NOW)
+    assert (decision.action is Action.SKIP) is opted_out
+
+
 def test_pods_on_a_node_we_are_draining_are_the_drains_business():
     draining = on_demand_node("od", taints=[taint("spot-rebalancer/interrupted", "NoExecute")])
     nodes = [draining, spot_node("spot")]

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from ..config import opts_out
 from ..objects import Pod
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.eligibility import own_taint
@@ -262,9 +263,9 @@ class _Planner:
         if meta.namespace in options.excluded_namespaces:
             return SkipCode.EXCLUDED_NAMESPACE, f"namespace {meta.namespace} is excluded"
         workload = workload_of(pod)
-        if _is_true(meta.annotations.get(options.opt_out_annotation)):
+        if opts_out(meta.annotations.get(options.opt_out_annotation)):
             return SkipCode.OPTED_OUT, f"pod annotated {options.opt_out_annotation}"
-        if _is_true(self.workloads.get(workload, {}).get(options.opt_out_annotation)):
+        if opts_out(self.workloads.get(workload, {}).get(options.opt_out_annotation)):
             return SkipCode.OPTED_OUT, f"{owner.kind} {owner.name} annotated {options.opt_out_annotation}"
         if pod.spec.scheduler_name not in options.scheduler_names:
             return SkipCode.OTHER_SCHEDULER, f"scheduled by {pod.spec.scheduler_name}"
@@ -445,7 +446,3 @@ class _Planner:
         meta = c.pod.metadata
         self.evictions.append(Eviction(meta.namespace, meta.name, meta.uid, c.workload, c.source.name,
                                        target.name, c.score, c.target_score))
-
-
-def _is_true(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
 import msgspec
 
-from .objects import Node, ObjectList, Pod, PodDisruptionBudget
+from .objects import ListMeta, Node, ObjectList, Pod, PodDisruptionBudget
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 PAGE_SIZE = 500
+# Content negotiation for lists of metadata only (served since Kubernetes 1.15).
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
 # Threads issuing requests at once share one connection pool; size it to the drain's concurrency.
 MAX_CONNECTIONS = 32
 REQUEST_TIMEOUT = (5, 30)
@@ -59,13 +61,21 @@ class Response:
             return self.data[:200].decode("utf-8", "replace")
 
 
-_decoders: dict[type, msgspec.json.Decoder] = {}
+class _MetadataList(msgspec.Struct, Generic[T], rename="camel"):
+    """A PartialObjectMetadataList page: its `items` is null, not [], when there are none."""
+
+    metadata: ListMeta = msgspec.field(default_factory=ListMeta)
+    items: list[T] | None = None
 
 
-def _decoder(item_type: type) -> msgspec.json.Decoder:
-    decoder = _decoders.get(item_type)
+_decoders: dict[tuple[type, bool], msgspec.json.Decoder] = {}
+
+
+def _decoder(item_type: type, metadata_only: bool) -> msgspec.json.Decoder:
+    decoder = _decoders.get((item_type, metadata_only))
     if decoder is None:
-        decoder = _decoders[item_type] = msgspec.json.Decoder(ObjectList[item_type])
+        page_type = _MetadataList if metadata_only else ObjectList
+        decoder = _decoders[item_type, metadata_only] = msgspec.json.Decoder(page_type[item_type])
     return decoder
 
 
@@ -111,7 +121,8 @@ class KubeClient:
     # --- transport ----------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
-                body: Any = None, content_type: str = "application/json") -> Response:
+                body: Any = None, content_type: str = "application/json",
+                accept: str = "application/json") -> Response:
         """Send one request; any status comes back as a Response, transport failures raise.
 
         Reads and patches (safe to repeat: a patch sets state, it does not add to it) are tried
@@ -121,7 +132,7 @@ class KubeClient:
         attempts = RETRY_ATTEMPTS if method in ("GET", "PATCH") else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self._send(method, path, query, body, content_type)
+                response = self._send(method, path, query, body, content_type, accept)
             except KubeApiError:
                 if attempt == attempts:
                     raise
@@ -132,8 +143,8 @@ class KubeClient:
         raise AssertionError("unreachable")
 
     def _send(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
-              content_type: str) -> Response:
-        headers = {"Accept": "application/json"}
+              content_type: str, accept: str) -> Response:
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
@@ -155,34 +166,37 @@ class KubeClient:
     # --- reads --------------------------------------------------------------------------------
 
     def list_all(self, path: str, item_type: type[T], *, label_selector: str | None = None,
-                 field_selector: str | None = None, page_size: int = PAGE_SIZE) -> list[T]:
-        """Every item of a collection, page by page (`limit` / `continue`).
+                 field_selector: str | None = None, page_size: int = PAGE_SIZE,
+                 metadata_only: bool = False) -> list[T]:
+        """Every item of a collection, page by page (`limit` / `continue`); with `metadata_only`,
+        only each object's metadata (a PartialObjectMetadataList: far fewer bytes).
 
         A continue token that expired mid-list (HTTP 410) restarts the list once from scratch,
         so the result is always one consistent view.
         """
+        accept = METADATA_ONLY if metadata_only else "application/json"
         for attempt in range(2):
             try:
                 return [item for page in self._pages(path, item_type, label_selector,
-                                                     field_selector, page_size) for item in page]
+                                                     field_selector, page_size, accept) for item in page]
             except KubeApiError as exc:
                 if exc.status != 410 or attempt:
                     raise
         raise AssertionError("unreachable")
 
     def _pages(self, path: str, item_type: type[T], label_selector: str | None,
-               field_selector: str | None, page_size: int) -> Iterator[list[T]]:
-        decode = _decoder(item_type).decode
+               field_selector: str | None, page_size: int, accept: str) -> Iterator[list[T]]:
+        decode = _decoder(item_type, accept == METADATA_ONLY).decode
         token = ""
         while True:
             query = {"limit": page_size, "continue": token or None,
                      "labelSelector": label_selector, "fieldSelector": field_selector}
-            response = self._expect(self.request("GET", path, query=query), "GET", path, 200)
+            response = self._expect(self.request("GET", path, query=query, accept=accept), "GET", path, 200)
             try:
                 page = decode(response.data)
             except msgspec.DecodeError as exc:
                 raise KubeApiError("GET", path, response.status, f"undecodable list: {exc}") from None
-            yield page.items
+            yield page.items or []
             token = page.metadata.continue_
             if not token:
                 return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -57,15 +57,45 @@ class Controller(msgspec.Struct, kw_only=True):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
 
 
-def workload_annotations(kube: KubeClient) -> dict[WorkloadRef, dict[str, str]]:
-    """Controllers' annotations (a ReplicaSet carries its Deployment's), for opt-outs and floors."""
+CONTROLLER_PATHS = {"ReplicaSet": "/apis/apps/v1/replicasets", "StatefulSet": "/apis/apps/v1/statefulsets"}
+
+
+def workload_annotations(kube: KubeClient, kinds: Iterable[str] = CONTROLLER_PATHS
+                         ) -> dict[WorkloadRef, dict[str, str]]:
+    """Controllers' annotations (a ReplicaSet carries its Deployment's), for opt-outs and floors:
+    of the given kinds only, read as metadata only."""
     found: dict[WorkloadRef, dict[str, str]] = {}
-    for kind, path in (("ReplicaSet", "/apis/apps/v1/replicasets"),
-                       ("StatefulSet", "/apis/apps/v1/statefulsets")):
-        for controller in kube.list_all(path, Controller):
+    for kind in sorted(set(kinds) & CONTROLLER_PATHS.keys()):
+        for controller in kube.list_all(CONTROLLER_PATHS[kind], Controller, metadata_only=True):
             meta = controller.metadata
             found[WorkloadRef(meta.namespace, kind, meta.name)] = meta.annotations
     return found
+
+
+def plan_with_controllers(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
+                          now: datetime,
+                          read: Callable[[set[str]], Mapping[WorkloadRef, Mapping[str, str]]],
+                          node_groups: Mapping[str, str] | None = None) -> Plan:
+    """The plan `plan` makes with every controller's annotations, reading (`read(kinds)`) only the
+    controllers of the kinds it moves.
+
+    Workload opt-outs and on-demand floors only ever hold moves back: a plan that moves nothing
+    without them moves nothing with them (a quiet cycle lists nodes, pods and budgets, nothing
+    else), and those on pods a plan does not move change none of its moves. So plan, read the
+    kinds it moves, plan again, until it moves no pod of a kind not read (a capacity request may
+    stand for any kind)."""
+    done: set[str] = set()
+    workloads: dict[WorkloadRef, Mapping[str, str]] = {}
+    while True:
+        planned = plan(snapshot, options, history, now, workloads=workloads, node_groups=node_groups)
+        kinds = {e.workload.kind for e in planned.evictions}
+        if planned.capacity:
+            kinds |= options.owner_kinds
+        unread = kinds - done
+        if not unread:
+            return planned
+        workloads.update(read(unread))
+        done |= unread
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +204,7 @@ class Rebalancer:
                      judgement.replacement or "-", judgement.node or "-")
 
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
-        planned = plan(snapshot, self.options, judged.history, now, node_groups=node_groups)
-        if planned.evictions or planned.capacity:
-            # Workload opt-outs and on-demand floors only ever hold moves back: a plan that moves
-            # nothing without them moves nothing with them, so controllers are read only when a
-            # plan has something to do (a quiet cycle lists nodes, pods and budgets, nothing else).
-            planned = plan(snapshot, self.options, judged.history, now,
-                           workloads=workload_annotations(self.kube), node_groups=node_groups)
+        planned = self._plan(snapshot, judged.history, now, node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=cluster)
         if self.settings.dry_run:
             return CycleResult(planned, judged)
@@ -193,6 +217,11 @@ class Rebalancer:
             self._save(cluster, judged.history, stored.version, moves)
         added = self._nudge(planned.capacity)
         return CycleResult(planned, judged, tuple(evicted), tuple(refused), added)
+
+    def _plan(self, snapshot: ClusterSnapshot, history: History, now: datetime,
+              node_groups: dict[str, str] | None) -> Plan:
+        return plan_with_controllers(snapshot, self.options, history, now,
+                                     lambda kinds: workload_annotations(self.kube, kinds), node_groups)
 
     def _evict(self, snapshot: ClusterSnapshot, evictions: tuple[Eviction, ...]
                ) -> tuple[list[Eviction], list[EvictionResult]]:

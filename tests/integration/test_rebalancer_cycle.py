@@ -18,7 +18,7 @@ from spot_rebalancer.rebalance import SkipCode
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.state import HistoryStore
 from spot_rebalancer.telemetry import MetricsRecorder
-from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, wait_for
+from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, statefulset, wait_for
 
 CAPACITY = "eks.amazonaws.com/capacityType"
 CLUSTER = "test"
@@ -174,12 +174,40 @@ def test_dry_run_plans_but_evicts_and_records_nothing(cluster, api, kube, namesp
     metrics = MetricsRecorder()
     cluster.proxy.reset_counts()
     result = Rebalancer(replace(SETTINGS, dry_run=True), kube, metrics, store).cycle(CLUSTER)
-    # Something to move: the controllers are read too, for workload opt-outs and floors.
+    # Something to move: the controllers of the kind moved are read too (metadata only), for
+    # workload opt-outs and floors.
     assert cluster.proxy.requests == Counter({
         ("GET", path): 1 for path in ("/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets",
-                                      "/apis/apps/v1/replicasets", "/apis/apps/v1/statefulsets")})
+                                      "/apis/apps/v1/replicasets")})
     assert [e.name for e in result.plan.evictions] == [web["metadata"]["name"]]
     assert result.evicted == ()
     assert metrics.total("MovesPlanned", ClusterName=CLUSTER) == 1
     assert store.load(CLUSTER).version == 0
     assert running(pods(api, namespace, "web"))[0]["metadata"]["uid"] == web["metadata"]["uid"]
+
+
+def test_controller_annotations_hold_moves_back(cluster, api, kube, namespace, nodes, store):
+    """A Deployment's opt-out (copied to its ReplicaSet) and a StatefulSet's on-demand floor,
+    read from metadata-only lists of the kinds the plan would move."""
+    nodes(lifecycle="on-demand")
+    spot_preferring = {"affinity": preferred_affinity(CAPACITY, ["SPOT"])}
+    for name in ("kept", "moved"):
+        deployment(api, namespace, name, **spot_preferring)
+    api.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/kept",
+              {"metadata": {"annotations": {"spot-rebalancer.io/disable": "true"}}})
+    statefulset(api, namespace, "db", **spot_preferring)
+    api.patch(f"/apis/apps/v1/namespaces/{namespace}/statefulsets/db",
+              {"metadata": {"annotations": {"spot-rebalancer.io/min-on-demand": "100%"}}})
+    wait_for(lambda: len(running(pods(api, namespace))) == 3, "three pods running")
+    wait_for(lambda: [rs for rs in api.get(f"/apis/apps/v1/namespaces/{namespace}/replicasets")["items"]
+                      if rs["metadata"]["name"].startswith("kept-") and rs["metadata"].get("annotations", {})
+                      .get("spot-rebalancer.io/disable") == "true"], "the opt-out copied to the ReplicaSet")
+    nodes(lifecycle="spot")
+
+    cluster.proxy.reset_counts()
+    result = Rebalancer(replace(SETTINGS, dry_run=True), kube, MetricsRecorder(), store).cycle(CLUSTER)
+    assert [e.name.split("-")[0] for e in result.plan.evictions] == ["moved"]
+    skips = {s.name.split("-")[0]: s.code for s in result.plan.skipped if s.namespace == namespace}
+    assert skips == {"kept": SkipCode.OPTED_OUT, "db": SkipCode.ON_DEMAND_FLOOR}
+    reads = {path for (method, path) in cluster.proxy.requests if method == "GET"}
+    assert {"/apis/apps/v1/replicasets", "/apis/apps/v1/statefulsets"} <= reads

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from spot_rebalancer.objects import TopologySpreadConstraint
 from spot_rebalancer.rebalance import History, RebalanceOptions, on_demand_floor, plan
 from spot_rebalancer.rebalance.workloads import WorkloadRef, workload_of
+from spot_rebalancer.rebalancer import plan_with_controllers
 from spot_rebalancer.scheduling.eligibility import ineligibility
 from spot_rebalancer.scheduling.interpod import anti_affinity_conflict
 from spot_rebalancer.scheduling.labels import selector_matches
@@ -248,13 +249,24 @@ def controller_annotations(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(clusters(), crowded_clusters()), controller_annotations())
-def test_controller_annotations_only_hold_moves_back(cluster, workloads):
-    """Why a cycle reads controllers only when the plan without them has something to do."""
+def test_reading_only_the_controllers_a_plan_moves_plans_the_same_moves(cluster, workloads):
+    """The cycle reads controllers' annotations only of the kinds its plan moves (none in a quiet
+    cycle): the moves are those a plan with every controller's annotations makes."""
     snapshot, options = cluster
-    without = plan(snapshot, options, History(), NOW)
-    with_them = plan(snapshot, options, History(), NOW, workloads=workloads)
-    if not without.evictions and not without.capacity:
-        assert not with_them.evictions and not with_them.capacity
-    # And they are honoured when there is something to do.
+    kinds_read = []
+
+    def read(kinds):
+        kinds_read.append(set(kinds))
+        return {ref: annotations for ref, annotations in workloads.items() if ref.kind in kinds}
+
+    full = plan(snapshot, options, History(), NOW, workloads=workloads)
+    lazy = plan_with_controllers(snapshot, options, History(), NOW, read)
+    assert lazy.evictions == full.evictions
+    assert lazy.capacity == full.capacity
+    bare = plan(snapshot, options, History(), NOW)
+    if not bare.evictions and not bare.capacity:
+        assert kinds_read == []
+    if not full.capacity:
+        assert set().union(*kinds_read) >= {e.workload.kind for e in full.evictions}
     opted_out = {w for w, a in workloads.items() if a.get(OPT_OUT) == "true"}
-    assert not [e for e in with_them.evictions if e.workload in opted_out]
+    assert not [e for e in lazy.evictions if e.workload in opted_out]

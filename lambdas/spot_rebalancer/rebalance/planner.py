@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import msgspec
 
@@ -212,7 +213,7 @@ class _Planner:
                 continue
             self._commit(candidate)
         capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.options.max_nudge_nodes)
-        self.skipped.sort(key=lambda s: (s.namespace, s.name))
+        self.skipped.sort(key=attrgetter("namespace", "name"))
         return Plan(tuple(self.evictions), tuple(self.skipped), capacity)
 
     def _skip(self, pod: Pod, code: SkipCode, detail: str) -> None:

@@ -18,6 +18,7 @@ from ..quantity import milli, units
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 _Extended = tuple[tuple[str, int], ...]
+_Items = tuple[tuple[str, str | int | float], ...]  # a resource list's items, as given
 
 
 def _combine(a: _Extended, b: _Extended, op: Callable[[int, int], int]) -> _Extended:
@@ -65,7 +66,7 @@ class Resources:
 
 
 @lru_cache(maxsize=4096)
-def _from_items(items: tuple[tuple[str, str | int | float], ...]) -> Resources:
+def _from_items(items: _Items) -> Resources:
     cpu = memory = storage = pods = 0
     extended = []
     for name, quantity in items:
@@ -86,39 +87,45 @@ ZERO = Resources()
 ONE_POD = Resources(pods=1)
 
 
-def _requests(container: Container) -> Resources:
-    requests = container.resources.requests
-    return Resources.from_list(requests) if requests else ZERO
-
-
 def pod_requests(pod: Pod) -> Resources:
     """What the scheduler reserves for the pod.
 
     Native sidecars (init containers with `restartPolicy: Always`) keep running, so they add to the
     app containers and to every init step after them; a regular init step needs its own requests on
     top of the sidecars started before it. The pod needs the larger of the app phase and its heaviest
-    init step, plus overhead, plus one pod slot.
+    init step, plus overhead, plus one pod slot. Replicas ask alike, so the answer is memoised per
+    set of container requests.
     """
     spec = pod.spec
+    return _pod_requests(tuple(_items(c) for c in spec.containers),
+                         tuple((_items(c), c.restart_policy == "Always") for c in spec.init_containers),
+                         tuple(spec.overhead.items()))
+
+
+def _items(container: Container) -> _Items:
+    return tuple(container.resources.requests.items())
+
+
+@lru_cache(maxsize=4096)
+def _pod_requests(containers: tuple[_Items, ...], init_containers: tuple[tuple[_Items, bool], ...],
+                  overhead: _Items) -> Resources:
     total = ZERO
-    for container in spec.containers:
-        total = total + _requests(container)
+    for requests in containers:
+        total = total + _from_items(requests)
     sidecars = ZERO
     heaviest_init = ZERO
-    for container in spec.init_containers:
-        requests = _requests(container)
-        if container.restart_policy == "Always":
+    for items, sidecar in init_containers:
+        requests = _from_items(items)
+        if sidecar:
             total = total + requests
             sidecars = sidecars + requests
             step = sidecars
         else:
             step = requests + sidecars
         heaviest_init = heaviest_init.max(step)
-    if spec.init_containers:
+    if init_containers:
         total = total.max(heaviest_init)
-    if spec.overhead:
-        total = total + Resources.from_list(spec.overhead)
-    return total + ONE_POD
+    return total + _from_items(overhead) + ONE_POD
 
 
 def node_allocatable(node: Node) -> Resources:

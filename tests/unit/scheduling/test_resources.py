@@ -32,6 +32,20 @@ def test_from_list_answers_alike_for_the_same_list_in_any_order_and_refuses_bad_
             Resources.from_list({"cpu": "lots"})
 
 
+def test_pod_requests_tell_apart_pods_whose_containers_ask_alike_in_different_roles():
+    """Memoised per set of container requests: the same requests as an app container, a sidecar or
+    a plain init step must still give each its own answer, however often asked."""
+    app = {"cpu": "500m"}
+    for _ in range(2):
+        assert requests_of(containers=[container(app), container(app)]) == Resources(cpu=1000, pods=1)
+        assert requests_of(containers=[container(app)], init_containers=[container(app)]) \
+            == Resources(cpu=500, pods=1)
+        assert requests_of(containers=[container(app)],
+                           init_containers=[container(app, restart_policy="Always")]) \
+            == Resources(cpu=1000, pods=1)
+        assert requests_of(containers=[container(app)], overhead=app) == Resources(cpu=1000, pods=1)
+
+
 def test_arithmetic_is_per_resource_and_extended_by_name():
     a = Resources(cpu=100, memory=5, extended=(("gpu", 1),))
     b = Resources(cpu=50, memory=7, extended=(("fpga", 2),))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,8 @@ from .events import cluster_from_tags
 DESCRIBE_BATCH = 1000  # DescribeInstances accepts at most 1,000 instance ids a call
 # Throttling and transient errors are retried by botocore's standard mode with backoff.
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
+# How Auto Scaling's ValidationError begins when a lifecycle action is no longer waiting.
+ENDED_ACTION = "No active Lifecycle Action found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +90,33 @@ class AutoScaling:
     def __init__(self, client: Any) -> None:
         self._client = client
 
-    def heartbeat(self, action: LifecycleAction) -> None:
-        self._client.record_lifecycle_action_heartbeat(
+    def heartbeat(self, action: LifecycleAction) -> bool:
+        """Extend the hook's timeout; False if the action has already ended."""
+        return self._still_active(lambda: self._client.record_lifecycle_action_heartbeat(
             AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
-            LifecycleActionToken=action.token, InstanceId=action.instance_id)
+            LifecycleActionToken=action.token, InstanceId=action.instance_id))
 
-    def complete(self, action: LifecycleAction, result: str) -> None:
-        self._client.complete_lifecycle_action(
+    def complete(self, action: LifecycleAction, result: str) -> bool:
+        """Complete the action; False if it had already ended (completed, timed out, abandoned)."""
+        return self._still_active(lambda: self._client.complete_lifecycle_action(
             AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
             LifecycleActionToken=action.token, InstanceId=action.instance_id,
-            LifecycleActionResult=result)
+            LifecycleActionResult=result))
+
+    @staticmethod
+    def _still_active(call: Callable[[], object]) -> bool:
+        # Auto Scaling answers a call on an action that is over with a ValidationError: retrying
+        # it (or sending the event to the DLQ) cannot help, so it is an outcome, not a failure.
+        from botocore.exceptions import ClientError
+
+        try:
+            call()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "ValidationError" and ENDED_ACTION in error.get("Message", ""):
+                return False
+            raise
+        return True
 
     def raise_desired_capacity(self, group: str, by: int) -> int:
         """Add up to `by` instances to the group, never above its max size; returns how many."""

@@ -146,16 +146,21 @@ class LaunchCompleter:
         node = (locate_node(self.kube_for(cluster), instance.instance_id, instance.private_dns_name)
                 if instance and cluster else None)
         if node is not None and node.ready:
-            self.autoscaling.complete(action, "CONTINUE")
             result.steps.append(Step("complete-lifecycle", node.metadata.name, reason=event.hook,
-                                     outcome="CONTINUE"))
-        elif attempt + 1 < LAUNCH_READY_ATTEMPTS:
-            self.autoscaling.heartbeat(action)
+                                     outcome=self._complete(action)))
+        elif attempt + 1 >= LAUNCH_READY_ATTEMPTS:
+            # Out of patience: let the instance in rather than have the group replace it blindly.
+            result.steps.append(Step("complete-lifecycle", reason=f"{event.hook}: node never Ready",
+                                     outcome=self._complete(action)))
+        elif self.autoscaling.heartbeat(action):
             result.continue_at = self.now() + LAUNCH_READY_DELAY
             result.steps.append(Step("continue", reason=f"{event.instance_id}: node not Ready yet"))
         else:
-            # Out of patience: let the instance in rather than have the group replace it blindly.
-            self.autoscaling.complete(action, "CONTINUE")
-            result.steps.append(Step("complete-lifecycle", reason=f"{event.hook}: node never Ready",
-                                     outcome="CONTINUE"))
+            result.steps.append(Step("ignore", reason=f"{event.instance_id}: {event.hook} had already ended"))
         return result
+
+    def _complete(self, action: LifecycleAction) -> str:
+        if self.autoscaling.complete(action, "CONTINUE"):
+            return "CONTINUE"
+        log.warning("lifecycle action %s on %s had already ended", action.hook, action.instance_id)
+        return "already-ended"

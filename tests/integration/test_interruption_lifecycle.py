@@ -170,3 +170,25 @@ def test_hooks_of_instances_that_are_not_our_nodes_are_completed_and_ignored(api
     assert [s.action for s in result.steps] == ["complete-lifecycle", "ignore"]
     after = api.get(f"/api/v1/nodes/{bystander.name}")
     assert not after["spec"].get("unschedulable") and not after["spec"].get("taints")
+
+
+def test_a_hook_that_already_ended_is_no_failure_and_the_drain_goes_on(
+        api, kube, cluster, namespace, nodes, aws, monkeypatch):
+    """Auto Scaling answers calls on an action that is over (timed out, completed by someone else)
+    with a ValidationError: retrying cannot help, so the drain finishes and the event is done."""
+    instance = aws.instance()
+    node = busy_node(api, namespace, nodes, instance)
+    hook = hook_for(instance)
+    ended = f"No active Lifecycle Action found with instance ID {instance}"
+    for operation in ("record_lifecycle_action_heartbeat", "complete_lifecycle_action"):
+        aws.stub.add_client_error(operation, service_error_code="ValidationError",
+                                  service_message=ended, http_status_code=400)
+
+    metrics = MetricsRecorder()
+    result = handler_for(aws, kube, metrics, drain_timeout_seconds=20).handle(
+        hook, budget_seconds=100, started_at=datetime.now(UTC))  # a continuation: it heartbeats first
+
+    assert pods_on(api, namespace, node.name) == []
+    assert metrics.total("PodsEvicted") == 2
+    assert [s.outcome for s in result.steps if s.action == "complete-lifecycle"] == ["already-ended"]
+    assert result.continue_at is None

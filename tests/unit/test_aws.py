@@ -1,6 +1,7 @@
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -129,3 +130,28 @@ def test_raise_desired_capacity_stops_at_max_size():
         assert asg.raise_desired_capacity("ng-spot", 5) == 0
         group = client.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-spot"])
         assert group["AutoScalingGroups"][0]["DesiredCapacity"] == 3
+
+
+@pytest.mark.parametrize(("message", "ended"), [
+    ("No active Lifecycle Action found with instance ID i-1", True),
+    ("No active Lifecycle Action found with token 6b4ea2a6", True),
+    ("1 validation error detected: Value at 'lifecycleHookName' failed to satisfy constraint", False),
+])
+def test_a_lifecycle_action_that_already_ended_is_an_outcome_other_errors_raise(message, ended):
+    client = boto3.client("autoscaling", region_name=REGION)
+    action = LifecycleAction(group="ng-spot", hook="drain", token="6b4ea2a6-4bd1-4d1c-9e3a-5a6d7f0c2b11",
+                             instance_id="i-1")
+    with Stubber(client) as stub:
+        for operation in ("record_lifecycle_action_heartbeat", "complete_lifecycle_action"):
+            stub.add_client_error(operation, service_error_code="ValidationError",
+                                  service_message=message, http_status_code=400)
+        asg = AutoScaling(client)
+        if ended:
+            assert asg.heartbeat(action) is False
+            assert asg.complete(action, "CONTINUE") is False
+        else:
+            with pytest.raises(ClientError):
+                asg.heartbeat(action)
+            with pytest.raises(ClientError):
+                asg.complete(action, "CONTINUE")
+        stub.assert_no_pending_responses()

@@ -156,24 +156,31 @@ class EventsFunction:
         return boto3.client("dynamodb", region_name=REGION).scan(TableName=self.table)["Items"]
 
 
+def function_environment(monkeypatch: Any, kube_for: Callable[[str], Any], **environment: str) -> str:
+    """Inside moto: the state table and the work queue made, the function's environment set (plus
+    `environment`) and its Kubernetes client taken from `kube_for(cluster)`; the queue's URL."""
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName="state", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
+    for key, value in {"AWS_DEFAULT_REGION": REGION, "CLUSTER_NAME": "test", "STATE_TABLE": "state",
+                       "WORK_QUEUE_URL": queue_url, "DRAIN_TIMEOUT_SECONDS": "20",
+                       "POWERTOOLS_METRICS_DISABLED": "true", **environment}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("spot_rebalancer.eks_auth.client_for_cluster", kube_for)
+    return queue_url
+
+
 @contextmanager
 def events_function(monkeypatch: Any, kube_for: Callable[[str], Any],
                     **environment: str) -> Iterator[EventsFunction]:
     """Inside moto: the table, the queue and the function's environment (plus `environment`),
     the function's runtime built from it, and its Kubernetes client from `kube_for(cluster)`."""
     with mock_aws():
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-        queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
-        for key, value in {"AWS_DEFAULT_REGION": REGION, "CLUSTER_NAME": "test", "STATE_TABLE": "state",
-                           "WORK_QUEUE_URL": queue_url, "DRAIN_TIMEOUT_SECONDS": "20",
-                           "POWERTOOLS_METRICS_DISABLED": "true",
-                           # The function's INFO line per event would bury what a test prints.
-                           "POWERTOOLS_LOG_LEVEL": "WARNING", **environment}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr("spot_rebalancer.eks_auth.client_for_cluster", kube_for)
+        # The function's INFO line per event would bury what a test prints.
+        queue_url = function_environment(monkeypatch, kube_for,
+                                         **{"POWERTOOLS_LOG_LEVEL": "WARNING", **environment})
         made: dict[str, list[Any]] = {}
         real_client = boto3.client
 

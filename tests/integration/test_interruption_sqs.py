@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from spot_rebalancer.handlers import events as events_handler
 from tests.ec2 import launch_instance
+from tests.events_function import function_environment
 from tests.kube.workloads import deployment, pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "spot-interruption-terminate.json"
@@ -65,16 +66,7 @@ def deployed(api, kube, namespace, nodes, monkeypatch) -> Iterator[Deployed]:
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
         instance = launch_instance(ec2)
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-        queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
-        for key, value in {"AWS_DEFAULT_REGION": REGION, "CLUSTER_NAME": "test", "STATE_TABLE": "state",
-                           "WORK_QUEUE_URL": queue_url, "DRAIN_TIMEOUT_SECONDS": "20",
-                           "POWERTOOLS_METRICS_DISABLED": "true"}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr("spot_rebalancer.eks_auth.client_for_cluster", lambda _name: kube)
+        queue_url = function_environment(monkeypatch, lambda _name: kube)
         node = nodes(lifecycle="spot", instance_id=instance)
         deployment(api, namespace, "web", replicas=2)
         wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "web pods running")

@@ -12,10 +12,21 @@ from ..scheduling.labels import selector_matches
 class DisruptionBudgets:
     def __init__(self, pdbs: Iterable[PodDisruptionBudget]) -> None:
         self._by_namespace: dict[str, list[PodDisruptionBudget]] = {}
+        # Per namespace, budgets by index: by one of their matchLabels pairs (a pod without that pair
+        # is never theirs), and those without matchLabels, which any pod may be.
+        self._by_pair: dict[str, dict[tuple[str, str], list[int]]] = {}
+        self._without_pairs: dict[str, list[int]] = {}
         self._covering: dict[tuple[str, frozenset], list[str]] = {}
         self.remaining: dict[str, int] = {}
         for pdb in pdbs:
-            self._by_namespace.setdefault(pdb.metadata.namespace, []).append(pdb)
+            namespace, selector = pdb.metadata.namespace, pdb.spec.selector
+            budgets = self._by_namespace.setdefault(namespace, [])
+            pair = next(iter(selector.match_labels.items()), None) if selector is not None else None
+            if pair is None:
+                self._without_pairs.setdefault(namespace, []).append(len(budgets))
+            else:
+                self._by_pair.setdefault(namespace, {}).setdefault(pair, []).append(len(budgets))
+            budgets.append(pdb)
             self.remaining[self.key(pdb)] = pdb.status.disruptions_allowed
 
     @staticmethod
@@ -23,15 +34,21 @@ class DisruptionBudgets:
         return f"{pdb.metadata.namespace}/{pdb.metadata.name}"
 
     def covering(self, pod: Pod) -> list[str]:
-        """The budgets whose selector picks the pod, in its namespace (raises SelectorError when a
-        selector is invalid). Replicas share their labels, so the answer is kept per label set."""
+        """The budgets whose selector picks the pod, in its namespace, in their order (raises
+        SelectorError when a selector is invalid). Replicas share their labels, so the answer is kept
+        per label set."""
         namespace, labels = pod.metadata.namespace, pod.metadata.labels
         memo_key = (namespace, frozenset(labels.items()))
         keys = self._covering.get(memo_key)
         if keys is None:
+            by_pair = self._by_pair.get(namespace, {})
+            candidates = set(self._without_pairs.get(namespace, ()))
+            for pair in labels.items():
+                candidates.update(by_pair.get(pair, ()))
+            budgets = self._by_namespace.get(namespace, [])
             keys = self._covering[memo_key] = [
-                self.key(pdb) for pdb in self._by_namespace.get(namespace, ())
-                if selector_matches(pdb.spec.selector, labels)]
+                self.key(budgets[i]) for i in sorted(candidates)
+                if selector_matches(budgets[i].spec.selector, labels)]
         return keys
 
     def exhausted(self, keys: Iterable[str]) -> str | None:

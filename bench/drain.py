@@ -9,6 +9,7 @@ Run: .venv/bin/python bench/drain.py
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from spot_rebalancer.config import Settings
 from spot_rebalancer.drain_policy import DrainReason, backoff_seconds
-from spot_rebalancer.evictor import EvictionSchedule, evict_all, wait_until_gone
+from spot_rebalancer.evictor import MAX_WORKERS, EvictionSchedule, evict_all, wait_until_gone
 from spot_rebalancer.interruption import plan_drain
 from spot_rebalancer.kube import KubeClient
 from tests.kube.cluster import LocalCluster
@@ -49,11 +50,15 @@ def ours(kube: KubeClient, node_name: str) -> dict[str, float]:
                                 clock=time.monotonic, sleep=time.sleep)
     to_evict = [p for wave in plan.waves for p in wave.pods]
     issued = []  # when each eviction request left, as the evictor's threads call the client
+    round_trips = []
     send = kube.evict
 
     def timed_evict(*args, **kwargs):
-        issued.append(time.monotonic())
-        return send(*args, **kwargs)
+        sent = time.monotonic()
+        issued.append(sent)
+        response = send(*args, **kwargs)
+        round_trips.append(time.monotonic() - sent)
+        return response
 
     kube.evict = timed_evict
     evict_all(kube, to_evict, lambda _pod: None, schedule)
@@ -62,6 +67,7 @@ def ours(kube: KubeClient, node_name: str) -> dict[str, float]:
                            poll_seconds=0.05)
     assert not left, f"{len(left)} pods left"
     return {"cordon": cordoned - start, "issued": max(issued) - cordoned, "requests": len(issued),
+            "round_trip": statistics.median(round_trips), "workers": MAX_WORKERS,
             "accepted": accepted - start, "gone": time.monotonic() - start}
 
 
@@ -113,7 +119,8 @@ def main() -> int:
         for key, label in (("cordon", "to cordon"), ("gone", "to all pods gone")):
             print(f"{label:24}{ours_t[key]:8.3f}{kubectl_t[key]:10.3f}{ours_t[key] / kubectl_t[key]:8.2f}")
         print(f"ours, all {ours_t['requests']} eviction requests issued {ours_t['issued']:.3f}s after the "
-              f"cordon; all accepted at {ours_t['accepted']:.3f}s")
+              f"cordon; all accepted at {ours_t['accepted']:.3f}s ({ours_t['workers']} at a time, median "
+              f"round trip {ours_t['round_trip']:.3f}s: each later request waits for a worker to be free)")
         print(f"kubectl had printed its last 'evicting pod' at {kubectl_t['accepted']:.3f}s, before its "
               "client-side rate limit let the calls out")
         # The simulator completes a deletion as soon as the eviction is accepted, so "all pods gone"

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from .objects import ListMeta, Node, ObjectList, Pod, PodDisruptionBudget
+from .objects import ListMeta, Node, ObjectList, Pod, PodDisruptionBudget, collector_paused
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration
@@ -193,7 +193,8 @@ class KubeClient:
                      "labelSelector": label_selector, "fieldSelector": field_selector}
             response = self._expect(self.request("GET", path, query=query, accept=accept), "GET", path, 200)
             try:
-                page = decode(response.data)
+                with collector_paused():
+                    page = decode(response.data)
             except msgspec.DecodeError as exc:
                 raise KubeApiError("GET", path, response.status, f"undecodable list: {exc}") from None
             yield page.items or []

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import msgspec
 
-from .objects import Node, ObjectList, Pod, PodDisruptionBudget
+from .objects import Node, ObjectList, Pod, PodDisruptionBudget, collector_paused
 
 
 class SnapshotError(ValueError):
@@ -45,7 +42,7 @@ def read_list(data: bytes | str, source: str = "input") -> ClusterSnapshot:
     Items of other kinds are ignored; anything that is not such a List raises SnapshotError naming
     `source` and, where it can, the offending item.
     """
-    with _collector_paused():
+    with collector_paused():
         try:
             listing = _decode_listing(data)
         except msgspec.DecodeError:
@@ -80,16 +77,3 @@ def _read_items(data: bytes | str, source: str) -> ClusterSnapshot:
 def _check_kind(kind: str, source: str) -> None:
     if kind != "List" and not kind.endswith("List"):
         raise SnapshotError(f"{source}: expected a Kubernetes List, got kind {kind!r}")
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Decoding builds millions of containers and no cycles: a collection meanwhile would only walk
-    what was just built, again and again (it tripled the decode time of 150,000 pods)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

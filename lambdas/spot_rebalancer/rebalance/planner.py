@@ -23,7 +23,7 @@ from operator import attrgetter
 import msgspec
 
 from ..config import opts_out
-from ..objects import Pod
+from ..objects import Pod, collector_paused
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.eligibility import own_taint
 from ..scheduling.interpod import unsupported_constraint, wide_anti_affinity, wide_repeller
@@ -121,8 +121,11 @@ def plan(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
     which the capacity nudge prefers to the EKS node group label. A pod with an invalid selector or
     floor is skipped; a resource quantity the API server would have refused raises QuantityError.
     """
-    return _Planner(snapshot, options, history, require_time_zone(now), workloads or {},
-                    node_groups or {}).run()
+    # Planning makes many small objects and keeps few; collections meanwhile would mostly walk the
+    # snapshot's lists again (a quarter to a third of plan time at 150,000 pods).
+    with collector_paused():
+        return _Planner(snapshot, options, history, require_time_zone(now), workloads or {},
+                        node_groups or {}).run()
 
 
 @dataclass(eq=False, slots=True)

@@ -106,6 +106,9 @@ class SpotRebalancerConfig:
     capacity_nudge: bool = _RUNTIME.capacity_nudge
     # At most this many event-function invocations at once, however many events arrive.
     events_max_concurrency: int = 5
+    # The schedule function holds the whole snapshot: about 700 MB at 5,000 nodes / 150,000 pods
+    # (BENCHMARKS.md). More memory also means more CPU.
+    schedule_memory_mb: int = 1024
     # A private cluster endpoint: the functions run in these subnets.
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
@@ -324,6 +327,8 @@ def _check_caps(c: SpotRebalancerConfig) -> None:
         _int_in(key, value, 0, 1000)
     # Lambda's SQS event sources accept a maximum concurrency from 2 to 1000.
     _int_in("eventsMaxConcurrency", c.events_max_concurrency, 2, 1000)
+    # Lambda's memory range, in MB.
+    _int_in("scheduleMemoryMb", c.schedule_memory_mb, 128, 10240)
 
 
 def _check_namespaces(c: SpotRebalancerConfig) -> None:

@@ -53,8 +53,6 @@ LIFECYCLE_TAG_VALUES = ("spot", "on-demand")
 EVENTS_TIMEOUT = Duration.seconds(110)
 EVENTS_MEMORY_MB = 512
 EVENTS_BATCH_SIZE = 10
-# A census lists every node and pod of a 1,000-node cluster; more memory also means more CPU.
-SCHEDULE_MEMORY_MB = 1024
 SCHEDULE_MAX_TIMEOUT_SECONDS = 300
 # AWS advises a queue visibility timeout of at least six times the consuming function's timeout.
 WORK_VISIBILITY_TIMEOUT = Duration.seconds(6 * int(EVENTS_TIMEOUT.to_seconds()))
@@ -221,7 +219,7 @@ class SpotRebalancer(Construct):
         self.schedule_function = self._function(
             "ScheduleFunction", role=self.schedule_role, code=code, handler=SCHEDULE_HANDLER,
             description=f"spot-rebalancer for {config.cluster_name}: sweep, census, rebalance cycle",
-            timeout=schedule_timeout(config), memory_size=SCHEDULE_MEMORY_MB, environment=environment,
+            timeout=schedule_timeout(config), memory_size=config.schedule_memory_mb, environment=environment,
             network=network, reserved_concurrent_executions=1,
             # A cycle is worth retrying once; one older than a period is replaced by the next.
             retry_attempts=1, max_event_age=period,

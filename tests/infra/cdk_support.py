@@ -40,6 +40,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "alarmTopicArn": EXISTING_TOPIC,
         "misplacedPodsThreshold": "",
         "scheduleMinutes": 10,
+        "scheduleMemoryMb": 2048,
     },
 }
 

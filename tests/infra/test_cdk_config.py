@@ -61,6 +61,7 @@ BAD_INPUTS = [
     ({"minPodAgeSeconds": -5}, "minPodAgeSeconds", "from 0"),
     ({"capacityNudge": 1}, "capacityNudge", "true or false"),
     ({"eventsMaxConcurrency": 1}, "eventsMaxConcurrency", "from 2 to 1000"),
+    ({"scheduleMemoryMb": 64}, "scheduleMemoryMb", "from 128 to 10240"),
     ({"asgNames": ["a", "a"]}, "asgNames", "twice"),
     ({"asgNames": [" padded"]}, "asgNames", "not an Auto Scaling group name"),
     ({"asgNames": 3}, "asgNames", "list of strings"),

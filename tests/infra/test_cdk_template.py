@@ -88,15 +88,15 @@ def test_the_events_function_fits_the_spot_notice_and_may_continue_itself(synth)
     assert "ReservedConcurrentExecutions" not in props  # bounded by the event source instead
 
 
-@pytest.mark.parametrize(("cluster", "period_seconds", "timeout"),
-                         [("prod", 300, 270), ("ops_private", 600, 300)])
-def test_the_schedule_function_never_overlaps_itself(synth, cluster, period_seconds, timeout):
+@pytest.mark.parametrize(("cluster", "period_seconds", "timeout", "memory"),
+                         [("prod", 300, 270, 1024), ("ops_private", 600, 300, 2048)])
+def test_the_schedule_function_never_overlaps_itself(synth, cluster, period_seconds, timeout, memory):
     i = ids(synth, cluster)
     props = synth.resource(cluster, FUNCTION, "SpotRebalancerScheduleFunction")["Properties"]
     assert props["Handler"] == SCHEDULE_HANDLER
     assert props["ReservedConcurrentExecutions"] == 1
     assert props["Timeout"] == timeout < period_seconds
-    assert props["MemorySize"] == 1024
+    assert props["MemorySize"] == memory
     synth.template(cluster).has_resource_properties("AWS::Lambda::EventInvokeConfig", {
         "FunctionName": ref(i["schedule"]),
         "MaximumRetryAttempts": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,9 @@ DESCRIBE_BATCH = 1000  # DescribeInstances accepts at most 1,000 instance ids a 
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
 # How Auto Scaling's ValidationError begins when a lifecycle action is no longer waiting.
 ENDED_ACTION = "No active Lifecycle Action found"
+ENDED_OUTCOME = "already-ended"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +96,21 @@ class AutoScaling:
 
     def heartbeat(self, action: LifecycleAction) -> bool:
         """Extend the hook's timeout; False if the action has already ended."""
-        return self._still_active(lambda: self._client.record_lifecycle_action_heartbeat(
+        return self._still_active(action, lambda: self._client.record_lifecycle_action_heartbeat(
             AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
             LifecycleActionToken=action.token, InstanceId=action.instance_id))
 
-    def complete(self, action: LifecycleAction, result: str) -> bool:
-        """Complete the action; False if it had already ended (completed, timed out, abandoned)."""
-        return self._still_active(lambda: self._client.complete_lifecycle_action(
+    def complete(self, action: LifecycleAction, result: str) -> str:
+        """Complete the action; the outcome: `result`, or ENDED_OUTCOME if the action had already
+        ended (completed, timed out, abandoned)."""
+        completed = self._still_active(action, lambda: self._client.complete_lifecycle_action(
             AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
             LifecycleActionToken=action.token, InstanceId=action.instance_id,
             LifecycleActionResult=result))
+        return result if completed else ENDED_OUTCOME
 
     @staticmethod
-    def _still_active(call: Callable[[], object]) -> bool:
+    def _still_active(action: LifecycleAction, call: Callable[[], object]) -> bool:
         # Auto Scaling answers a call on an action that is over with a ValidationError: retrying
         # it (or sending the event to the DLQ) cannot help, so it is an outcome, not a failure.
         from botocore.exceptions import ClientError
@@ -114,6 +120,7 @@ class AutoScaling:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "ValidationError" and ENDED_ACTION in error.get("Message", ""):
+                log.warning("lifecycle action %s on %s had already ended", action.hook, action.instance_id)
                 return False
             raise
         return True

@@ -185,12 +185,10 @@ class InterruptionHandler:
                               self.now(), deadline)
             result.steps.extend(plan.steps(self.now()))
             return result
-        # A continuation keeps the hook from timing out while the drain goes on. If it has already
-        # ended the instance is on its way out: draining on still helps its pods.
-        if (lifecycle is not None and started_at is not None
-                and not self.autoscaling.heartbeat(lifecycle)):
-            log.warning("lifecycle action %s on %s had already ended; draining on",
-                        lifecycle.hook, lifecycle.instance_id)
+        if lifecycle is not None and started_at is not None:
+            # A continuation: keep the hook from timing out while the drain goes on. If it has
+            # already ended the instance is on its way out: draining on still helps its pods.
+            self.autoscaling.heartbeat(lifecycle)
         invocation_end = (None if budget_seconds is None else
                           self.now() + timedelta(seconds=budget_seconds - INVOCATION_RESERVE_SECONDS))
         plan = self._cordon(kube, node, reason, event, deadline, cluster, result)
@@ -224,9 +222,7 @@ class InterruptionHandler:
                           result: HandleResult) -> None:
         if action is None:
             return
-        if not self.autoscaling.complete(action, outcome):
-            log.warning("lifecycle action %s on %s had already ended", action.hook, action.instance_id)
-            outcome = "already-ended"
+        outcome = self.autoscaling.complete(action, outcome)
         result.steps.append(Step("complete-lifecycle", reason=action.hook, outcome=outcome))
 
     def _cordon(self, kube: KubeClient, node: Node, reason: DrainReason, event: InstanceEvent,

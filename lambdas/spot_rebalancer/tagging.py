@@ -147,20 +147,14 @@ class LaunchCompleter:
                 if instance and cluster else None)
         if node is not None and node.ready:
             result.steps.append(Step("complete-lifecycle", node.metadata.name, reason=event.hook,
-                                     outcome=self._complete(action)))
+                                     outcome=self.autoscaling.complete(action, "CONTINUE")))
         elif attempt + 1 >= LAUNCH_READY_ATTEMPTS:
             # Out of patience: let the instance in rather than have the group replace it blindly.
             result.steps.append(Step("complete-lifecycle", reason=f"{event.hook}: node never Ready",
-                                     outcome=self._complete(action)))
+                                     outcome=self.autoscaling.complete(action, "CONTINUE")))
         elif self.autoscaling.heartbeat(action):
             result.continue_at = self.now() + LAUNCH_READY_DELAY
             result.steps.append(Step("continue", reason=f"{event.instance_id}: node not Ready yet"))
         else:
             result.steps.append(Step("ignore", reason=f"{event.instance_id}: {event.hook} had already ended"))
         return result
-
-    def _complete(self, action: LifecycleAction) -> str:
-        if self.autoscaling.complete(action, "CONTINUE"):
-            return "CONTINUE"
-        log.warning("lifecycle action %s on %s had already ended", action.hook, action.instance_id)
-        return "already-ended"

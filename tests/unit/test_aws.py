@@ -148,7 +148,7 @@ def test_a_lifecycle_action_that_already_ended_is_an_outcome_other_errors_raise(
         asg = AutoScaling(client)
         if ended:
             assert asg.heartbeat(action) is False
-            assert asg.complete(action, "CONTINUE") is False
+            assert asg.complete(action, "CONTINUE") == "already-ended"
         else:
             with pytest.raises(ClientError):
                 asg.heartbeat(action)

@@ -90,8 +90,7 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 def read_snapshot(args: argparse.Namespace) -> ClusterSnapshot:
     if args.from_file:
         return read_list(Path(args.from_file).read_bytes(), source=args.from_file)
-    kube = _kube(args)
-    return ClusterSnapshot(kube.list_nodes(), kube.list_pods(), kube.list_pdbs())
+    return _kube(args).snapshot()
 
 
 def _kube(args: argparse.Namespace):
@@ -147,17 +146,15 @@ def _plan(args: argparse.Namespace, now: Callable[[], datetime] = lambda: dateti
     options = RebalanceOptions.from_settings(settings)
     if args.max_evictions is not None:
         options = dataclasses.replace(options, max_evictions_per_cycle=args.max_evictions)
-    workloads = {}
+    # No history: the CLI does not see the moves the deployed function has in flight.
     if args.kubeconfig:
-        from .rebalancer import workload_annotations
+        from .rebalancer import plan_with_controllers, workload_annotations
 
         kube = _kube(args)
-        snapshot = ClusterSnapshot(kube.list_nodes(), kube.list_pods(), kube.list_pdbs())
-        workloads = workload_annotations(kube)
-    else:
-        snapshot = read_snapshot(args)
-    # No history: the CLI does not see the moves the deployed function has in flight.
-    result = plan(snapshot, options, History(), now(), workloads=workloads)
+        result = plan_with_controllers(kube.snapshot(), options, History(), now(),
+                                       lambda kinds: workload_annotations(kube, kinds))
+    else:  # a List holds no controllers: only the pods' own annotations count
+        result = plan(read_snapshot(args), options, History(), now())
     _print_plan(result, args.json)
     return 0
 

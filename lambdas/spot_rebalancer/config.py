@@ -16,11 +16,11 @@ LIFECYCLE_RESULTS = ("CONTINUE", "ABANDON")
 UNOWNED_POD_POLICIES = ("evict", "skip")
 
 
-
 def opts_out(value: str | None) -> bool:
     """Whether an opt-out annotation with this value (None: absent) protects its object: any value
     but "false" does, so that a value like "yes" protects rather than silently not."""
     return value is not None and value.strip().lower() != "false"
+
 
 class ConfigError(ValueError):
     """A setting with a value the product cannot use."""

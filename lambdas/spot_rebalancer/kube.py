@@ -19,6 +19,7 @@ from urllib.parse import quote
 import msgspec
 
 from .objects import ListMeta, Node, ObjectList, Pod, PodDisruptionBudget, collector_paused
+from .snapshot import ClusterSnapshot
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration
@@ -174,19 +175,19 @@ class KubeClient:
         A continue token that expired mid-list (HTTP 410) restarts the list once from scratch,
         so the result is always one consistent view.
         """
-        accept = METADATA_ONLY if metadata_only else "application/json"
         for attempt in range(2):
             try:
-                return [item for page in self._pages(path, item_type, label_selector,
-                                                     field_selector, page_size, accept) for item in page]
+                return [item for page in self._pages(path, item_type, label_selector, field_selector,
+                                                     page_size, metadata_only) for item in page]
             except KubeApiError as exc:
                 if exc.status != 410 or attempt:
                     raise
         raise AssertionError("unreachable")
 
     def _pages(self, path: str, item_type: type[T], label_selector: str | None,
-               field_selector: str | None, page_size: int, accept: str) -> Iterator[list[T]]:
-        decode = _decoder(item_type, accept == METADATA_ONLY).decode
+               field_selector: str | None, page_size: int, metadata_only: bool) -> Iterator[list[T]]:
+        decode = _decoder(item_type, metadata_only).decode
+        accept = METADATA_ONLY if metadata_only else "application/json"
         token = ""
         while True:
             query = {"limit": page_size, "continue": token or None,
@@ -211,6 +212,10 @@ class KubeClient:
 
     def list_pdbs(self) -> list[PodDisruptionBudget]:
         return self.list_all("/apis/policy/v1/poddisruptionbudgets", PodDisruptionBudget)
+
+    def snapshot(self) -> ClusterSnapshot:
+        """Nodes, pods and budgets, cluster-wide: what the planner and the census work on."""
+        return ClusterSnapshot(self.list_nodes(), self.list_pods(), self.list_pdbs())
 
     def get(self, path: str, item_type: type[T]) -> T | None:
         """One object, or None when it does not exist."""

@@ -60,8 +60,7 @@ class Controller(msgspec.Struct, kw_only=True):
 CONTROLLER_PATHS = {"ReplicaSet": "/apis/apps/v1/replicasets", "StatefulSet": "/apis/apps/v1/statefulsets"}
 
 
-def workload_annotations(kube: KubeClient, kinds: Iterable[str] = CONTROLLER_PATHS
-                         ) -> dict[WorkloadRef, dict[str, str]]:
+def workload_annotations(kube: KubeClient, kinds: Iterable[str]) -> dict[WorkloadRef, dict[str, str]]:
     """Controllers' annotations (a ReplicaSet carries its Deployment's), for opt-outs and floors:
     of the given kinds only, read as metadata only."""
     found: dict[WorkloadRef, dict[str, str]] = {}
@@ -189,7 +188,7 @@ class Rebalancer:
     # --- the cycle ------------------------------------------------------------------------------
 
     def snapshot(self) -> ClusterSnapshot:
-        return ClusterSnapshot(self.kube.list_nodes(), self.kube.list_pods(), self.kube.list_pdbs())
+        return self.kube.snapshot()
 
     def cycle(self, cluster: str, snapshot: ClusterSnapshot | None = None) -> CycleResult:
         snapshot = snapshot or self.snapshot()
@@ -204,7 +203,8 @@ class Rebalancer:
                      judgement.replacement or "-", judgement.node or "-")
 
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
-        planned = self._plan(snapshot, judged.history, now, node_groups)
+        planned = plan_with_controllers(snapshot, self.options, judged.history, now,
+                                        lambda kinds: workload_annotations(self.kube, kinds), node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=cluster)
         if self.settings.dry_run:
             return CycleResult(planned, judged)
@@ -217,11 +217,6 @@ class Rebalancer:
             self._save(cluster, judged.history, stored.version, moves)
         added = self._nudge(planned.capacity)
         return CycleResult(planned, judged, tuple(evicted), tuple(refused), added)
-
-    def _plan(self, snapshot: ClusterSnapshot, history: History, now: datetime,
-              node_groups: dict[str, str] | None) -> Plan:
-        return plan_with_controllers(snapshot, self.options, history, now,
-                                     lambda kinds: workload_annotations(self.kube, kinds), node_groups)
 
     def _evict(self, snapshot: ClusterSnapshot, evictions: tuple[Eviction, ...]
                ) -> tuple[list[Eviction], list[EvictionResult]]:

@@ -1,6 +1,9 @@
-"""EC2 on moto, as the integration tests need it: an instance of a cluster, by its tags."""
+"""EC2 and Auto Scaling on moto, as the tests need them: an instance of a cluster, by its tags, and
+a spot Auto Scaling group."""
 
 from __future__ import annotations
+
+import boto3
 
 
 def launch_instance(ec2, cluster: str = "test") -> str:
@@ -11,3 +14,18 @@ def launch_instance(ec2, cluster: str = "test") -> str:
         TagSpecifications=[{"ResourceType": "instance",
                             "Tags": [{"Key": "eks:cluster-name", "Value": cluster}]}],
     )["Instances"][0]["InstanceId"]
+
+
+def spot_group(region: str, desired: int, maximum: int) -> tuple[object, list[str]]:
+    """An Auto Scaling group `ng-spot` whose instances moto launches tagged
+    aws:autoscaling:groupName; its client and its instances' ids."""
+    ec2 = boto3.client("ec2", region_name=region)
+    autoscaling = boto3.client("autoscaling", region_name=region)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    autoscaling.create_launch_configuration(LaunchConfigurationName="spot", ImageId=image,
+                                            InstanceType="m6g.large")
+    autoscaling.create_auto_scaling_group(AutoScalingGroupName="ng-spot", LaunchConfigurationName="spot",
+                                          MinSize=0, MaxSize=maximum, DesiredCapacity=desired,
+                                          AvailabilityZones=[f"{region}a"])
+    described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-spot"])
+    return autoscaling, [i["InstanceId"] for i in described["AutoScalingGroups"][0]["Instances"]]

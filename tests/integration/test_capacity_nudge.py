@@ -12,25 +12,12 @@ from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import spot_group
 from tests.kube.workloads import deployment, pods, preferred_affinity, running, wait_for
 
 CAPACITY = "eks.amazonaws.com/capacityType"
 REGION = "eu-west-1"
 SETTINGS = Settings(cluster_name="test", min_pod_age_seconds=0, capacity_nudge=True)
-
-
-def spot_group(region: str, desired: int, maximum: int) -> tuple[object, list[str]]:
-    """An Auto Scaling group whose instances moto launches tagged aws:autoscaling:groupName."""
-    ec2 = boto3.client("ec2", region_name=region)
-    autoscaling = boto3.client("autoscaling", region_name=region)
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    autoscaling.create_launch_configuration(LaunchConfigurationName="spot", ImageId=image,
-                                            InstanceType="m6g.large")
-    autoscaling.create_auto_scaling_group(AutoScalingGroupName="ng-spot", LaunchConfigurationName="spot",
-                                          MinSize=0, MaxSize=maximum, DesiredCapacity=desired,
-                                          AvailabilityZones=[f"{region}a"])
-    described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-spot"])
-    return autoscaling, [i["InstanceId"] for i in described["AutoScalingGroups"][0]["Instances"]]
 
 
 def test_full_spot_group_is_raised_by_the_nodes_needed_within_its_max(api, kube, namespace, nodes):

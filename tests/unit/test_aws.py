@@ -6,6 +6,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2, Instance, LifecycleAction, boto_config
+from tests.ec2 import spot_group
 
 REGION = "eu-west-1"
 
@@ -117,14 +118,7 @@ def test_lifecycle_calls_carry_the_hook_and_token():
 
 def test_raise_desired_capacity_stops_at_max_size():
     with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
-        client = boto3.client("autoscaling", region_name=REGION)
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        client.create_launch_configuration(LaunchConfigurationName="lc", ImageId=image,
-                                           InstanceType="m6g.large")
-        client.create_auto_scaling_group(AutoScalingGroupName="ng-spot", LaunchConfigurationName="lc",
-                                         MinSize=0, MaxSize=3, DesiredCapacity=2,
-                                         AvailabilityZones=[f"{REGION}a"])
+        client, _ = spot_group(REGION, desired=2, maximum=3)
         asg = AutoScaling(client)
         assert asg.raise_desired_capacity("ng-spot", 5) == 1
         assert asg.raise_desired_capacity("ng-spot", 5) == 0

@@ -140,11 +140,11 @@ def main() -> int:
             store = HistoryStore(boto3.client("dynamodb", region_name=REGION), TABLE)
             rebalancer = Rebalancer(Settings.from_env(), kube, MetricsRecorder(), store)
 
-            idle_cycle, idle = counted(cluster, lambda: rebalancer.cycle(CLUSTER))
+            idle_cycle, idle = counted(cluster, lambda: rebalancer.cycle())
             idle_invocation, _ = counted(cluster, invoke_schedule)
             cluster.nodes.add_nodes(SPOT_NODES, lifecycle="spot", cpu="32", memory="128Gi",
                                     lifecycle_label=True)
-            moving_cycle, moved = counted(cluster, lambda: rebalancer.cycle(CLUSTER))
+            moving_cycle, moved = counted(cluster, lambda: rebalancer.cycle())
 
         report({"cycle, idle": idle_cycle, "schedule fn, idle": idle_invocation,
                 "cycle, moves": moving_cycle})

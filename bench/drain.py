@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from spot_rebalancer.config import Settings
-from spot_rebalancer.drain_policy import DrainReason, backoff_seconds
-from spot_rebalancer.evictor import MAX_WORKERS, EvictionSchedule, evict_all, wait_until_gone
-from spot_rebalancer.interruption import plan_drain
+from spot_rebalancer.drain import wait_until_gone
+from spot_rebalancer.drain_policy import DrainReason, backoff_seconds, plan_drain
+from spot_rebalancer.evictions import MAX_WORKERS, EvictionSchedule, evict_all
 from spot_rebalancer.kube import KubeClient
 from tests.kube.cluster import LocalCluster
 from tests.kube.workloads import pods, running, wait_for
@@ -49,7 +49,7 @@ def ours(kube: KubeClient, node_name: str) -> dict[str, float]:
     schedule = EvictionSchedule(until=time.monotonic() + 60, backoff=backoff_seconds,
                                 clock=time.monotonic, sleep=time.sleep)
     to_evict = [p for wave in plan.waves for p in wave.pods]
-    issued = []  # when each eviction request left, as the evictor's threads call the client
+    issued = []  # when each eviction request left, as the eviction layer's threads call the client
     round_trips = []
     send = kube.evict
 

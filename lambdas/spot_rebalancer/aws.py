@@ -7,14 +7,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import cluster_from_tags
+from .results import StepOutcome
 
 DESCRIBE_BATCH = 1000  # DescribeInstances accepts at most 1,000 instance ids a call
 # Throttling and transient errors are retried by botocore's standard mode with backoff.
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
 # How Auto Scaling's ValidationError begins when a lifecycle action is no longer waiting.
 ENDED_ACTION = "No active Lifecycle Action found"
-ENDED_OUTCOME = "already-ended"
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +27,6 @@ class Instance:
     availability_zone: str = ""
     architecture: str = ""
     tags: dict[str, str] = field(default_factory=dict)
-
-    def cluster_name(self, default: str = "") -> str:
-        """The EKS cluster this instance belongs to, by its tags, else `default`."""
-        return cluster_from_tags(self.tags, default)
 
 
 def boto_config() -> Any:
@@ -100,14 +95,14 @@ class AutoScaling:
             AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
             LifecycleActionToken=action.token, InstanceId=action.instance_id))
 
-    def complete(self, action: LifecycleAction, result: str) -> str:
-        """Complete the action; the outcome: `result`, or ENDED_OUTCOME if the action had already
-        ended (completed, timed out, abandoned)."""
+    def complete(self, action: LifecycleAction, result: str) -> StepOutcome:
+        """Complete the action with `result` (CONTINUE or ABANDON); the outcome: that result, or
+        ALREADY_ENDED if the action had already ended (completed, timed out, abandoned)."""
         completed = self._still_active(action, lambda: self._client.complete_lifecycle_action(
             AutoScalingGroupName=action.group, LifecycleHookName=action.hook,
             LifecycleActionToken=action.token, InstanceId=action.instance_id,
             LifecycleActionResult=result))
-        return result if completed else ENDED_OUTCOME
+        return StepOutcome(result) if completed else StepOutcome.ALREADY_ENDED
 
     @staticmethod
     def _still_active(action: LifecycleAction, call: Callable[[], object]) -> bool:

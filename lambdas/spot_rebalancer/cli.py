@@ -18,13 +18,17 @@ from pathlib import Path
 import msgspec
 
 from .config import ConfigError, Settings
-from .drain_policy import DrainReason
-from .events import EventError, InstanceEvent, parse_event
-from .interruption import Step, drain_deadline, plan_drain
+from .drain import DRAIN_REASONS
+from .drain_policy import drain_deadline, plan_drain
+from .events import Event, EventError, Ignored, InstanceEvent, parse_event
+from .kube import KubeClient
 from .nodes import match_node
 from .quantity import QuantityError
-from .rebalance import Census, History, NaiveClockError, OptionsError, Plan, RebalanceOptions, census, plan
+from .rebalance import Census, NaiveClockError, OptionsError, Plan, RebalanceOptions
+from .rebalancer import CycleResult, Rebalancer, SnapshotView, TickResult
+from .results import Step, StepAction
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
+from .telemetry import MetricsRecorder
 
 EXIT_BAD_INPUT = 2
 
@@ -67,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_source(census_command)
     census_command.add_argument("--json", action="store_true", help="one JSON object")
     census_command.set_defaults(run=_census)
+
+    tick = commands.add_parser("tick", help="what one run of the schedule function would do (dry run): "
+                                            "the sweep, the census and a rebalance cycle")
+    _add_source(tick)
+    tick.add_argument("--json", action="store_true", help="one JSON object")
+    tick.set_defaults(run=_tick)
     return parser
 
 
@@ -93,13 +103,22 @@ def read_snapshot(args: argparse.Namespace) -> ClusterSnapshot:
     return _kube(args).snapshot()
 
 
-def _kube(args: argparse.Namespace):
-    from .kube import KubeClient
-
+def _kube(args: argparse.Namespace) -> KubeClient:
     try:
         return KubeClient.from_kubeconfig(args.kubeconfig, args.context)
     except Exception as exc:  # the kubeconfig loader raises several types for one cause
         raise UsageError(f"{args.kubeconfig}: unusable kubeconfig: {exc}") from None
+
+
+def _rebalancer(args: argparse.Namespace, settings: Settings, now: Callable[[], datetime],
+                options: RebalanceOptions | None = None) -> Rebalancer:
+    """The schedule function's rebalancer as a dry run, reading the live cluster or the file. No
+    history: the CLI does not see the moves the deployed function has in flight."""
+    settings = dataclasses.replace(settings, dry_run=True)
+    if args.kubeconfig:
+        return Rebalancer(settings, _kube(args), MetricsRecorder(), None, now=now, options=options)
+    view = SnapshotView(read_snapshot(args))
+    return Rebalancer(settings, None, MetricsRecorder(), None, view=view, now=now, options=options)
 
 
 def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
@@ -108,7 +127,7 @@ def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: date
         raw = Path(args.event).read_bytes()
     except OSError as exc:
         raise UsageError(f"{args.event}: {exc.strerror}") from None
-    events = parse_event(raw, health_lead_time_seconds=settings.health_lead_time_seconds)
+    events = parse_event(raw)
     snapshot = read_snapshot(args)
     steps: list[Step] = []
     for event in events:
@@ -117,18 +136,19 @@ def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: date
     return 0
 
 
-def _handle_one(event, snapshot: ClusterSnapshot, settings: Settings, now: datetime) -> list[Step]:
-    reason = DrainReason.for_event(event.kind)
+def _handle_one(event: Event, snapshot: ClusterSnapshot, settings: Settings, now: datetime) -> list[Step]:
+    reason = DRAIN_REASONS.get(event.kind)
+    if isinstance(event, Ignored):
+        return [Step(StepAction.IGNORE, reason=event.why)]
     if reason is None or not isinstance(event, InstanceEvent):
-        why = getattr(event, "why", f"{event.kind} is not an interruption")
-        return [Step("ignore", reason=why)]
+        return [Step(StepAction.IGNORE, reason=f"{event.kind} is not an interruption")]
     # No EC2 here: the node is found by its providerID alone.
     node = match_node(snapshot.nodes, event.instance_id)
     if node is None:
-        return [Step("ignore", reason=f"{event.instance_id}: not a node of this cluster")]
+        return [Step(StepAction.IGNORE, reason=f"{event.instance_id}: not a node of this cluster")]
     pods = [p for p in snapshot.pods if p.spec.node_name == node.metadata.name]
-    plan = plan_drain(reason, node, pods, settings, now, drain_deadline(event, settings, now))
-    return plan.steps(now)
+    deadline = drain_deadline(reason.spec, event.deadline, settings, now)
+    return plan_drain(reason, node, pods, settings, now, deadline).steps(now)
 
 
 def _print_steps(steps: list[Step], as_json: bool) -> None:
@@ -146,30 +166,26 @@ def _plan(args: argparse.Namespace, now: Callable[[], datetime] = lambda: dateti
     options = RebalanceOptions.from_settings(settings)
     if args.max_evictions is not None:
         options = dataclasses.replace(options, max_evictions_per_cycle=args.max_evictions)
-    # No history: the CLI does not see the moves the deployed function has in flight.
-    if args.kubeconfig:
-        from .rebalancer import plan_with_controllers, workload_annotations
-
-        kube = _kube(args)
-        result = plan_with_controllers(kube.snapshot(), options, History(), now(),
-                                       lambda kinds: workload_annotations(kube, kinds))
-    else:  # a List holds no controllers: only the pods' own annotations count
-        result = plan(read_snapshot(args), options, History(), now())
-    _print_plan(result, args.json)
+    result = _rebalancer(args, settings, now, options).cycle()
+    _print_plan(result.plan, args.json)
     return 0
+
+
+def _plan_json(result: Plan) -> dict[str, object]:
+    return {
+        "evictions": [{"namespace": e.namespace, "name": e.name, "workload": str(e.workload),
+                       "from_node": e.from_node, "to_node": e.to_node, "from_score": e.from_score,
+                       "to_score": e.to_score, "score_gain": e.score_gain, "reason": e.reason}
+                      for e in result.evictions],
+        "considered": [{"namespace": s.namespace, "name": s.name, "code": s.code.value,
+                        "detail": s.detail} for s in result.skipped],
+        "capacity": [{"group": r.group.name, "kind": r.group.kind, "nodes": r.nodes, "pods": r.pods}
+                     for r in result.capacity]}
 
 
 def _print_plan(result: Plan, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({
-            "evictions": [{"namespace": e.namespace, "name": e.name, "workload": str(e.workload),
-                           "from_node": e.from_node, "to_node": e.to_node, "from_score": e.from_score,
-                           "to_score": e.to_score, "score_gain": e.score_gain, "reason": e.reason}
-                          for e in result.evictions],
-            "considered": [{"namespace": s.namespace, "name": s.name, "code": s.code.value,
-                            "detail": s.detail} for s in result.skipped],
-            "capacity": [{"group": r.group.name, "kind": r.group.kind, "nodes": r.nodes, "pods": r.pods}
-                         for r in result.capacity]}))
+        print(json.dumps(_plan_json(result)))
         return
     for e in result.evictions:
         print(f"{'evict':<8} {e.namespace + '/' + e.name:<50} {e.from_node} -> {e.to_node} "
@@ -181,10 +197,34 @@ def _print_plan(result: Plan, as_json: bool) -> None:
     print(f"{len(result.evictions)} to evict, {len(result.skipped)} kept")
 
 
-def _census(args: argparse.Namespace) -> int:
-    result = census(read_snapshot(args), Settings.from_env().lifecycle_label_key)
-    _print_census(result, args.json)
+def _census(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    _print_census(_rebalancer(args, Settings.from_env(), now).census(), args.json)
     return 0
+
+
+def _tick(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    result = _rebalancer(args, Settings.from_env(), now).tick()
+    if args.json:
+        print(json.dumps({**result.summary(), "census": msgspec.to_builtins(result.census),
+                          "plan": _plan_json(result.cycle.plan)}))
+        return 0
+    _print_tick(result)
+    return 0
+
+
+def _print_tick(result: TickResult) -> None:
+    print(f"sweep: {len(result.sweep.steps)} step(s)")
+    _print_steps(result.sweep.steps, as_json=False)
+    print("census:")
+    _print_census(result.census, as_json=False)
+    _print_cycle(result.cycle)
+
+
+def _print_cycle(result: CycleResult) -> None:
+    review = result.review.metrics
+    print(f"cycle: last moves {review['MovesSucceeded']} succeeded, {review['MovesFailed']} failed, "
+          f"{review['MovesInFlight']} in flight")
+    _print_plan(result.plan, as_json=False)
 
 
 def _print_census(result: Census, as_json: bool) -> None:

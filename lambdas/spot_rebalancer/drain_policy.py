@@ -1,7 +1,8 @@
 """What a drain does, decided without doing it: which pods to evict and in what order, with what
 grace period, how long to back off when a PodDisruptionBudget refuses, and what to write on the node.
 
-Every function here is pure; adapters (kube.py, evictor.py) carry the decisions out.
+Every function here is pure; the drain service (drain.py) carries the decisions out through the
+eviction layer (evictions.py).
 
 Which pods (first rule that applies wins):
 
@@ -16,6 +17,7 @@ Which pods (first rule that applies wins):
    whatever the rules below say, so those rules do not apply to them.
 5. the opt-out annotation (`settings.opt_out_annotation`, any value but "false"): skipped, on every
    drain. It is the pod owner's explicit "I handle termination myself".
+   (Rules 1-7 are pod_rules.py's, which the rebalancer reads too.)
 6. excluded namespaces (`settings.excluded_namespaces`): skipped on discretionary drains only
    (a rebalance recommendation). On a forced drain the instance goes away whatever we do; skipping
    would only turn a graceful, budget-respecting eviction into a hard kill, and the default list
@@ -48,16 +50,16 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
+from typing import Any
 
 import msgspec
 
-from .config import Settings, opts_out
-from .events import EventKind
-from .evictor import EvictionResult, Outcome
+from .config import Settings
 from .objects import Node, Pod, PodDisruptionBudget
+from .pod_rules import PodRule, pod_rules
+from .results import EvictionOutcome, EvictionResult, Step, StepAction
 from .scheduling.labels import selector_matches
 
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 STUCK_TERMINATING_SECONDS = 60
 
 # Priorities of the two built-in PriorityClasses; user-defined classes stop at one billion.
@@ -79,7 +81,7 @@ EXCLUDE_FROM_LOAD_BALANCERS_LABEL = "node.kubernetes.io/exclude-from-external-lo
 
 
 class DrainReason(enum.StrEnum):
-    """Why a node is drained; each value is also the event kind that causes it."""
+    """Why a node is drained (also the suffix of the taint it gets)."""
 
     SPOT_INTERRUPTION = "spot-interruption"
     REBALANCE_RECOMMENDATION = "rebalance-recommendation"
@@ -89,21 +91,99 @@ class DrainReason(enum.StrEnum):
     DEGRADED_HARDWARE = "degraded-hardware"
 
     @property
-    def forced(self) -> bool:
-        """Whether the instance goes away whatever we do (all but a rebalance recommendation)."""
-        return self is not DrainReason.REBALANCE_RECOMMENDATION
-
-    @property
     def taint_key(self) -> str:
         return TAINT_KEY_PREFIX + self.value
 
-    @classmethod
-    def for_event(cls, kind: EventKind) -> DrainReason | None:
-        """The reason an event of this kind drains a node, or None for kinds that never do."""
-        try:
-            return cls(kind.value)
-        except ValueError:
-            return None
+    @property
+    def spec(self) -> DrainSpec:
+        return DRAIN_SPECS[self]
+
+    @property
+    def forced(self) -> bool:
+        return self.spec.forced
+
+
+class Marking(enum.Enum):
+    CORDON = "cordon"  # a NoSchedule taint and a cordon, then every evictable pod evicted
+    # The node's recommendation policy (settings.recommendation_action): none, a PreferNoSchedule
+    # taint, a NoSchedule taint and a cordon, or that and the pods evicted.
+    RECOMMENDATION_POLICY = "recommendation-policy"
+
+
+class DeadlineRule(enum.Enum):
+    # The event's own deadline (a spot warning's two minutes), never later than the drain timeout.
+    EVENT = "event"
+    # The drain timeout from the drain's start: the event's own time (a Health change's start) is the
+    # instance's end, far off, not the drain's.
+    DRAIN_TIMEOUT = "drain-timeout"
+
+
+class LeadTime(enum.Enum):
+    NONE = "none"  # drained when the event arrives
+    HEALTH = "health"  # drained settings.health_lead_time_seconds before the event's deadline
+
+
+class Finish(enum.Enum):
+    NOTHING = "nothing"
+    # Complete the Auto Scaling lifecycle action: CONTINUE once the drain is over (or there is nothing
+    # to drain), settings.lifecycle_default_result when its deadline passed first.
+    LIFECYCLE_ACTION = "lifecycle-action"
+
+
+class Revert(enum.Enum):
+    NEVER = "never"  # the instance goes away
+    AFTER_TTL = "after-ttl"  # the sweep undoes it after settings.recommendation_ttl_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class DrainSpec:
+    """How a drain reason drains: one row of DRAIN_SPECS."""
+
+    reason: DrainReason
+    forced: bool  # the instance goes away whatever we do (excluded namespaces are drained too)
+    marking: Marking
+    deadline: DeadlineRule
+    lead_time: LeadTime
+    finish: Finish
+    revert: Revert
+
+
+DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
+    DrainSpec(DrainReason.SPOT_INTERRUPTION, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.NEVER),
+    DrainSpec(DrainReason.REBALANCE_RECOMMENDATION, forced=False, marking=Marking.RECOMMENDATION_POLICY,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.AFTER_TTL),
+    DrainSpec(DrainReason.ASG_TERMINATION, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.LIFECYCLE_ACTION,
+              revert=Revert.NEVER),
+    DrainSpec(DrainReason.INSTANCE_STOPPING, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.NEVER),
+    DrainSpec(DrainReason.SCHEDULED_MAINTENANCE, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.HEALTH, finish=Finish.NOTHING,
+              revert=Revert.NEVER),
+    DrainSpec(DrainReason.DEGRADED_HARDWARE, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.NEVER),
+)}
+
+
+def drain_deadline(spec: DrainSpec, event_deadline: datetime | None, settings: Settings,
+                   started_at: datetime) -> datetime:
+    """When the drain must be over, by the spec's deadline rule."""
+    limit = started_at + timedelta(seconds=settings.drain_timeout_seconds)
+    if spec.deadline is DeadlineRule.EVENT and event_deadline is not None:
+        return min(event_deadline, limit)
+    return limit
+
+
+def drain_starts_at(spec: DrainSpec, event_deadline: datetime | None, settings: Settings) -> datetime | None:
+    """When the drain may start, if not at once (the spec's lead time before the event's deadline)."""
+    if spec.lead_time is LeadTime.HEALTH and event_deadline is not None:
+        return event_deadline - timedelta(seconds=settings.health_lead_time_seconds)
+    return None
 
 
 # --- which pods --------------------------------------------------------------------------------
@@ -139,32 +219,30 @@ def decide_pods(pods: Iterable[Pod], settings: Settings, reason: DrainReason, no
     `daemonsets` holds the (namespace, name) of the DaemonSets that exist; None means "assume every
     DaemonSet a pod names exists" (no orphans).
     """
-    return [_decide(pod, settings, reason, now, daemonsets) for pod in pods]
+    return [_decide(pod, settings, reason.forced, now, daemonsets) for pod in pods]
 
 
-def _decide(pod: Pod, settings: Settings, reason: DrainReason, now: datetime,
+_SKIPPED = {PodRule.MIRROR: SkipReason.MIRROR, PodRule.FINISHED: SkipReason.FINISHED,
+            PodRule.DAEMONSET: SkipReason.DAEMONSET, PodRule.OPTED_OUT: SkipReason.OPTED_OUT}
+
+
+def _decide(pod: Pod, settings: Settings, forced: bool, now: datetime,
             daemonsets: Collection[tuple[str, str]] | None) -> PodDecision:
-    meta = pod.metadata
-    controller = meta.controller
-    if MIRROR_ANNOTATION in meta.annotations:
-        return PodDecision(pod, Action.SKIP, SkipReason.MIRROR)
-    if pod.status.phase in ("Succeeded", "Failed"):
-        return PodDecision(pod, Action.SKIP, SkipReason.FINISHED)
-    orphan = False
-    if controller is not None and controller.kind == "DaemonSet":
-        orphan = daemonsets is not None and (meta.namespace, controller.name) not in daemonsets
-        if not orphan:
-            return PodDecision(pod, Action.SKIP, SkipReason.DAEMONSET)
-    if meta.deletion_timestamp is not None:
-        if _stuck(meta.deletion_timestamp, now):
-            return PodDecision(pod, Action.SKIP, SkipReason.STUCK_TERMINATING)
-        return PodDecision(pod, Action.WAIT)
-    if opts_out(meta.annotations.get(settings.opt_out_annotation)):
-        return PodDecision(pod, Action.SKIP, SkipReason.OPTED_OUT)
-    if not reason.forced and meta.namespace in settings.excluded_namespaces:
-        return PodDecision(pod, Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)
-    if (controller is None or orphan) and settings.unowned_pods == "skip":
-        return PodDecision(pod, Action.SKIP, SkipReason.UNOWNED)
+    for rule in pod_rules(pod, opt_out_annotation=settings.opt_out_annotation,
+                          excluded_namespaces=settings.excluded_namespaces, daemonsets=daemonsets):
+        skipped = _SKIPPED.get(rule)
+        if skipped is not None:
+            return PodDecision(pod, Action.SKIP, skipped)
+        if rule is PodRule.TERMINATING:
+            # It leaves whatever the later rules say, so they do not apply to it.
+            deletion = pod.metadata.deletion_timestamp
+            if deletion is not None and _stuck(deletion, now):
+                return PodDecision(pod, Action.SKIP, SkipReason.STUCK_TERMINATING)
+            return PodDecision(pod, Action.WAIT)
+        if rule is PodRule.EXCLUDED_NAMESPACE and not forced:
+            return PodDecision(pod, Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)
+        if rule is PodRule.UNOWNED and settings.unowned_pods == "skip":
+            return PodDecision(pod, Action.SKIP, SkipReason.UNOWNED)
     return PodDecision(pod, Action.EVICT)
 
 
@@ -246,7 +324,7 @@ def backoff_seconds(attempt: int, base: float = BACKOFF_BASE_SECONDS,
     """Seconds to wait after the `attempt`-th refusal (1-based): base, 2·base, 4·base, ... up to cap.
 
     Deterministic (no jitter): evictions of one drain start together anyway, and a plan that can be
-    predicted can be tested. Fits evictor.EvictionSchedule.backoff.
+    predicted can be tested. Fits evictions.EvictionSchedule.backoff.
     """
     doublings = min(max(attempt, 1) - 1, 63)  # beyond 63 doublings every sane cap has been hit
     return min(cap, base * 2.0 ** doublings)
@@ -256,7 +334,7 @@ def retry_times(start: float, until: float, base: float = BACKOFF_BASE_SECONDS,
                 cap: float = BACKOFF_CAP_SECONDS) -> list[float]:
     """When the attempts after the first one at `start` happen, stopping before `until`.
 
-    The same rule evictor.evict_one follows: no retry is made that would start at or after `until`.
+    The same rule evictions.evict_one follows: no retry is made that would start at or after `until`.
     """
     if base <= 0:
         raise ValueError(f"backoff base must be positive, got {base}")
@@ -309,7 +387,7 @@ def blocked_pods(results: Iterable[EvictionResult], pods: Iterable[Pod],
     by_name = {(p.metadata.namespace, p.metadata.name): p for p in pods}
     report = []
     for result in results:
-        if result.outcome is not Outcome.BLOCKED:
+        if result.outcome is not EvictionOutcome.BLOCKED:
             continue
         pod = by_name.get((result.namespace, result.name))
         budgets = covering_budgets(pod, pdbs) if pod is not None else []
@@ -341,7 +419,7 @@ class NodePatch:
     is sent whole)."""
 
     node_name: str
-    body: dict
+    body: dict[str, Any]
 
 
 _decode_action = msgspec.json.Decoder(NodeAction).decode
@@ -358,20 +436,41 @@ def recorded_action(node: Node) -> NodeAction | None:
         return None
 
 
-def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: datetime) -> NodePatch | None:
-    """Taint (and, unless the recommendation policy says only "taint", cordon) the node, and record it.
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a drain does to its node: the effect of its taint, whether it cordons and evicts."""
 
-    The taint is `spot-rebalancer/<reason>`: NoSchedule, or PreferNoSchedule for a rebalance
-    recommendation whose policy is "taint". None when the node's recommendation policy is "none".
-    The patch carries the node's resourceVersion, so it fails (409) rather than act on a node that
-    changed since it was read; the caller reads the node again and plans again.
+    effect: str
+    cordon: bool
+    evict: bool
+
+
+_RECOMMENDATION_MARKS: dict[str, Mark | None] = {
+    "none": None,
+    "taint": Mark("PreferNoSchedule", cordon=False, evict=False),
+    "cordon": Mark("NoSchedule", cordon=True, evict=False),
+    "drain": Mark("NoSchedule", cordon=True, evict=True),
+}
+
+
+def node_mark(reason: DrainReason, node: Node, settings: Settings) -> Mark | None:
+    """The mark the reason's spec gives this node; None when its recommendation policy is "none"."""
+    if reason.spec.marking is Marking.RECOMMENDATION_POLICY:
+        return _RECOMMENDATION_MARKS[settings.recommendation_action(node.metadata.labels)]
+    return Mark("NoSchedule", cordon=True, evict=True)
+
+
+def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: datetime) -> NodePatch | None:
+    """Taint (and cordon, as the reason's mark says) the node, and record it.
+
+    The taint is `spot-rebalancer/<reason>`. None when the node's mark is none. The patch carries the
+    node's resourceVersion, so it fails (409) rather than act on a node that changed since it was
+    read; the caller reads the node again and plans again.
     """
-    cordon = True
-    if reason is DrainReason.REBALANCE_RECOMMENDATION:
-        policy = settings.recommendation_action(node.metadata.labels)
-        if policy == "none":
-            return None
-        cordon = policy != "taint"
+    mark = node_mark(reason, node, settings)
+    if mark is None:
+        return None
+    cordon = mark.cordon
     add_label = (cordon and settings.exclude_from_load_balancers
                  and EXCLUDE_FROM_LOAD_BALANCERS_LABEL not in node.metadata.labels)
     record = NodeAction(reason=reason, at=now, taints=(reason.taint_key,), cordoned=cordon,
@@ -389,36 +488,36 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
             was_cordoned=previous.was_cordoned if previous.cordoned else node.spec.unschedulable,
             load_balancer_label_added=add_label or previous.load_balancer_label_added,
         )
-    metadata: dict = {"annotations": {ACTION_ANNOTATION: msgspec.json.encode(record).decode()}}
+    metadata: dict[str, Any] = {"annotations": {ACTION_ANNOTATION: msgspec.json.encode(record).decode()}}
     if add_label:
         metadata["labels"] = {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}
-    effect = "NoSchedule" if cordon else "PreferNoSchedule"
-    ours = {"key": reason.taint_key, "effect": effect}
-    spec: dict = {"taints": [*_taints_without(node, {reason.taint_key}), ours]}
+    ours = {"key": reason.taint_key, "effect": mark.effect}
+    spec: dict[str, Any] = {"taints": [*_taints_without(node, {reason.taint_key}), ours]}
     if cordon:
         spec["unschedulable"] = True
     return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
 
 
 def node_revert_patch(node: Node, now: datetime, ttl_seconds: int) -> NodePatch | None:
-    """Undo a rebalance recommendation's action once `ttl_seconds` have passed without a forced
-    drain: remove our taints and label, uncordon only if the node was schedulable before us, and
-    drop the record. None when there is nothing (yet) to undo."""
+    """Undo an action whose reason's spec reverts it after the TTL (a rebalance recommendation's)
+    once `ttl_seconds` have passed without a forced drain: remove our taints and label, uncordon only
+    if the node was schedulable before us, and drop the record. None when there is nothing (yet) to
+    undo."""
     record = recorded_action(node)
-    if record is None or record.reason is not DrainReason.REBALANCE_RECOMMENDATION:
+    if record is None or record.reason.spec.revert is not Revert.AFTER_TTL:
         return None
     if now < record.at + timedelta(seconds=ttl_seconds):
         return None
-    metadata: dict = {"annotations": {ACTION_ANNOTATION: None}}
+    metadata: dict[str, Any] = {"annotations": {ACTION_ANNOTATION: None}}
     if record.load_balancer_label_added:
         metadata["labels"] = {EXCLUDE_FROM_LOAD_BALANCERS_LABEL: None}
-    spec: dict = {"taints": _taints_without(node, set(record.taints))}
+    spec: dict[str, Any] = {"taints": _taints_without(node, set(record.taints))}
     if record.cordoned and not record.was_cordoned:
         spec["unschedulable"] = False
     return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
 
 
-def _taints_without(node: Node, keys: set[str]) -> list[dict]:
+def _taints_without(node: Node, keys: set[str]) -> list[dict[str, Any]]:
     """The node's taints but those with these keys, as patch items.
 
     spec.taints has no merge key: a strategic merge patch replaces the whole list (and rejects
@@ -427,7 +526,56 @@ def _taints_without(node: Node, keys: set[str]) -> list[dict]:
     return [msgspec.to_builtins(t) for t in node.spec.taints if t.key not in keys]
 
 
-def _with_resource_version(node: Node, body: dict) -> dict:
+def _with_resource_version(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     if node.metadata.resource_version:
         body["metadata"]["resourceVersion"] = node.metadata.resource_version
     return body
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DrainPlan:
+    reason: DrainReason
+    node: Node
+    patch: NodePatch | None  # None: the node's mark is none
+    decisions: list[PodDecision]
+    waves: list[Wave]
+    evicts: bool  # False when the mark only taints or cordons
+    deadline: datetime | None
+
+    def steps(self, now: datetime) -> list[Step]:
+        """What carrying the plan out does, as steps: mark, then skip, wait and evict."""
+        node = self.node.metadata.name
+        steps = []
+        if self.patch is not None:
+            steps.append(Step(StepAction.TAINT, node, reason=self.reason.taint_key))
+            if self.patch.body["spec"].get("unschedulable", False):
+                steps.append(Step(StepAction.CORDON, node, reason=self.reason.value))
+        if not self.evicts:
+            return steps
+        steps.extend(decision_step(node, d) for d in self.decisions if d.action is not Action.EVICT)
+        for wave in self.waves:
+            for pod in wave.pods:
+                grace = capped_grace_seconds(pod, self.deadline, now)
+                reason = self.reason.value + ("" if grace is None else f" (grace {grace}s)")
+                steps.append(Step(StepAction.EVICT, node, pod.metadata.namespace, pod.metadata.name, reason))
+        return steps
+
+
+def decision_step(node_name: str, decision: PodDecision) -> Step:
+    """A skipped or waited-for pod as a step."""
+    meta = decision.pod.metadata
+    if decision.action is Action.WAIT:
+        return Step(StepAction.WAIT, node_name, meta.namespace, meta.name, "terminating")
+    return Step(StepAction.SKIP, node_name, meta.namespace, meta.name, str(decision.skip_reason))
+
+
+def plan_drain(reason: DrainReason, node: Node, pods: list[Pod], settings: Settings, now: datetime,
+               deadline: datetime | None) -> DrainPlan:
+    patch = node_drain_patch(node, reason, settings, now)
+    mark = node_mark(reason, node, settings)
+    evicts = mark is not None and mark.evict
+    decisions = decide_pods(pods, settings, reason, now) if evicts else []
+    return DrainPlan(reason, node, patch, decisions, eviction_waves(decisions), evicts, deadline)

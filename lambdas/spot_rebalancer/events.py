@@ -33,9 +33,6 @@ AwareTime = Annotated[datetime, Meta(tz=True)]
 # hibernation starts at once, without the two minutes.
 SPOT_WARNING_LEAD = timedelta(minutes=2)
 
-CLUSTER_NAME_TAGS = ("eks:cluster-name", "aws:eks:cluster-name")
-CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
-
 
 class EventError(ValueError):
     """An event the product cannot use: unknown kind, missing or malformed fields."""
@@ -57,7 +54,6 @@ class EventKind(enum.StrEnum):
     INSTANCE_RUNNING = "instance-running"
     SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # AWS Health scheduledChange
     DEGRADED_HARDWARE = "degraded-hardware"  # AWS Health issue naming the instance
-    TICK = "tick"
     IGNORED = "ignored"
 
 
@@ -112,24 +108,15 @@ class StateChange(InstanceEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthNotice(InstanceEvent):
-    """One instance named by an AWS Health event.
+    """One instance named by an AWS Health event. For scheduled changes `deadline` is the change's
+    start time; issues have none."""
 
-    For scheduled changes `deadline` is the event's start time and `drain_at` that time less the
-    configured lead time; for issues there is no deadline and `drain_at` is the event's own time.
-    """
-
-    drain_at: datetime
     event_arn: str
     event_type_code: str
     category: str
     start_time: datetime
     communication_id: str = ""  # shared by backup copies and pages of one notification
     backup: bool = False  # the copy AWS Health also delivers in a backup Region
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tick(Event):
-    rule: str = ""  # ARN of the schedule rule
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,11 +200,9 @@ _T = TypeVar("_T")
 # --- parsing -----------------------------------------------------------------------------------
 
 
-def parse_event(raw: Mapping[str, Any] | bytes | str, *,
-                health_lead_time_seconds: int = 3600) -> tuple[Event, ...]:
+def parse_event(raw: Mapping[str, Any] | bytes | str) -> tuple[Event, ...]:
     """The domain events in one EventBridge event (never an empty tuple).
 
-    `health_lead_time_seconds` is how long before a scheduled change's start the instance is drained.
     Raises EventError for unknown kinds and malformed events.
     """
     if isinstance(raw, bytes | str):
@@ -233,7 +218,7 @@ def parse_event(raw: Mapping[str, Any] | bytes | str, *,
     if parser is None:
         raise EventError(envelope.id, f"unsupported event: source {envelope.source!r}, "
                                       f"detail-type {envelope.detail_type!r}")
-    return parser(envelope, timedelta(seconds=health_lead_time_seconds))
+    return parser(envelope)
 
 
 def _convert(data: Any, type_: type[_T], event_id: str, part: str) -> _T:
@@ -252,7 +237,7 @@ def _detail(env: _Envelope, type_: type[_T]) -> _T:
     return _convert(env.detail, type_, env.id, f"{env.detail_type} detail")
 
 
-def _spot(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+def _spot(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _SpotDetail)
     common = _common(env)
     lead = timedelta(0) if detail.instance_action == "hibernate" else SPOT_WARNING_LEAD
@@ -260,13 +245,13 @@ def _spot(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
                              deadline=common["time"] + lead, action=detail.instance_action),)
 
 
-def _rebalance(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+def _rebalance(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _Ec2InstanceDetail)
     return (RebalanceRecommendation(**_common(env), kind=EventKind.REBALANCE_RECOMMENDATION,
                                     instance_id=detail.instance_id),)
 
 
-def _state(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+def _state(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _StateDetail)
     if detail.state in ("stopping", "shutting-down"):
         kind = EventKind.INSTANCE_STOPPING
@@ -278,7 +263,7 @@ def _state(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
     return (StateChange(**_common(env), kind=kind, instance_id=detail.instance_id, state=detail.state),)
 
 
-def _lifecycle(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+def _lifecycle(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _LifecycleDetail)
     expected, kind = _LIFECYCLE_TRANSITIONS[env.detail_type]
     if detail.transition != expected:
@@ -289,13 +274,13 @@ def _lifecycle(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
                           destination=detail.destination),)
 
 
-def _launch(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
+def _launch(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _LaunchDetail)
     return (LaunchSuccessful(**_common(env), kind=EventKind.LAUNCH_SUCCESSFUL, instance_id=detail.instance_id,
                              group=detail.group, activity_id=detail.activity_id),)
 
 
-def _health(env: _Envelope, lead: timedelta) -> tuple[Event, ...]:
+def _health(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _HealthDetail)
     common = _common(env)
     kind = _HEALTH_KINDS.get(detail.event_type_category)
@@ -313,20 +298,13 @@ def _health(env: _Envelope, lead: timedelta) -> tuple[Event, ...]:
     instance_ids = _affected_instances(env.resources, detail.affected_entities)
     if not instance_ids:
         return ignored(f"{detail.event_type_code} names no EC2 instance that is still affected")
-    if kind is EventKind.SCHEDULED_MAINTENANCE:
-        deadline, drain_at = start, start - lead
-    else:
-        deadline, drain_at = None, common["time"]
+    deadline = start if kind is EventKind.SCHEDULED_MAINTENANCE else None
     return tuple(
-        HealthNotice(**common, kind=kind, instance_id=instance_id, deadline=deadline, drain_at=drain_at,
+        HealthNotice(**common, kind=kind, instance_id=instance_id, deadline=deadline,
                      event_arn=detail.event_arn, event_type_code=detail.event_type_code,
                      category=detail.event_type_category, start_time=start,
                      communication_id=detail.communication_id, backup=detail.backup_event == "true")
         for instance_id in instance_ids)
-
-
-def _tick(env: _Envelope, _lead: timedelta) -> tuple[Event, ...]:
-    return (Tick(**_common(env), kind=EventKind.TICK, rule=env.resources[0] if env.resources else ""),)
 
 
 def _health_time(value: str, event_id: str) -> datetime:
@@ -360,7 +338,7 @@ _LIFECYCLE_TRANSITIONS = {
         ("autoscaling:EC2_INSTANCE_TERMINATING", EventKind.ASG_TERMINATION),
     "EC2 Instance-launch Lifecycle Action": ("autoscaling:EC2_INSTANCE_LAUNCHING", EventKind.ASG_LAUNCH),
 }
-_Parser = Callable[[_Envelope, timedelta], tuple[Event, ...]]
+_Parser = Callable[[_Envelope], tuple[Event, ...]]
 _PARSERS: dict[tuple[str, str], _Parser] = {
     ("aws.ec2", "EC2 Spot Instance Interruption Warning"): _spot,
     ("aws.ec2", "EC2 Instance Rebalance Recommendation"): _rebalance,
@@ -369,37 +347,4 @@ _PARSERS: dict[tuple[str, str], _Parser] = {
     ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action"): _lifecycle,
     ("aws.autoscaling", "EC2 Instance Launch Successful"): _launch,
     ("aws.health", "AWS Health Event"): _health,
-    ("aws.events", "Scheduled Event"): _tick,
 }
-
-
-# --- which cluster -----------------------------------------------------------------------------
-
-
-def cluster_from_tags(tags: Mapping[str, str] | Iterable[Mapping[str, str]], default: str = "") -> str:
-    """The EKS cluster an instance belongs to, by its EC2 tags; `default` when no tag names one.
-
-    `tags` is a {key: value} mapping or EC2's [{"Key": ..., "Value": ...}] list. A name tag
-    (`eks:cluster-name`, then `aws:eks:cluster-name`) wins. Otherwise the `kubernetes.io/cluster/<name>`
-    tags decide: the configured `default` if it is among them (an instance can be shared by clusters),
-    else one marked "owned", else the first name in alphabetical order.
-    """
-    tag_map = _tag_map(tags)
-    for key in CLUSTER_NAME_TAGS:
-        if tag_map.get(key):
-            return tag_map[key]
-    tagged = sorted((key.removeprefix(CLUSTER_TAG_PREFIX), value) for key, value in tag_map.items()
-                    if key.startswith(CLUSTER_TAG_PREFIX) and len(key) > len(CLUSTER_TAG_PREFIX))
-    if not tagged:
-        return default
-    names = [name for name, _ in tagged]
-    if default in names:
-        return default
-    owned = [name for name, value in tagged if value == "owned"]
-    return (owned or names)[0]
-
-
-def _tag_map(tags: Mapping[str, str] | Iterable[Mapping[str, str]]) -> dict[str, str]:
-    if isinstance(tags, Mapping):
-        return dict(tags)
-    return {tag["Key"]: tag.get("Value", "") for tag in tags}

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from .objects import Node
-
-if TYPE_CHECKING:
-    from .kube import KubeClient
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
@@ -34,16 +30,3 @@ def match_node(nodes: Iterable[Node], instance_id: str, private_dns_name: str = 
         if node.metadata.labels.get(HOSTNAME_LABEL) in names and not node.instance_id:
             return node
     return None
-
-
-def locate_node(kube: KubeClient, instance_id: str, private_dns_name: str = "") -> Node | None:
-    """Find the instance's node with as few requests as possible.
-
-    On EKS the node is usually named after the private DNS name, so one GET settles it when the
-    providerID agrees; otherwise the node list is searched.
-    """
-    for name in dict.fromkeys(filter(None, (private_dns_name, short_name(private_dns_name)))):
-        node = kube.get_node(name)
-        if node is not None and node.instance_id == instance_id:
-            return node
-    return match_node(kube.list_nodes(), instance_id, private_dns_name)

@@ -1,34 +1,36 @@
-"""The scheduled work on one cluster: the sweep, the census and the rebalance cycle.
+"""The scheduled work on one cluster, a tick: the sweep, the census and the rebalance cycle.
 
-A cycle reads one snapshot, judges last cycle's moves against it, plans, evicts what the plan names
-(once each: a PodDisruptionBudget that refuses now is asked again next cycle, with a fresh plan),
-records the accepted moves and saves the history. The pure decisions live in `rebalance`; this
-module only reads, writes and counts.
+A tick reads one snapshot; the sweep undoes expired rebalance-recommendation actions and puts
+lifecycle labels right; the census counts the fleet; the cycle judges last cycle's moves against the
+snapshot, plans, evicts what the plan names (once each: a PodDisruptionBudget that refuses now is
+asked again next cycle, with a fresh plan), records the accepted moves and saves the history. The
+pure decisions live in `rebalance`; this module only reads, writes and counts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
 from .aws import AutoScaling, Ec2
 from .config import Settings
 from .drain_policy import node_revert_patch
-from .evictor import EvictionResult, EvictionSchedule, Outcome, evict_all
-from .interruption import Step
+from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
-from .objects import Node, ObjectMeta
+from .objects import Node, ObjectMeta, Pod
+from .pod_rules import RECREATING_KINDS
 from .rebalance import (
     CapacityRequest,
     Census,
     Eviction,
     History,
+    MoveRecord,
     Plan,
     RebalanceOptions,
     Review,
@@ -38,6 +40,7 @@ from .rebalance import (
     plan,
     review,
 )
+from .results import EvictionOutcome, EvictionResult, Step, StepAction, StepOutcome
 from .snapshot import ClusterSnapshot
 from .state import HistoryConflict, HistoryStore
 from .tagging import LifecycleTagger
@@ -46,7 +49,6 @@ from .telemetry import MetricsRecorder
 log = logging.getLogger(__name__)
 
 ASG_TAG = "aws:autoscaling:groupName"
-EVENT_WORKERS = 8
 # Saving the history loses a race only to an overlapping cycle; reading again settles it.
 SAVE_ATTEMPTS = 3
 
@@ -89,12 +91,61 @@ def plan_with_controllers(snapshot: ClusterSnapshot, options: RebalanceOptions, 
         planned = plan(snapshot, options, history, now, workloads=workloads, node_groups=node_groups)
         kinds = {e.workload.kind for e in planned.evictions}
         if planned.capacity:
-            kinds |= options.owner_kinds
+            kinds |= RECREATING_KINDS
         unread = kinds - done
         if not unread:
             return planned
         workloads.update(read(unread))
         done |= unread
+
+
+class ClusterView(Protocol):
+    """What a tick reads of its cluster."""
+
+    def snapshot(self) -> ClusterSnapshot: ...
+
+    def list_nodes(self) -> list[Node]: ...
+
+    def workload_annotations(self, kinds: Set[str]) -> Mapping[WorkloadRef, Mapping[str, str]]: ...
+
+
+class LiveCluster:
+    """The cluster as its API serves it."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+
+    def snapshot(self) -> ClusterSnapshot:
+        return self._kube.snapshot()
+
+    def list_nodes(self) -> list[Node]:
+        return self._kube.list_nodes()
+
+    def workload_annotations(self, kinds: Set[str]) -> Mapping[WorkloadRef, Mapping[str, str]]:
+        return workload_annotations(self._kube, kinds)
+
+
+class SnapshotView:
+    """A cluster as one `kubectl get -o json` List saw it: it holds no controllers, so only the pods'
+    own annotations count."""
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def snapshot(self) -> ClusterSnapshot:
+        return self._snapshot
+
+    def list_nodes(self) -> list[Node]:
+        return self._snapshot.nodes
+
+    def workload_annotations(self, kinds: Set[str]) -> Mapping[WorkloadRef, Mapping[str, str]]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    steps: list[Step]
+    nodes_changed: bool  # a revert or a label the plan must see
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +156,47 @@ class CycleResult:
     refused: tuple[EvictionResult, ...] = ()  # blocked by a budget, gone or failed
     capacity_added: dict[str, int] = field(default_factory=dict)  # Auto Scaling group -> instances
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, object]:
         return {"planned": len(self.plan.evictions), "evicted": len(self.evicted),
                 "refused": {f"{r.namespace}/{r.name}": r.outcome.value for r in self.refused},
                 "review": self.review.metrics, "skipped": self.plan.skip_counts(),
                 "capacityAdded": self.capacity_added}
 
 
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    cluster: str
+    dry_run: bool
+    sweep: SweepResult
+    census: Census
+    cycle: CycleResult
+
+    def summary(self) -> dict[str, object]:
+        return {"cluster": self.cluster, "dryRun": self.dry_run,
+                "sweep": [step.as_json() for step in self.sweep.steps],
+                "misplacedPods": self.census.misplaced_pods, **self.cycle.summary()}
+
+
 class Rebalancer:
-    def __init__(self, settings: Settings, kube: KubeClient, metrics: MetricsRecorder,
-                 store: HistoryStore | None, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    """The schedule function's work on its one cluster (settings.cluster_name). Without a Kubernetes
+    client (`kube` None) it reads `view` and only plans: the settings must be a dry run."""
+
+    def __init__(self, settings: Settings, kube: KubeClient | None, metrics: MetricsRecorder,
+                 store: HistoryStore | None, *, view: ClusterView | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, autoscaling: AutoScaling | None = None,
                  ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None,
                  options: RebalanceOptions | None = None) -> None:
+        if view is None:
+            if kube is None:
+                raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
+            view = LiveCluster(kube)
+        if kube is None and not settings.dry_run:
+            raise ValueError("a rebalancer without a Kubernetes client can only plan (a dry run)")
         self.settings = settings
+        self.cluster = settings.cluster_name
         self.kube = kube
+        self.view = view
         self.metrics = metrics
         self.store = store
         self.now = now
@@ -129,50 +206,57 @@ class Rebalancer:
         self.tagger = tagger
         self.options = options or RebalanceOptions.from_settings(settings)
 
+    def tick(self) -> TickResult:
+        """One period's work: snapshot, sweep, census, cycle; all on one snapshot, its nodes read
+        again only if the sweep changed one."""
+        snapshot = self.view.snapshot()
+        swept = self.sweep(snapshot.nodes)
+        if swept.nodes_changed:
+            snapshot = replace(snapshot, nodes=self.view.list_nodes())
+        fleet = self.census(snapshot)
+        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot))
+
     # --- the sweep ------------------------------------------------------------------------------
 
-    def sweep(self, cluster: str, nodes: list[Node] | None = None) -> list[Step]:
+    def sweep(self, nodes: list[Node] | None = None) -> SweepResult:
         """Undo rebalance-recommendation actions past their TTL, then put right lifecycle labels,
         on `nodes` (as just listed) or on the nodes listed now."""
         steps: list[Step] = []
+        changed = False
         now = self.now()
-        nodes = self.kube.list_nodes() if nodes is None else nodes
+        nodes = self.view.list_nodes() if nodes is None else nodes
         for node in nodes:
             patch = node_revert_patch(node, now, self.settings.recommendation_ttl_seconds)
             if patch is None:
                 continue
-            if self.settings.dry_run:
-                steps.append(Step("revert", patch.node_name, reason="rebalance recommendation expired",
-                                  outcome="dry-run"))
-                continue
-            try:
-                self.kube.patch_node(patch.node_name, patch.body)
-            except KubeApiError as exc:
-                # 409: the node changed since it was listed; the next sweep sees it afresh.
-                steps.append(Step("revert", patch.node_name, reason=exc.message, outcome="failed"))
-                continue
-            steps.append(Step("revert", patch.node_name, reason="rebalance recommendation expired",
-                              outcome="reverted"))
-        if self.tagger is not None:
-            steps.extend(self.tagger.reconcile(self.kube, cluster, nodes))
-        return steps
-
-    def after_sweep(self, snapshot: ClusterSnapshot, steps: list[Step]) -> ClusterSnapshot:
-        """The snapshot the sweep ran on, with its nodes read again only if the sweep changed one
-        (a revert or a label the plan must see)."""
-        changed = not self.settings.dry_run and any(
-            step.action in ("revert", "label") and step.outcome not in ("failed", "dry-run")
-            for step in steps)
-        return replace(snapshot, nodes=self.kube.list_nodes()) if changed else snapshot
+            step = Step(StepAction.REVERT, patch.node_name, reason="rebalance recommendation expired",
+                        outcome=StepOutcome.DRY_RUN)
+            if self.kube is not None and not self.settings.dry_run:
+                try:
+                    self.kube.patch_node(patch.node_name, patch.body)
+                except KubeApiError as exc:
+                    # 409: the node changed since it was listed; the next sweep sees it afresh.
+                    step = Step(StepAction.REVERT, patch.node_name, reason=exc.message,
+                                outcome=StepOutcome.FAILED)
+                else:
+                    step = replace(step, outcome=StepOutcome.REVERTED)
+                    changed = True
+            steps.append(step)
+        if self.tagger is not None and self.kube is not None:
+            labels = self.tagger.reconcile(self.kube, self.cluster, nodes)
+            changed = changed or (not self.settings.dry_run
+                                  and any(step.action is StepAction.LABEL for step in labels))
+            steps.extend(labels)
+        return SweepResult(steps, changed)
 
     # --- the census -----------------------------------------------------------------------------
 
-    def census(self, cluster: str, snapshot: ClusterSnapshot | None = None) -> Census:
+    def census(self, snapshot: ClusterSnapshot | None = None) -> Census:
         """Count the fleet and publish it as metrics (dimensions as the dashboard addresses them)."""
-        snapshot = snapshot or self.snapshot()
+        snapshot = snapshot or self.view.snapshot()
         result = census(snapshot, self.settings.lifecycle_label_key)
         for row in result.rows:
-            dims = {"ClusterName": cluster, "CapacityType": row.capacity_type,
+            dims = {"ClusterName": self.cluster, "CapacityType": row.capacity_type,
                     "Architecture": row.architecture}
             self.metrics.add("Nodes", row.nodes, "Count", **dims)
             self.metrics.add("AllocatableCpu", row.allocatable_cpu / 1000, "Count", **dims)
@@ -181,17 +265,15 @@ class Rebalancer:
             self.metrics.add("RequestedMemory", row.requested_memory, "Bytes", **dims)
         if result.spot_cpu_share is not None:
             self.metrics.add("SpotShareRequestedCpu", result.spot_cpu_share * 100, "Percent",
-                             ClusterName=cluster)
-        self.metrics.add("MisplacedPods", result.misplaced_pods, "Count", ClusterName=cluster)
+                             ClusterName=self.cluster)
+        self.metrics.add("MisplacedPods", result.misplaced_pods, "Count", ClusterName=self.cluster)
         return result
 
     # --- the cycle ------------------------------------------------------------------------------
 
-    def snapshot(self) -> ClusterSnapshot:
-        return self.kube.snapshot()
-
-    def cycle(self, cluster: str, snapshot: ClusterSnapshot | None = None) -> CycleResult:
-        snapshot = snapshot or self.snapshot()
+    def cycle(self, snapshot: ClusterSnapshot | None = None) -> CycleResult:
+        cluster = self.cluster
+        snapshot = snapshot or self.view.snapshot()
         now = self.now()
         stored = self.store.load(cluster) if self.store is not None else None
         judged = review(stored.history if stored else History(), snapshot, now, self.options)
@@ -204,64 +286,49 @@ class Rebalancer:
 
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
         planned = plan_with_controllers(snapshot, self.options, judged.history, now,
-                                        lambda kinds: workload_annotations(self.kube, kinds), node_groups)
+                                        self.view.workload_annotations, node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=cluster)
-        if self.settings.dry_run:
+        if self.kube is None or self.settings.dry_run:
             return CycleResult(planned, judged)
 
-        evicted, refused = self._evict(snapshot, planned.evictions)
-        self.metrics.add("PodsEvicted", len(evicted), "Count", ClusterName=cluster)
-        self._record_events(evicted)
+        evicted, refused = self._evict(self.kube, snapshot, planned.evictions)
         if self.store is not None and stored is not None:
             moves = move_records(evicted, judged.history, now, snapshot)
-            self._save(cluster, judged.history, stored.version, moves)
+            self._save(judged.history, stored.version, moves)
         added = self._nudge(planned.capacity)
         return CycleResult(planned, judged, tuple(evicted), tuple(refused), added)
 
-    def _evict(self, snapshot: ClusterSnapshot, evictions: tuple[Eviction, ...]
+    def _evict(self, kube: KubeClient, snapshot: ClusterSnapshot, evictions: tuple[Eviction, ...]
                ) -> tuple[list[Eviction], list[EvictionResult]]:
-        pods = {p.metadata.uid: p for p in snapshot.pods}
+        pods: dict[str, Pod] = {p.metadata.uid: p for p in snapshot.pods}
+        targets = {e.uid: e.to_node for e in evictions}
         # Asked once: `until` is already reached, so a 429 or a 5xx is reported, not retried.
-        start = time.monotonic()
-        schedule = EvictionSchedule(until=start, backoff=lambda _attempt: 0.0,
+        schedule = EvictionSchedule(until=time.monotonic(), backoff=lambda _attempt: 0.0,
                                     clock=time.monotonic, sleep=self.sleep)
-        results = evict_all(self.kube, [pods[e.uid] for e in evictions], lambda _pod: None, schedule)
-        evicted = [e for e, r in zip(evictions, results, strict=True) if r.outcome is Outcome.ACCEPTED]
-        refused = [r for r in results if r.outcome is not Outcome.ACCEPTED]
+        results = Evictions(kube, self.metrics, self.cluster).evict(
+            [pods[e.uid] for e in evictions], source=Source.MOVE, schedule=schedule,
+            message=lambda pod: f"Evicted by spot-rebalancer: preferred node affinity better met on "
+                                f"{targets[pod.metadata.uid]}")
+        evicted = [e for e, r in zip(evictions, results, strict=True)
+                   if r.outcome is EvictionOutcome.ACCEPTED]
+        refused = [r for r in results if r.outcome is not EvictionOutcome.ACCEPTED]
         for result in refused:
             log.info("eviction of %s/%s not done: %s %s", result.namespace, result.name,
                      result.outcome.value, result.message)
         return evicted, refused
 
-    def _record_events(self, evicted: list[Eviction]) -> None:
-        """Tell people why their pod went; an Event that cannot be written changes nothing."""
-        def record(eviction: Eviction) -> None:
-            try:
-                self.kube.create_event(
-                    namespace=eviction.namespace, kind="Pod", name=eviction.name, uid=eviction.uid,
-                    reason="Evicted",
-                    message=f"Evicted by spot-rebalancer: preferred node affinity better met on "
-                            f"{eviction.to_node}")
-            except KubeApiError as exc:
-                log.warning("could not record an event on pod %s/%s: %s", eviction.namespace,
-                            eviction.name, exc)
-
-        if evicted:
-            with ThreadPoolExecutor(max_workers=min(EVENT_WORKERS, len(evicted))) as pool:
-                list(pool.map(record, evicted))
-
-    def _save(self, cluster: str, history: History, version: int, records: tuple) -> None:
+    def _save(self, history: History, version: int, records: tuple[MoveRecord, ...]) -> None:
         """Save the reviewed history with this cycle's moves; on a conflict keep the other writer's
         history and add these moves to it, which loses nothing either cycle learned."""
         assert self.store is not None
         for _ in range(SAVE_ATTEMPTS):
             try:
-                self.store.save(cluster, history.with_moves(records), version)
+                self.store.save(self.cluster, history.with_moves(records), version)
                 return
             except HistoryConflict:
-                latest = self.store.load(cluster)
+                latest = self.store.load(self.cluster)
                 history, version = latest.history, latest.version
-        raise HistoryConflict(f"history of {cluster} kept changing over {SAVE_ATTEMPTS} attempts")
+        raise HistoryConflict(f"history of {self.cluster} kept changing over {SAVE_ATTEMPTS} attempts")
 
     def _node_groups(self, snapshot: ClusterSnapshot) -> dict[str, str]:
         """Node name -> Auto Scaling group, from the instances' tags (only the nudge needs it)."""

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .aws import AutoScaling, Ec2, Instance, LifecycleAction
 from .config import Settings
 from .events import Event, InstanceEvent, LifecycleHook
-from .interruption import HandleResult, Step, managed_cluster
 from .kube import KubeClient
-from .nodes import locate_node
 from .objects import Node
+from .ownership import managed_cluster
+from .results import HandleResult, Step, StepAction, StepOutcome
 from .scheduling.capacity_type import UNKNOWN, capacity_type
+from .targets import Miss, TargetResolver
 from .telemetry import MetricsRecorder
 
 log = logging.getLogger(__name__)
@@ -49,42 +49,41 @@ def label_patch(node: Node, label_key: str, lifecycle: str) -> dict | None:
     return {"metadata": {"labels": {label_key: lifecycle}}}
 
 
-@dataclass
 class LifecycleTagger:
-    settings: Settings
-    ec2: Ec2
-    kube_for: Callable[[str], KubeClient]
-    metrics: MetricsRecorder
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    def __init__(self, settings: Settings, ec2: Ec2, kube_for: Callable[[str], KubeClient],
+                 metrics: MetricsRecorder, *,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.ec2 = ec2
+        self.targets = TargetResolver(settings, ec2, kube_for)
+        self.metrics = metrics
+        self.now = now
 
     def handle(self, event: Event, attempt: int = 0) -> HandleResult:
         """Tag a running instance, then label its node (or ask to be tried again later)."""
         result = HandleResult()
         if not isinstance(event, InstanceEvent):
-            result.steps.append(Step("ignore", reason=f"{event.kind} carries no instance"))
+            result.steps.append(Step(StepAction.IGNORE, reason=f"{event.kind} carries no instance"))
             return result
-        instance = self.ec2.describe([event.instance_id]).get(event.instance_id)
-        cluster = managed_cluster(instance, self.settings) if instance else ""
-        if instance is None or not cluster:
+        managed = self.targets.instance(event.instance_id)
+        if isinstance(managed, Miss):
             self.metrics.add("EventsIgnored", 1, ClusterName=self.settings.cluster_name)
-            why = "instance no longer exists" if instance is None else "no managed cluster"
-            result.steps.append(Step("ignore", reason=f"{event.instance_id}: {why}"))
+            result.steps.append(Step(StepAction.IGNORE, reason=f"{event.instance_id}: {managed}"))
             return result
-        self._tag(instance, result)
-        kube = self.kube_for(cluster)
-        node = locate_node(kube, instance.instance_id, instance.private_dns_name)
-        if node is None:
+        self._tag(managed.instance, result)
+        target = self.targets.node(managed)
+        if isinstance(target, Miss):
             if attempt + 1 < NODE_JOIN_ATTEMPTS:
                 result.continue_at = self.now() + NODE_JOIN_DELAY
-                result.steps.append(Step("continue", reason=f"{instance.instance_id}: node not joined yet"))
+                result.steps.append(Step(StepAction.CONTINUE,
+                                         reason=f"{managed.instance.instance_id}: node not joined yet"))
             return result
-        self._label(kube, node, instance.lifecycle, result)
+        self._label(target.kube, target.node, managed.instance.lifecycle, result)
         return result
 
     def reconcile(self, kube: KubeClient, cluster: str, nodes: list[Node]) -> list[Step]:
         """Label every node of the cluster whose lifecycle label is missing or wrong."""
-        steps: list[Step] = []
-        result = HandleResult(steps)
+        result = HandleResult()
         need_ec2: dict[str, Node] = {}
         for node in nodes:
             known = label_from_capacity_labels(node)
@@ -95,11 +94,11 @@ class LifecycleTagger:
         instances = self.ec2.describe(need_ec2)
         for instance_id, node in need_ec2.items():
             instance = instances.get(instance_id)
-            if instance is None or instance.cluster_name(cluster) != cluster:
+            if instance is None or managed_cluster(instance.tags, cluster) != cluster:
                 continue  # gone, or another cluster's: not ours to judge
             self._tag(instance, result)
             self._label(kube, node, instance.lifecycle, result)
-        return steps
+        return result.steps
 
     def _tag(self, instance: Instance, result: HandleResult) -> None:
         key = self.settings.lifecycle_tag_key
@@ -107,7 +106,8 @@ class LifecycleTagger:
             return
         if not self.settings.dry_run:
             self.ec2.tag([instance.instance_id], key, instance.lifecycle)
-        result.steps.append(Step("tag", reason=f"{instance.instance_id}: {key}={instance.lifecycle}"))
+        result.steps.append(Step(StepAction.TAG,
+                                 reason=f"{instance.instance_id}: {key}={instance.lifecycle}"))
 
     def _label(self, kube: KubeClient, node: Node, lifecycle: str, result: HandleResult) -> None:
         key = self.settings.lifecycle_label_key
@@ -120,41 +120,42 @@ class LifecycleTagger:
                         node.metadata.name, key, previous, lifecycle)
         if not self.settings.dry_run:
             kube.patch_node(node.metadata.name, patch)
-        result.steps.append(Step("label", node.metadata.name, reason=f"{key}={lifecycle}",
-                                 outcome="corrected" if previous is not None else "added"))
+        outcome = StepOutcome.CORRECTED if previous is not None else StepOutcome.ADDED
+        result.steps.append(Step(StepAction.LABEL, node.metadata.name, reason=f"{key}={lifecycle}",
+                                 outcome=outcome))
 
 
-@dataclass
 class LaunchCompleter:
     """Opt-in: complete an Auto Scaling launch lifecycle action once the instance's node is Ready,
     so the group counts the instance in service only when pods can land on it."""
 
-    settings: Settings
-    ec2: Ec2
-    autoscaling: AutoScaling
-    kube_for: Callable[[str], KubeClient]
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    def __init__(self, settings: Settings, ec2: Ec2, autoscaling: AutoScaling,
+                 kube_for: Callable[[str], KubeClient], *,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.targets = TargetResolver(settings, ec2, kube_for)
+        self.autoscaling = autoscaling
+        self.now = now
 
     def handle(self, event: LifecycleHook, attempt: int = 0) -> HandleResult:
         result = HandleResult()
         if not self.settings.complete_launch_lifecycle:
-            result.steps.append(Step("ignore", reason="launch lifecycle completion is not enabled"))
+            result.steps.append(Step(StepAction.IGNORE, reason="launch lifecycle completion is not enabled"))
             return result
         action = LifecycleAction(event.group, event.hook, event.token, event.instance_id)
-        instance = self.ec2.describe([event.instance_id]).get(event.instance_id)
-        cluster = managed_cluster(instance, self.settings) if instance else ""
-        node = (locate_node(self.kube_for(cluster), instance.instance_id, instance.private_dns_name)
-                if instance and cluster else None)
-        if node is not None and node.ready:
-            result.steps.append(Step("complete-lifecycle", node.metadata.name, reason=event.hook,
-                                     outcome=self.autoscaling.complete(action, "CONTINUE")))
+        target = self.targets.resolve(event.instance_id)
+        if not isinstance(target, Miss) and target.node.ready:
+            outcome = self.autoscaling.complete(action, "CONTINUE")
+            result.steps.append(Step(StepAction.COMPLETE_LIFECYCLE, target.node.metadata.name,
+                                     reason=event.hook, outcome=outcome))
         elif attempt + 1 >= LAUNCH_READY_ATTEMPTS:
             # Out of patience: let the instance in rather than have the group replace it blindly.
-            result.steps.append(Step("complete-lifecycle", reason=f"{event.hook}: node never Ready",
+            result.steps.append(Step(StepAction.COMPLETE_LIFECYCLE, reason=f"{event.hook}: node never Ready",
                                      outcome=self.autoscaling.complete(action, "CONTINUE")))
         elif self.autoscaling.heartbeat(action):
             result.continue_at = self.now() + LAUNCH_READY_DELAY
-            result.steps.append(Step("continue", reason=f"{event.instance_id}: node not Ready yet"))
+            result.steps.append(Step(StepAction.CONTINUE, reason=f"{event.instance_id}: node not Ready yet"))
         else:
-            result.steps.append(Step("ignore", reason=f"{event.instance_id}: {event.hook} had already ended"))
+            result.steps.append(Step(StepAction.IGNORE,
+                                     reason=f"{event.instance_id}: {event.hook} had already ended"))
         return result

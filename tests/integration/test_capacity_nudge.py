@@ -35,7 +35,7 @@ def test_full_spot_group_is_raised_by_the_nodes_needed_within_its_max(api, kube,
         rebalancer = Rebalancer(SETTINGS, kube, MetricsRecorder(), None,
                                 autoscaling=AutoScaling(autoscaling),
                                 ec2=Ec2(boto3.client("ec2", region_name=REGION)))
-        result = rebalancer.cycle("test")
+        result = rebalancer.cycle()
         assert result.plan.evictions == ()
         # Three 500m pods need two 1-CPU nodes; the group may grow by one only.
         (request,) = result.plan.capacity
@@ -46,4 +46,4 @@ def test_full_spot_group_is_raised_by_the_nodes_needed_within_its_max(api, kube,
 
         off = Rebalancer(replace(SETTINGS, capacity_nudge=False), kube, MetricsRecorder(), None,
                          autoscaling=AutoScaling(autoscaling))
-        assert off.cycle("test").capacity_added == {}
+        assert off.cycle().capacity_added == {}

@@ -49,7 +49,7 @@ ROWS = (CensusRow("on-demand", "amd64", 1, 4000, 16 * GI, 500, 512 * MI),
 
 def test_census_of_a_live_snapshot_and_its_metrics(fleet, kube):
     metrics = MetricsRecorder()
-    result = Rebalancer(Settings(cluster_name=CLUSTER), kube, metrics, None).census(CLUSTER)
+    result = Rebalancer(Settings(cluster_name=CLUSTER), kube, metrics, None).census()
     assert result.rows == ROWS
     assert result.spot_cpu_share == 3000 / 3500
     assert (result.pods_with_preferences, result.misplaced_pods) == (2, 2)

@@ -13,8 +13,8 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
 from tests.kube.workloads import pods, running, wait_for
@@ -94,7 +94,7 @@ def test_ours_and_kubectl_drain_evict_and_skip_the_same_pods(cluster, api, kube,
         raw = json.loads(SAMPLE.read_text())
         raw["detail"]["instance-id"] = instance
         raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        handler = InterruptionHandler(Settings(cluster_name="test"), Ec2(ec2),
+        handler = DrainService(Settings(cluster_name="test"), Ec2(ec2),
                                       AutoScaling(boto3.client("autoscaling", region_name="eu-west-1")),
                                       lambda _: kube, MetricsRecorder())
         result = handler.handle(parse_event(raw)[0], budget_seconds=100)

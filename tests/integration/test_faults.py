@@ -17,8 +17,8 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
 from tests.kube.workloads import deployment, pdb, pods, running, wait_for
@@ -87,7 +87,7 @@ def test_a_drain_under_faults_finishes_in_time_without_violating_the_budget(
         raw["detail"]["instance-id"] = instance
         raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = parse_event(raw)[0]
-        handler = InterruptionHandler(Settings(cluster_name="test"), Ec2(ec2),
+        handler = DrainService(Settings(cluster_name="test"), Ec2(ec2),
                                       AutoScaling(boto3.client("autoscaling", region_name="eu-west-1")),
                                       lambda _: kube, MetricsRecorder())
         faults = Faults(seed, share=0.25, delay=0.02)

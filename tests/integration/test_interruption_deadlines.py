@@ -18,9 +18,9 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.drain_policy import GRACE_SAFETY_MARGIN_SECONDS
 from spot_rebalancer.events import parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
 
@@ -53,11 +53,10 @@ def instance(ec2) -> str:
     )["Instances"][0]["InstanceId"]
 
 
-def handler_for(ec2, kube, metrics: MetricsRecorder) -> InterruptionHandler:
-    return InterruptionHandler(Settings(cluster_name="test", drain_timeout_seconds=60,
-                                        health_lead_time_seconds=3600),
-                               Ec2(ec2), AutoScaling(boto3.client("autoscaling", region_name=REGION)),
-                               lambda _cluster: kube, metrics)
+def handler_for(ec2, kube, metrics: MetricsRecorder) -> DrainService:
+    settings = Settings(cluster_name="test", drain_timeout_seconds=60, health_lead_time_seconds=3600)
+    return DrainService(settings, Ec2(ec2), AutoScaling(boto3.client("autoscaling", region_name=REGION)),
+                        lambda _cluster: kube, metrics)
 
 
 def pods_on(api, namespace: str, node: str) -> list[dict]:
@@ -124,7 +123,7 @@ def health_retirement(instance_id: str, starts_in: timedelta) -> dict:
 
 
 @pytest.mark.parametrize(("starts_in", "drains"), [
-    (timedelta(hours=3), False),  # drain_at is two hours away: continue then, touch nothing now
+    (timedelta(hours=3), False),  # the drain starts in two hours: continue then, touch nothing now
     (timedelta(minutes=30), True),  # within the hour's lead time: drain now
 ], ids=["before the lead time", "within the lead time"])
 def test_a_scheduled_retirement_drains_once_its_lead_time_has_come(
@@ -133,7 +132,7 @@ def test_a_scheduled_retirement_drains_once_its_lead_time_has_come(
     deployment(api, namespace, "web")
     wait_for(lambda: running(pods(api, namespace, "web")), "web running")
     nodes(lifecycle="on-demand")
-    (event,) = parse_event(health_retirement(instance, starts_in), health_lead_time_seconds=3600)
+    (event,) = parse_event(health_retirement(instance, starts_in))
 
     result = handler_for(ec2, kube, MetricsRecorder()).handle(event, budget_seconds=100)
 
@@ -143,9 +142,9 @@ def test_a_scheduled_retirement_drains_once_its_lead_time_has_come(
     if drains:
         assert result.continue_at is None
     else:
-        assert result.continue_at == event.drain_at
         expected = datetime.now(UTC) + starts_in - timedelta(hours=1)
-        assert abs(event.drain_at - expected) < timedelta(minutes=1)
+        assert result.continue_at is not None
+        assert abs(result.continue_at - expected) < timedelta(minutes=1)
         assert not after["spec"].get("taints")
 
 

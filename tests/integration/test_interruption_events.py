@@ -1,5 +1,5 @@
 """Every interruption signal, end to end: an AWS sample event for a real (moto) instance whose node
-runs on the local control plane goes through InterruptionHandler; the node's taints and cordon,
+runs on the local control plane goes through DrainService; the node's taints and cordon,
 the pods gone or kept, and the Auto Scaling calls made are checked against the real cluster."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
 from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
@@ -75,7 +75,7 @@ def test_event_end_to_end(api, kube, namespace, nodes, case):
         raw = event_for(sample, instance)
         asg_client = boto3.client("autoscaling", region_name=REGION)
         metrics = MetricsRecorder()
-        handler = InterruptionHandler(replace(SETTINGS, **changes), Ec2(ec2), AutoScaling(asg_client),
+        handler = DrainService(replace(SETTINGS, **changes), Ec2(ec2), AutoScaling(asg_client),
                                       lambda _cluster: kube, metrics)
         with Stubber(asg_client) as lifecycle_calls:
             if raw["detail-type"] == "EC2 Instance-terminate Lifecycle Action":

@@ -20,8 +20,8 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import LifecycleHook, parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.workloads import deployment, pdb, pods, running, wait_for
 
@@ -67,8 +67,8 @@ def hook_for(instance_id: str) -> LifecycleHook:
     return event
 
 
-def handler_for(aws: Aws, kube, metrics: MetricsRecorder, **settings) -> InterruptionHandler:
-    return InterruptionHandler(Settings(cluster_name="test", **settings), Ec2(aws.ec2),
+def handler_for(aws: Aws, kube, metrics: MetricsRecorder, **settings) -> DrainService:
+    return DrainService(Settings(cluster_name="test", **settings), Ec2(aws.ec2),
                                AutoScaling(aws.autoscaling), lambda _cluster: kube, metrics)
 
 
@@ -167,7 +167,7 @@ def test_hooks_of_instances_that_are_not_our_nodes_are_completed_and_ignored(api
     result = handler_for(aws, kube, metrics).handle(hook, budget_seconds=100)
 
     assert metrics.total("EventsIgnored") == 1
-    assert [s.action for s in result.steps] == ["complete-lifecycle", "ignore"]
+    assert [s.action for s in result.steps] == ["ignore", "complete-lifecycle"]  # decided, then finished
     after = api.get(f"/api/v1/nodes/{bystander.name}")
     assert not after["spec"].get("unschedulable") and not after["spec"].get("taints")
 

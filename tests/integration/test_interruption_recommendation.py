@@ -14,9 +14,9 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.drain_policy import ACTION_ANNOTATION, node_revert_patch
 from spot_rebalancer.events import parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
 from tests.kube.workloads import deployment, pods, running, wait_for
@@ -45,7 +45,7 @@ def test_a_recommendation_is_recorded_and_undone_after_the_ttl(api, kube, namesp
             api.patch(f"/api/v1/nodes/{node.name}", {"spec": {"unschedulable": True}})
         raw = json.loads(INSTANCE_ID.sub(instance, SAMPLE.read_text()))
         raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        handler = InterruptionHandler(
+        handler = DrainService(
             Settings(cluster_name="test", recommendation_default=policy, drain_timeout_seconds=20,
                      recommendation_ttl_seconds=TTL_SECONDS),
             Ec2(ec2), AutoScaling(boto3.client("autoscaling", region_name=REGION)),

@@ -14,8 +14,8 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
+from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import parse_event
-from spot_rebalancer.interruption import InterruptionHandler
 from spot_rebalancer.kube import KubeClient
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
@@ -51,7 +51,7 @@ def test_a_spot_interruption_drains_the_node_with_only_the_shipped_role(api, pro
         raw["detail"]["instance-id"] = instance
         raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         metrics = MetricsRecorder()
-        handler = InterruptionHandler(Settings(cluster_name="test"), Ec2(ec2),
+        handler = DrainService(Settings(cluster_name="test"), Ec2(ec2),
                                       AutoScaling(boto3.client("autoscaling", region_name="eu-west-1")),
                                       lambda _: product_kube, metrics)
         result = handler.handle(parse_event(raw)[0], budget_seconds=100)

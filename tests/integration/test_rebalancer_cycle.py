@@ -113,7 +113,7 @@ def test_pods_return_to_spot_after_an_interruption_within_budgets(cluster, api, 
     evicted_uids: list[str] = []
     with BudgetWatch(str(cluster.kubeconfig), namespace) as watch:
         for _ in range(3):
-            result = rebalancer.cycle(CLUSTER)
+            result = rebalancer.cycle()
             evicted_uids.extend(e.uid for e in result.evicted)
             assert not result.refused, result.refused
             wait_for(lambda: settled(api, namespace), "replacements running", timeout=60)
@@ -155,7 +155,7 @@ def test_a_full_spot_fleet_means_no_evictions_even_with_free_on_demand(cluster, 
     nodes(lifecycle="on-demand", cpu="2")  # free room, but no better than where web is
 
     cluster.proxy.reset_counts()
-    result = Rebalancer(SETTINGS, kube, MetricsRecorder(), store).cycle(CLUSTER)
+    result = Rebalancer(SETTINGS, kube, MetricsRecorder(), store).cycle()
     assert result.plan.evictions == ()
     skips = {(s.namespace, s.name): s.code for s in result.plan.skipped}
     assert skips[(namespace, web["metadata"]["name"])] is SkipCode.NO_ROOM
@@ -173,7 +173,7 @@ def test_dry_run_plans_but_evicts_and_records_nothing(cluster, api, kube, namesp
     nodes(lifecycle="spot")
     metrics = MetricsRecorder()
     cluster.proxy.reset_counts()
-    result = Rebalancer(replace(SETTINGS, dry_run=True), kube, metrics, store).cycle(CLUSTER)
+    result = Rebalancer(replace(SETTINGS, dry_run=True), kube, metrics, store).cycle()
     # Something to move: the controllers of the kind moved are read too (metadata only), for
     # workload opt-outs and floors.
     assert cluster.proxy.requests == Counter({
@@ -205,7 +205,7 @@ def test_controller_annotations_hold_moves_back(cluster, api, kube, namespace, n
     nodes(lifecycle="spot")
 
     cluster.proxy.reset_counts()
-    result = Rebalancer(replace(SETTINGS, dry_run=True), kube, MetricsRecorder(), store).cycle(CLUSTER)
+    result = Rebalancer(replace(SETTINGS, dry_run=True), kube, MetricsRecorder(), store).cycle()
     assert [e.name.split("-")[0] for e in result.plan.evictions] == ["moved"]
     skips = {s.name.split("-")[0]: s.code for s in result.plan.skipped if s.namespace == namespace}
     assert skips == {"kept": SkipCode.OPTED_OUT, "db": SkipCode.ON_DEMAND_FLOOR}

@@ -35,7 +35,7 @@ def test_the_sweep_undoes_only_expired_recommendations(api, kube, nodes):
     recommend(kube, fresh.name, now - timedelta(seconds=60))
 
     settings = Settings(cluster_name=CLUSTER, recommendation_ttl_seconds=TTL)
-    steps = Rebalancer(settings, kube, MetricsRecorder(), None, now=lambda: now).sweep(CLUSTER)
+    steps = Rebalancer(settings, kube, MetricsRecorder(), None, now=lambda: now).sweep().steps
     assert [(s.action, s.node, s.outcome) for s in steps] == [("revert", expired.name, "reverted")]
     node = api.get(f"/api/v1/nodes/{expired.name}")
     assert not node["spec"].get("taints") and not node["spec"].get("unschedulable")

@@ -108,7 +108,7 @@ def test_the_rebalancer_never_moves_opted_out_pods_or_excluded_namespaces(api, c
         dynamodb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
                               KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                               AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-        result = Rebalancer(settings, kube, MetricsRecorder(), HistoryStore(dynamodb, "state")).cycle("test")
+        result = Rebalancer(settings, kube, MetricsRecorder(), HistoryStore(dynamodb, "state")).cycle()
 
     skipped = {f"{s.namespace}/{s.name}": s.code for s in result.plan.skipped}
     assert result.evicted, "the rebalancer moved nothing: the test would prove nothing"

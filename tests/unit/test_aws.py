@@ -5,7 +5,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from spot_rebalancer.aws import AutoScaling, Ec2, Instance, LifecycleAction, boto_config
+from spot_rebalancer.aws import AutoScaling, Ec2, LifecycleAction, boto_config
+from spot_rebalancer.ownership import cluster_from_tags
 from tests.ec2 import spot_group
 
 REGION = "eu-west-1"
@@ -63,8 +64,8 @@ def test_describe_reads_lifecycle_dns_zone_and_tags(ec2_client):
     assert found[on_demand].lifecycle == "on-demand"
     assert found[spot].private_dns_name.endswith(".internal")
     assert found[spot].availability_zone.startswith(REGION)
-    assert found[spot].cluster_name() == "prod"
-    assert found[on_demand].cluster_name() == "dev"
+    assert cluster_from_tags(found[spot].tags) == "prod"
+    assert cluster_from_tags(found[on_demand].tags) == "dev"
 
 
 def test_describe_batches_by_a_thousand_ids():
@@ -87,11 +88,6 @@ def test_throttled_describe_is_retried():
         found = Ec2(client).describe([instance])
     assert found[instance].lifecycle == "spot"
     assert sent == [429, 429, "passed"], "two throttled attempts, then the real call"
-
-
-def test_cluster_name_comes_from_the_tags_else_the_default():
-    assert Instance("i-1", "spot", "running", tags={"eks:cluster-name": "a"}).cluster_name("cfg") == "a"
-    assert Instance("i-1", "spot", "running", tags={"Name": "web"}).cluster_name("cfg") == "cfg"
 
 
 def test_tag_writes_the_lifecycle_tag(ec2_client):

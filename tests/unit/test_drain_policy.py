@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from spot_rebalancer.config import RecommendationPolicy, Settings
+from spot_rebalancer.drain import DRAIN_REASONS
 from spot_rebalancer.drain_policy import (
     ACTION_ANNOTATION,
     EXCLUDE_FROM_LOAD_BALANCERS_LABEL,
@@ -22,6 +23,8 @@ from spot_rebalancer.drain_policy import (
     blocked_pods,
     capped_grace_seconds,
     decide_pods,
+    drain_deadline,
+    drain_starts_at,
     eviction_waves,
     node_drain_patch,
     node_revert_patch,
@@ -29,8 +32,10 @@ from spot_rebalancer.drain_policy import (
     retry_times,
 )
 from spot_rebalancer.events import EventKind
-from spot_rebalancer.evictor import EvictionResult, EvictionSchedule, Outcome, evict_one
+from spot_rebalancer.evictions import EvictionSchedule, evict_one
 from spot_rebalancer.objects import Node, Pod, Taint, Volume
+from spot_rebalancer.results import EvictionOutcome as Outcome
+from spot_rebalancer.results import EvictionResult
 from tests.unit.builders import make_node, make_pdb, make_pod
 
 NOW = datetime(2024, 3, 14, 9, 27, 0, tzinfo=UTC)
@@ -133,11 +138,43 @@ def test_unreadable_deletion_timestamp_is_waited_for():
 
 
 def test_drain_reason_for_each_event_kind():
-    reasons = {kind: DrainReason.for_event(kind) for kind in EventKind}
-    assert {kind for kind, reason in reasons.items() if reason is not None} == {
+    assert set(DRAIN_REASONS) == {
         EventKind.SPOT_INTERRUPTION, EventKind.REBALANCE_RECOMMENDATION, EventKind.ASG_TERMINATION,
         EventKind.INSTANCE_STOPPING, EventKind.SCHEDULED_MAINTENANCE, EventKind.DEGRADED_HARDWARE}
-    assert all(reason is None or reason.value == kind.value for kind, reason in reasons.items())
+    assert set(DRAIN_REASONS.values()) == set(DrainReason), "every reason is some event's"
+    assert all(reason.spec.reason is reason for reason in DrainReason), "every reason has its spec row"
+
+
+# --- deadlines and lead times ------------------------------------------------------------------
+
+STARTED = NOW
+TWO_MINUTES = NOW + timedelta(minutes=2)
+NEXT_WEEK = NOW + timedelta(days=7)
+
+
+@pytest.mark.parametrize(("reason", "event_deadline", "expected"), [
+    (DrainReason.SPOT_INTERRUPTION, TWO_MINUTES, TWO_MINUTES),  # the notice, inside the timeout
+    (DrainReason.SPOT_INTERRUPTION, NOW + timedelta(hours=1), NOW + timedelta(seconds=600)),
+    (DrainReason.ASG_TERMINATION, None, NOW + timedelta(seconds=600)),
+    (DrainReason.REBALANCE_RECOMMENDATION, None, NOW + timedelta(seconds=600)),
+    # A Health change starts days off: that is the instance's end, not the drain's.
+    (DrainReason.SCHEDULED_MAINTENANCE, NEXT_WEEK, NOW + timedelta(seconds=600)),
+    (DrainReason.DEGRADED_HARDWARE, None, NOW + timedelta(seconds=600)),
+], ids=["spot warning", "event deadline past the timeout", "asg termination", "recommendation",
+        "health scheduled change", "health issue"])
+def test_drain_deadline_by_spec(reason, event_deadline, expected):
+    timeout = Settings(drain_timeout_seconds=600)
+    assert drain_deadline(reason.spec, event_deadline, timeout, STARTED) == expected
+
+
+@pytest.mark.parametrize(("reason", "event_deadline", "expected"), [
+    (DrainReason.SCHEDULED_MAINTENANCE, NEXT_WEEK, NEXT_WEEK - timedelta(hours=2)),
+    (DrainReason.DEGRADED_HARDWARE, None, None),  # at once
+    (DrainReason.SPOT_INTERRUPTION, TWO_MINUTES, None),  # at once, whatever its deadline
+], ids=["health scheduled change", "health issue", "spot warning"])
+def test_only_health_scheduled_changes_wait_for_their_lead_time(reason, event_deadline, expected):
+    lead_time = Settings(health_lead_time_seconds=7200)
+    assert drain_starts_at(reason.spec, event_deadline, lead_time) == expected
 
 
 # --- against kubectl drain --ignore-daemonsets --delete-emptydir-data --force --------------------
@@ -331,7 +368,7 @@ class AlwaysBlocked:
                                                                "the pod's disruption budget."})()
 
 
-def test_evictor_retries_on_this_schedule():
+def test_evictions_retry_on_this_schedule():
     clock = [1000.0]
     slept = []
 

@@ -22,13 +22,13 @@ from spot_rebalancer.events import (
     RebalanceRecommendation,
     SpotInterruption,
     StateChange,
-    Tick,
-    cluster_from_tags,
     parse_event,
 )
 
 EVENTS = Path(__file__).parent.parent / "events"
-SAMPLES = sorted(p.name for p in EVENTS.glob("*.json"))
+# What the events function is sent; the schedule event goes to the schedule function.
+SCHEDULE_SAMPLE = "scheduled-event.json"
+SAMPLES = sorted(p.name for p in EVENTS.glob("*.json") if p.name != SCHEDULE_SAMPLE)
 
 
 def sample(name: str) -> dict:
@@ -106,20 +106,20 @@ def test_launch_successful_fields():
     assert (event.group, event.activity_id) == ("eks-workers-spot", "4e6a8c0b-2d3f-4b51-97e8-a1c3e5f7092d")
 
 
-def test_scheduled_change_drains_lead_time_before_start():
-    (event,) = parse_event(sample("health-instance-retirement.json"), health_lead_time_seconds=7200)
-    assert event.start_time == at("2024-03-15T14:00:00")
-    assert event.drain_at == at("2024-03-15T12:00:00")
+def test_scheduled_change_fields():
+    (event,) = parse_event(sample("health-instance-retirement.json"))
+    assert event.start_time == event.deadline == at("2024-03-15T14:00:00")
     assert event.event_type_code == "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED"
     assert event.category == "scheduledChange"
     assert event.communication_id == "8a0c2e4b6d1f3a5c7e9b0d2f4a6c8e1b3d5f7a9c-1"
     assert event.backup is False
 
 
-def test_health_issue_drains_at_once_and_flags_the_backup_copy():
+def test_health_issue_has_no_deadline_and_flags_the_backup_copy():
     raw = sample("health-store-drive-degraded-backup.json")
-    (event,) = parse_event(raw, health_lead_time_seconds=7200)
-    assert event.drain_at == event.time == at("2024-03-03T17:48:22")
+    (event,) = parse_event(raw)
+    assert event.deadline is None
+    assert event.time == at("2024-03-03T17:48:22")
     assert event.start_time == at("2024-03-03T17:40:09")
     assert event.backup is True
 
@@ -136,11 +136,10 @@ def test_health_start_time_formats(start_time):
     assert {e.start_time for e in parse_event(raw)} == {at("2024-03-16T03:00:00")}
 
 
-def test_scheduled_tick():
-    (event,) = parse_event(sample("scheduled-event.json"))
-    assert isinstance(event, Tick)
-    assert event.kind is EventKind.TICK
-    assert event.rule == "arn:aws:events:eu-west-1:123456789012:rule/spot-rebalancer-tick"
+def test_the_schedule_event_is_not_for_the_events_function():
+    # The schedule rule invokes the schedule function directly; on the work queue it is a mistake.
+    with pytest.raises(EventError, match=r"unsupported event: source 'aws\.events'"):
+        parse_event(sample(SCHEDULE_SAMPLE))
 
 
 # --- events acknowledged without action -----------------------------------------------------------
@@ -360,27 +359,3 @@ def test_mutated_samples_parse_or_raise_event_error(name, data):
 
 
 # --- which cluster -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("tags", "default", "expected"), [
-    ({"eks:cluster-name": "prod"}, "", "prod"),
-    ({"aws:eks:cluster-name": "prod"}, "other", "prod"),
-    ({"eks:cluster-name": "prod", "aws:eks:cluster-name": "stage"}, "", "prod"),
-    ({"eks:cluster-name": "prod", "kubernetes.io/cluster/stage": "owned"}, "", "prod"),
-    ({"kubernetes.io/cluster/prod": "owned"}, "", "prod"),
-    ({"kubernetes.io/cluster/prod": "shared"}, "other", "prod"),
-    # Shared by several clusters: the configured one if it is among them...
-    ({"kubernetes.io/cluster/a": "shared", "kubernetes.io/cluster/prod": "shared"}, "prod", "prod"),
-    # ...else the owner, else the first by name.
-    ({"kubernetes.io/cluster/a": "shared", "kubernetes.io/cluster/b": "owned"}, "other", "b"),
-    ({"kubernetes.io/cluster/b": "shared", "kubernetes.io/cluster/a": "shared"}, "", "a"),
-    ({"kubernetes.io/cluster/": "owned"}, "fallback", "fallback"),
-    ({"eks:cluster-name": ""}, "fallback", "fallback"),
-    ({"Name": "worker"}, "fallback", "fallback"),
-    ({}, "", ""),
-    # EC2's own shape.
-    ([{"Key": "Name", "Value": "worker"}, {"Key": "eks:cluster-name", "Value": "prod"}], "", "prod"),
-    ([{"Key": "kubernetes.io/cluster/prod"}], "", "prod"),
-])
-def test_cluster_from_tags(tags, default, expected):
-    assert cluster_from_tags(tags, default) == expected

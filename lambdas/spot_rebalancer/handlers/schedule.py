@@ -1,6 +1,6 @@
-"""The schedule function: every period, on the configured cluster, the sweep (expired
-rebalance-recommendation actions undone, lifecycle labels put right), the census and one rebalance
-cycle. It runs with a reserved concurrency of one, so cycles do not overlap.
+"""The schedule function: every period, one `Rebalancer.tick` on the configured cluster (the sweep,
+the census and one rebalance cycle). It runs with a reserved concurrency of one, so ticks do not
+overlap.
 
 Heavy imports (boto3, the kubernetes client, powertools) happen on first use, so importing this
 module is cheap.
@@ -42,19 +42,11 @@ def _runtime() -> tuple[Rebalancer, Any]:
     return rebalancer, Logger(service="spot-rebalancer")
 
 
-def handler(event: dict, context: Any) -> dict:
+def handler(event: dict[str, Any], context: Any) -> dict[str, object]:
     rebalancer, logger = _runtime()
-    cluster = rebalancer.settings.cluster_name
     try:
-        snapshot = rebalancer.snapshot()
-        steps = rebalancer.sweep(cluster, snapshot.nodes)
-        snapshot = rebalancer.after_sweep(snapshot, steps)
-        fleet = rebalancer.census(cluster, snapshot)
-        result = rebalancer.cycle(cluster, snapshot)
+        summary = rebalancer.tick().summary()
     finally:
         rebalancer.metrics.publish()
-    summary = {"cluster": cluster, "dryRun": rebalancer.settings.dry_run,
-               "sweep": [step.as_json() for step in steps],
-               "misplacedPods": fleet.misplaced_pods, **result.summary()}
     logger.info("cycle", extra=summary)
     return summary

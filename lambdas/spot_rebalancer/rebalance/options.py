@@ -25,8 +25,6 @@ class RebalanceOptions:
     opt_out_annotation: str = "spot-rebalancer.io/disable"
     # "2" or "30%": replicas of a workload kept on on-demand nodes (on the workload or the pod).
     min_on_demand_annotation: str = "spot-rebalancer.io/min-on-demand"
-    # Controllers whose pods come back when evicted; anything else (DaemonSet, Job, bare) stays.
-    owner_kinds: frozenset[str] = frozenset({"ReplicaSet", "StatefulSet"})
     # The scheduler that will place the replacement must be the one whose rules we simulate.
     scheduler_names: frozenset[str] = frozenset({"", "default-scheduler"})
     min_pod_age_seconds: int = 300

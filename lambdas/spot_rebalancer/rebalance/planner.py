@@ -24,6 +24,7 @@ import msgspec
 
 from ..config import opts_out
 from ..objects import Pod, collector_paused
+from ..pod_rules import PodRule, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.eligibility import own_taint
 from ..scheduling.interpod import unsupported_constraint, wide_anti_affinity, wide_repeller
@@ -31,7 +32,7 @@ from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
 from ..scheduling.ports import HostPort, host_ports
-from ..scheduling.resources import ZERO, Resources, is_terminal, pod_requests, shortfall
+from ..scheduling.resources import ZERO, Resources, pod_requests, shortfall
 from ..scheduling.spread import blocking_constraints, unsupported_spread
 from ..scheduling.volume_zone import claims_volumes
 from ..snapshot import ClusterSnapshot
@@ -43,7 +44,6 @@ from .options import MOVE_REASON, RebalanceOptions
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 _encode = msgspec.json.encode
 
 
@@ -74,6 +74,14 @@ class SkipCode(enum.StrEnum):
     ON_DEMAND_FLOOR = "on-demand-floor"
     NO_ROOM = "no-room"  # better nodes exist; some lack room (more nodes would help)
     CONSTRAINED = "constrained"  # better nodes exist; ports, anti-affinity or domains rule them all out
+
+
+_RULE_SKIPS: dict[PodRule, tuple[SkipCode, str]] = {
+    PodRule.MIRROR: (SkipCode.MIRROR_POD, "static pod mirrored from a kubelet"),
+    PodRule.FINISHED: (SkipCode.NOT_READY, "finished"),
+    PodRule.TERMINATING: (SkipCode.TERMINATING, "already being deleted"),
+    PodRule.UNOWNED: (SkipCode.BARE_POD, "no controller would recreate it"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,25 +265,15 @@ class _Planner:
 
     def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
         options, meta = self.options, pod.metadata
-        if MIRROR_ANNOTATION in meta.annotations:
-            return SkipCode.MIRROR_POD, "static pod mirrored from a kubelet"
-        owner = meta.controller
-        if owner is None:
-            return SkipCode.BARE_POD, "no controller would recreate it"
-        if owner.kind not in options.owner_kinds:
-            return SkipCode.UNSUPPORTED_OWNER, f"owned by a {owner.kind}"
-        if meta.namespace in options.excluded_namespaces:
-            return SkipCode.EXCLUDED_NAMESPACE, f"namespace {meta.namespace} is excluded"
         workload = workload_of(pod)
-        if opts_out(meta.annotations.get(options.opt_out_annotation)):
-            return SkipCode.OPTED_OUT, f"pod annotated {options.opt_out_annotation}"
-        if opts_out(self.workloads.get(workload, {}).get(options.opt_out_annotation)):
-            return SkipCode.OPTED_OUT, f"{owner.kind} {owner.name} annotated {options.opt_out_annotation}"
+        annotations = self.workloads.get(workload, {}) if workload is not None else {}
+        rules = pod_rules(pod, opt_out_annotation=options.opt_out_annotation,
+                          excluded_namespaces=options.excluded_namespaces, workload_annotations=annotations)
+        if rules:
+            return self._rule_skip(pod, rules[0])
         if pod.spec.scheduler_name not in options.scheduler_names:
             return SkipCode.OTHER_SCHEDULER, f"scheduled by {pod.spec.scheduler_name}"
-        if meta.deletion_timestamp is not None:
-            return SkipCode.TERMINATING, "already being deleted"
-        if pod.status.phase != "Running" or not pod.ready or is_terminal(pod):
+        if pod.status.phase != "Running" or not pod.ready:
             return SkipCode.NOT_READY, f"phase {pod.status.phase or 'unknown'}, ready {pod.ready}"
         source = self.cluster.by_name.get(pod.spec.node_name)
         if source is None:
@@ -301,6 +299,21 @@ class _Planner:
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
         return None
+
+    def _rule_skip(self, pod: Pod, rule: PodRule) -> tuple[SkipCode, str]:
+        """The skip for the first pod rule that applies: the rebalancer moves no pod any of them
+        names."""
+        meta, annotation = pod.metadata, self.options.opt_out_annotation
+        owner = meta.controller
+        if rule is PodRule.OPTED_OUT:
+            if opts_out(meta.annotations.get(annotation)) or owner is None:
+                return SkipCode.OPTED_OUT, f"pod annotated {annotation}"
+            return SkipCode.OPTED_OUT, f"{owner.kind} {owner.name} annotated {annotation}"
+        if rule is PodRule.DAEMONSET or rule is PodRule.NOT_RECREATED:
+            return SkipCode.UNSUPPORTED_OWNER, f"owned by a {owner.kind if owner else 'nothing'}"
+        if rule is PodRule.EXCLUDED_NAMESPACE:
+            return SkipCode.EXCLUDED_NAMESPACE, f"namespace {meta.namespace} is excluded"
+        return _RULE_SKIPS[rule]
 
     def _repelled_widely(self, pod: Pod) -> str:
         """Why another pod's zone-wide (or wider) anti-affinity makes the pod's moves unpredictable,

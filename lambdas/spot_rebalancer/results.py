@@ -1,0 +1,87 @@
+"""What the services did, as plain values: the steps of one event or sweep, and each eviction's
+outcome. Every service returns these and the CLI prints them; nothing decides by matching text."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class StepAction(enum.StrEnum):
+    TAINT = "taint"
+    CORDON = "cordon"
+    EVICT = "evict"
+    SKIP = "skip"
+    WAIT = "wait"  # a pod already terminating: waited for, not evicted again
+    BLOCKED = "blocked"  # a budget kept refusing the pod's eviction until the drain stopped
+    IGNORE = "ignore"
+    CONTINUE = "continue"  # carried on in a later invocation
+    COMPLETE_LIFECYCLE = "complete-lifecycle"
+    TAG = "tag"
+    LABEL = "label"
+    REVERT = "revert"
+
+
+class StepOutcome(enum.StrEnum):
+    NONE = ""
+    # An eviction's (EvictionOutcome's values).
+    ACCEPTED = "accepted"
+    GONE = "gone"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    # A lifecycle action's: the result it was completed with, or that it had already ended.
+    CONTINUE = "CONTINUE"
+    ABANDON = "ABANDON"
+    ALREADY_ENDED = "already-ended"
+    # A label's.
+    ADDED = "added"
+    CORRECTED = "corrected"
+    # A revert's.
+    REVERTED = "reverted"
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing done (or, in a dry run, to be done); the CLI prints these as JSON lines."""
+
+    action: StepAction
+    node: str = ""
+    namespace: str = ""
+    pod: str = ""
+    reason: str = ""  # for people: why, or what exactly
+    outcome: StepOutcome = StepOutcome.NONE
+
+    def as_json(self) -> dict[str, str]:
+        return {k: str(v) for k, v in (("action", self.action), ("node", self.node),
+                                       ("namespace", self.namespace), ("pod", self.pod),
+                                       ("reason", self.reason), ("outcome", self.outcome)) if v}
+
+
+@dataclass
+class HandleResult:
+    """What handling one event did, and whether it must be continued in another invocation."""
+
+    steps: list[Step] = field(default_factory=list)
+    continue_at: datetime | None = None
+
+
+class EvictionOutcome(enum.Enum):
+    ACCEPTED = "accepted"  # 201: the pod is being deleted
+    GONE = "gone"  # 404: nothing left to evict
+    BLOCKED = "blocked"  # 429 until the deadline: a PDB never allowed it
+    FAILED = "failed"  # refused for another reason (403, 400, ...) or unreachable to the end
+
+    @property
+    def step_outcome(self) -> StepOutcome:
+        return StepOutcome(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionResult:
+    namespace: str
+    name: str
+    outcome: EvictionOutcome
+    attempts: int
+    message: str = ""

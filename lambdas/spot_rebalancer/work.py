@@ -1,0 +1,99 @@
+"""The events function's work: queue messages in, each event to its service, unfinished work
+carried forward through the queue.
+
+Each message is one EventBridge event as the rule delivered it, or a continuation this function
+queued itself: {"continuation": {"event": <the event>, "instanceId": ..., "startedAt": ...,
+"attempt": n}}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import Settings
+from .drain import DrainService
+from .events import Event, EventKind, HealthNotice, InstanceEvent, LifecycleHook, parse_event
+from .results import HandleResult
+from .tagging import LaunchCompleter, LifecycleTagger
+from .telemetry import MetricsRecorder
+
+SQS_MAX_DELAY_SECONDS = 900
+TAGGING_KINDS = (EventKind.INSTANCE_RUNNING, EventKind.LAUNCH_SUCCESSFUL)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One domain event to act on, and where a drain that outlived an invocation stands."""
+
+    raw: dict
+    event: Event
+    attempt: int = 0
+    started_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: AWS Health's backup copies share a communication id, and one
+        Health event names several instances."""
+        notification = self.event.event_id
+        if isinstance(self.event, HealthNotice) and self.event.communication_id:
+            notification = self.event.communication_id
+        instance = self.event.instance_id if isinstance(self.event, InstanceEvent) else ""
+        return f"{notification}#{instance}#{self.attempt}"
+
+    def continuation(self) -> dict:
+        instance = self.event.instance_id if isinstance(self.event, InstanceEvent) else ""
+        started = (self.started_at or datetime.now(UTC)).isoformat()
+        return {"continuation": {"event": self.raw, "instanceId": instance, "startedAt": started,
+                                 "attempt": self.attempt + 1}}
+
+
+def read_message(body: str) -> list[Work]:
+    """The work in one queue message. Raises EventError for events the product cannot use."""
+    message = json.loads(body)
+    continuation = message.get("continuation") if isinstance(message, dict) else None
+    raw = continuation["event"] if continuation else message
+    events = parse_event(raw)
+    if not continuation:
+        return [Work(raw, event) for event in events]
+    started = datetime.fromisoformat(continuation["startedAt"])
+    return [Work(raw, event, int(continuation["attempt"]), started) for event in events
+            if isinstance(event, InstanceEvent) and event.instance_id == continuation["instanceId"]]
+
+
+class EventsWorker:
+    def __init__(self, settings: Settings, drains: DrainService,
+                 tagger: LifecycleTagger, launches: LaunchCompleter, sqs: Any,
+                 metrics: MetricsRecorder) -> None:
+        self.settings = settings
+        self.drains = drains
+        self.tagger = tagger
+        self.launches = launches
+        self.sqs = sqs
+        self.metrics = metrics
+
+    def act(self, work: Work, budget_seconds: float | None) -> dict:
+        """Act on one event and queue its continuation if it needs one; returns what was done."""
+        event = work.event
+        if event.kind in TAGGING_KINDS:
+            result = self.tagger.handle(event, work.attempt)
+        elif event.kind is EventKind.ASG_LAUNCH and isinstance(event, LifecycleHook):
+            result = self.launches.handle(event, work.attempt)
+        else:
+            result = self.drains.handle(event, budget_seconds=budget_seconds,
+                                               started_at=work.started_at)
+        self._continue(work, result)
+        return {"steps": [step.as_json() for step in result.steps],
+                "continued": result.continue_at is not None}
+
+    def _continue(self, work: Work, result: HandleResult) -> None:
+        if result.continue_at is None:
+            return
+        wait = (result.continue_at - datetime.now(UTC)).total_seconds()
+        started = work.started_at or datetime.now(UTC)
+        self.sqs.send_message(QueueUrl=self.settings.work_queue_url,
+                              MessageBody=json.dumps(Work(work.raw, work.event, work.attempt,
+                                                          started).continuation()),
+                              DelaySeconds=int(min(SQS_MAX_DELAY_SECONDS, max(0, wait))))

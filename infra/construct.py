@@ -11,6 +11,7 @@ from overlapping. EventBridge retries every delivery and dead-letters what it ca
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -29,6 +30,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from spot_rebalancer.ownership import CLUSTER_TAG_PREFIX
 from spot_rebalancer.telemetry import NAMESPACE
 
 from .bundling import lambda_code
@@ -44,9 +46,8 @@ SCHEDULE_HANDLER = "spot_rebalancer.handlers.schedule.handler"
 TERMINATE_HOOK_NAME = "spot-rebalancer-drain"
 LAUNCH_HOOK_NAME = "spot-rebalancer-launch"
 LAUNCH_HEARTBEAT_SECONDS = 300
-# Instances and Auto Scaling groups of cluster X carry this tag with value "owned" (EKS managed node
-# groups, Karpenter and eksctl set it); tagging and lifecycle permissions are limited to them.
-OWNERSHIP_TAG_PREFIX = "kubernetes.io/cluster/"
+# Tagging and lifecycle permissions are limited to instances and groups with the cluster's tag "owned".
+OWNERSHIP_TAG_PREFIX = CLUSTER_TAG_PREFIX
 LIFECYCLE_TAG_VALUES = ("spot", "on-demand")
 
 # The events function works inside a spot instance's two-minute notice.
@@ -79,38 +80,9 @@ def schedule_timeout(config: SpotRebalancerConfig) -> Duration:
 
 def runtime_environment(config: SpotRebalancerConfig, table_name: str, work_queue_url: str) -> dict[str, str]:
     """The variables `spot_rebalancer.config.Settings.from_env` reads, plus Powertools'."""
-
-    def flag(value: bool) -> str:
-        return "true" if value else "false"
-
-    return {
-        "CLUSTER_NAME": config.cluster_name,
-        "STATE_TABLE": table_name,
-        "WORK_QUEUE_URL": work_queue_url,
-        "DRY_RUN": flag(config.dry_run),
-        "RECOMMENDATION_POLICIES": json.dumps([p.to_json() for p in config.recommendation_policies],
-                                              separators=(",", ":")),
-        "RECOMMENDATION_DEFAULT": config.recommendation_default,
-        "RECOMMENDATION_TTL_SECONDS": str(config.recommendation_ttl_seconds),
-        "DRAIN_TIMEOUT_SECONDS": str(config.drain_timeout_seconds),
-        "LIFECYCLE_TIMEOUT_RESULT": config.lifecycle_default_result,
-        "UNOWNED_PODS": config.unowned_pods,
-        "EXCLUDED_NAMESPACES": ",".join(config.excluded_namespaces),
-        "OPT_OUT_ANNOTATION": config.opt_out_annotation,
-        "EXCLUDE_FROM_LOAD_BALANCERS": flag(config.exclude_from_load_balancers),
-        "HEALTH_LEAD_TIME_SECONDS": str(config.health_lead_time_seconds),
-        "COMPLETE_LAUNCH_LIFECYCLE": flag(config.launch_lifecycle_hook),
-        "LIFECYCLE_TAG_KEY": config.lifecycle_tag_key,
-        "LIFECYCLE_LABEL_KEY": config.lifecycle_label_key,
-        "MAX_EVICTIONS_PER_CYCLE": str(config.max_evictions_per_cycle),
-        "MAX_EVICTIONS_PER_NODE": str(config.max_evictions_per_node),
-        "MAX_EVICTIONS_PER_NAMESPACE": str(config.max_evictions_per_namespace),
-        "MIN_POD_AGE_SECONDS": str(config.min_pod_age_seconds),
-        "CAPACITY_NUDGE": flag(config.capacity_nudge),
-        "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-        "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
-        "POWERTOOLS_LOG_LEVEL": config.log_level,
-    }
+    settings = dataclasses.replace(config, state_table=table_name, work_queue_url=work_queue_url)
+    return {**settings.to_env(), "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE}
 
 
 def event_patterns(config: SpotRebalancerConfig) -> dict[str, events.EventPattern]:

@@ -24,7 +24,7 @@ from .events import Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeClient
 from .nodes import match_node
 from .quantity import QuantityError
-from .rebalance import Census, NaiveClockError, OptionsError, Plan, RebalanceOptions
+from .rebalance import Census, NaiveClockError, Plan
 from .rebalancer import CycleResult, Rebalancer, SnapshotView, TickResult
 from .results import Step, StepAction
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, EventError, SnapshotError, ConfigError, OptionsError, QuantityError,
+    except (UsageError, EventError, SnapshotError, ConfigError, QuantityError,
             NaiveClockError, OSError) as exc:
         print(f"spot-rebalancer: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -110,15 +110,14 @@ def _kube(args: argparse.Namespace) -> KubeClient:
         raise UsageError(f"{args.kubeconfig}: unusable kubeconfig: {exc}") from None
 
 
-def _rebalancer(args: argparse.Namespace, settings: Settings, now: Callable[[], datetime],
-                options: RebalanceOptions | None = None) -> Rebalancer:
+def _rebalancer(args: argparse.Namespace, settings: Settings, now: Callable[[], datetime]) -> Rebalancer:
     """The schedule function's rebalancer as a dry run, reading the live cluster or the file. No
     history: the CLI does not see the moves the deployed function has in flight."""
     settings = dataclasses.replace(settings, dry_run=True)
     if args.kubeconfig:
-        return Rebalancer(settings, _kube(args), MetricsRecorder(), None, now=now, options=options)
+        return Rebalancer(settings, _kube(args), MetricsRecorder(), None, now=now)
     view = SnapshotView(read_snapshot(args))
-    return Rebalancer(settings, None, MetricsRecorder(), None, view=view, now=now, options=options)
+    return Rebalancer(settings, None, MetricsRecorder(), None, view=view, now=now)
 
 
 def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
@@ -163,10 +162,9 @@ def _print_steps(steps: list[Step], as_json: bool) -> None:
 
 def _plan(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
     settings = Settings.from_env()
-    options = RebalanceOptions.from_settings(settings)
     if args.max_evictions is not None:
-        options = dataclasses.replace(options, max_evictions_per_cycle=args.max_evictions)
-    result = _rebalancer(args, settings, now, options).cycle()
+        settings = dataclasses.replace(settings, max_evictions_per_cycle=args.max_evictions)
+    result = _rebalancer(args, settings, now).cycle()
     _print_plan(result.plan, args.json)
     return 0
 

@@ -1,98 +1,461 @@
-"""Settings, read once from the environment (the CDK stack sets them; the CLI takes flags on top).
+"""Settings, declared once: each is one field of `Settings` (or of the deployment's
+`infra.config.SpotRebalancerConfig`, which adds what only the stack reads) with its default, its
+kind (type, bounds, how text becomes a value) and its names: the environment variable the functions
+read (the field in upper case) and the CDK context key (the field in camelCase).
 
-Every variable is optional except where a deployed function needs it; a bad value raises ConfigError
-naming the variable, so a misconfigured function fails at its first event instead of acting wrongly.
+The functions read `Settings.from_env()`; the stack writes `to_env()` into their environment and
+reads `from_context()` from cdk.json and `-c key=value`; every value, however it arrives, passes the
+same checks when the settings are built, so a bad value stops `cdk synth` or a function's start
+with a message naming the setting instead of reaching AWS or acting wrongly.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, TypeVar
 
 RECOMMENDATION_ACTIONS = ("none", "taint", "cordon", "drain")
 LIFECYCLE_RESULTS = ("CONTINUE", "ABANDON")
 UNOWNED_POD_POLICIES = ("evict", "skip")
-
-
-def opts_out(value: str | None) -> bool:
-    """Whether an opt-out annotation with this value (None: absent) protects its object: any value
-    but "false" does, so that a value like "yes" protects rather than silently not."""
-    return value is not None and value.strip().lower() != "false"
+# Lambda keeps all environment variables in 4 KB; the other variables take well under half of it.
+MAX_POLICIES_JSON = 2048
+# Auto Scaling caps a lifecycle hook's heartbeat timeout at 7200 s; the hook waits for the drain plus
+# this margin so the function can still complete the action after a drain that used all its time.
+LIFECYCLE_HEARTBEAT_MARGIN_SECONDS = 120
+MAX_LIFECYCLE_HEARTBEAT_SECONDS = 7200
 
 
 class ConfigError(ValueError):
-    """A setting with a value the product cannot use."""
+    """A setting with a value the product cannot use; the message starts with the setting's name."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+class BadValue(ValueError):
+    """A value a setting's kind refuses; the message says why (its setting is named by the caller)."""
+
+
+# --- kinds: how a setting's values are read, checked and written -----------------------------
+
+
+class Kind(ABC):
+    """Reads a value from the environment (text) or CDK context (text, or a JSON value from
+    cdk.json), checks a value however it was made, and writes it back as environment text."""
+
+    @abstractmethod
+    def read(self, raw: object) -> object:
+        """The value `raw` stands for; BadValue when it stands for none."""
+
+    @abstractmethod
+    def check(self, value: object) -> None:
+        """Raise BadValue when the value is not one this setting takes."""
+
+    def write(self, value: Any) -> str:
+        return str(value)
+
+
+_WHOLE = re.compile(r"-?[0-9]{1,19}")
+
+
+@dataclass(frozen=True)
+class Whole(Kind):
+    low: int
+    high: int
+    why: str = ""  # said after the range
+    allowed: tuple[int, ...] = ()  # when only some values in the range exist
+    allowed_note: str = ""
+
+    def read(self, raw: object) -> object:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and _WHOLE.fullmatch(raw.strip()):
+            return int(raw)
+        raise BadValue(f"expected a whole number, got {raw!r}")
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not self.low <= value <= self.high:
+            raise BadValue(f"must be a whole number from {self.low} to {self.high}{self.why}, got {value!r}")
+        if self.allowed and value not in self.allowed:
+            raise BadValue(f"{self.allowed_note} accepts {', '.join(map(str, self.allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Percentage(Kind):
+    """Above 0, at most 100."""
+
+    def read(self, raw: object) -> object:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise BadValue(f"expected a number, got {raw!r}")
+
+    def check(self, value: object) -> None:
+        if (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)
+                or not 0 < value <= 100):
+            raise BadValue(f"must be a percentage above 0 and at most 100, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Flag(Kind):
+    """true or false, in any case (or a JSON boolean)."""
+
+    def read(self, raw: object) -> object:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+            return raw.strip().lower() == "true"
+        raise BadValue(f"expected true or false, got {raw!r}")
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, bool):
+            raise BadValue(f"expected true or false, got {value!r}")
+
+    def write(self, value: Any) -> str:
+        return "true" if value else "false"
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    choices: tuple[str, ...]
+
+    def read(self, raw: object) -> object:
+        self.check(raw)
+        return raw
+
+    def check(self, value: object) -> None:
+        if value not in self.choices:
+            raise BadValue(f"expected one of {', '.join(self.choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    """A string, optionally matching `pattern` (or passing `valid`); `noun` says what it must be."""
+
+    pattern: str = ""
+    noun: str = ""
+    valid: Callable[[str], bool] | None = None
+    empty_ok: bool = False
+
+    def read(self, raw: object) -> object:
+        if not isinstance(raw, str):
+            raise BadValue(f"expected a string, got {raw!r}")
+        return raw
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, str):
+            raise BadValue(f"expected a string, got {value!r}")
+        if not self.fits(value):
+            raise BadValue(f"expected {self.noun}, got {value!r}")
+
+    def fits(self, value: str) -> bool:
+        if self.empty_ok and value == "":
+            return True
+        return (not self.pattern or re.fullmatch(self.pattern, value) is not None) and (
+            self.valid is None or self.valid(value))
+
+
+@dataclass(frozen=True)
+class TextList(Kind):
+    """A JSON list of strings, or text separated by commas; each item a valid `item`."""
+
+    item: Text
+    unique: str = ""  # when set, an item listed twice is refused with this noun ("a group")
+
+    def read(self, raw: object) -> object:
+        raw = parse_json_or_text(raw)
+        if isinstance(raw, str):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if isinstance(raw, list) and all(isinstance(part, str) for part in raw):
+            return tuple(raw)
+        raise BadValue(f"expected a list of strings, got {raw!r}")
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, tuple) or not all(isinstance(part, str) for part in value):
+            raise BadValue(f"expected a list of strings, got {value!r}")
+        for part in value:
+            if not self.item.fits(part):
+                raise BadValue(f"{part!r} is not {self.item.noun}")
+        if self.unique and len(set(value)) != len(value):
+            raise BadValue(f"lists {self.unique} twice: {list(value)}")
+
+    def write(self, value: Any) -> str:
+        return ",".join(value)
+
+
+@dataclass(frozen=True)
+class OrNone(Kind):
+    """Unset (None) or a value of `inner`; empty text unsets it."""
+
+    inner: Kind
+
+    def read(self, raw: object) -> object:
+        return None if raw == "" else self.inner.read(raw)
+
+    def check(self, value: object) -> None:
+        if value is not None:
+            self.inner.check(value)
+
+    def write(self, value: Any) -> str:
+        return "" if value is None else self.inner.write(value)
+
+
+def parse_json_or_text(raw: object) -> object:
+    """JSON text (a list or an object) as its value; anything else as it is."""
+    if isinstance(raw, str) and raw.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BadValue(f"not valid JSON: {exc}") from None
+    return raw
+
+
+# Kubernetes qualified names: an optional DNS-subdomain prefix, then a name of at most 63 characters.
+LABEL_KEY = (r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+LABEL_NOUN = "a Kubernetes label name"
+ANNOTATION_NOUN = "a Kubernetes annotation name"
+LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+NAMESPACE = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+CLUSTER_NAME = r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}"
+CLUSTER_NAME_NOUN = "an EKS cluster name (1-100 letters, digits, - and _, starting with a letter or digit)"
 
 
 @dataclass(frozen=True, slots=True)
 class RecommendationPolicy:
-    """What a rebalance recommendation does to nodes whose labels match `selector`."""
+    """What a rebalance recommendation does to nodes whose labels match every pair in `selector`."""
 
-    selector: dict[str, str]
+    selector: Mapping[str, str]
     action: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"selector": dict(self.selector), "action": self.action}
+
+
+@dataclass(frozen=True)
+class Policies(Kind):
+    """JSON: [{"selector": {"label": "value"}, "action": "cordon"}, ...]."""
+
+    def read(self, raw: object) -> object:
+        raw = parse_json_or_text(raw)
+        if not isinstance(raw, list):
+            raise BadValue(f'expected a list like [{{"selector": {{"label": "value"}}, "action": "drain"}}], '
+                           f"got {raw!r}")
+        policies = []
+        for index, item in enumerate(raw):
+            if not isinstance(item, dict) or set(item) != {"selector", "action"}:
+                raise BadValue(f"item {index}: expected exactly the keys selector and action, got {item!r}")
+            if not isinstance(item["selector"], dict):
+                raise BadValue(f"item {index}: selector must map label names to values")
+            policies.append(RecommendationPolicy(selector=dict(item["selector"]), action=item["action"]))
+        return tuple(policies)
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, tuple):
+            raise BadValue(f"expected a list of policies, got {value!r}")
+        for index, policy in enumerate(value):
+            where = f"item {index}"
+            if not isinstance(policy, RecommendationPolicy):
+                raise BadValue(f"{where}: expected a RecommendationPolicy")
+            if policy.action not in RECOMMENDATION_ACTIONS:
+                raise BadValue(f"{where}: action must be one of {', '.join(RECOMMENDATION_ACTIONS)}, "
+                               f"got {policy.action!r}")
+            if not policy.selector:
+                raise BadValue(f"{where}: an empty selector would match every node; "
+                               "use recommendationDefault")
+            for label, label_value in policy.selector.items():
+                if not isinstance(label, str) or not re.fullmatch(LABEL_KEY, label):
+                    raise BadValue(f"{where}: {label!r} is not a Kubernetes label name")
+                if not isinstance(label_value, str) or not re.fullmatch(LABEL_VALUE, label_value):
+                    raise BadValue(f"{where}: {label_value!r} is not a Kubernetes label value (for {label})")
+        encoded = self.write(value)
+        if len(encoded) > MAX_POLICIES_JSON:
+            raise BadValue(f"{len(encoded)} characters of JSON; Lambda keeps all environment variables in "
+                           f"4 KB, so at most {MAX_POLICIES_JSON} fit here")
+
+    def write(self, value: Any) -> str:
+        return json.dumps([p.to_json() for p in value], separators=(",", ":"))
+
+
+def read_setting(kind: Kind, name: str, raw: object) -> Any:
+    """`kind.read(raw)`, a refusal raised as ConfigError naming `name`."""
+    try:
+        return kind.read(raw)
+    except BadValue as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
+# --- the schema ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its field, kind and default, and its names (None: not set that way)."""
+
+    field: str
+    kind: Kind
+    default: Any
+    env: str | None
+    context: str | None
+
+
+def setting(default: Any, kind: Kind, *, env: bool | str = True, context: bool = True) -> Any:
+    """A settings field: `env` True names its variable after the field (upper case), a string names
+    it so, False gives it none; `context` False keeps it out of the CDK context (the stack sets it)."""
+    return field(default=default, metadata={"kind": kind, "env": env, "context": context})
+
+
+def context_key(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def schema(cls: type) -> tuple[Setting, ...]:
+    """Every setting of a settings class, in declaration order."""
+    found = []
+    for f in fields(cls):
+        meta = f.metadata
+        env = meta["env"]
+        found.append(Setting(
+            field=f.name, kind=meta["kind"], default=_default(f),
+            env=f.name.upper() if env is True else (env or None),
+            context=context_key(f.name) if meta["context"] else None))
+    return tuple(found)
+
+
+def _default(f: Field[Any]) -> Any:
+    return f.default if f.default is not MISSING else None
+
+
+S = TypeVar("S", bound="Settings")
+
+
+def _is_tag_key(key: str) -> bool:
+    return 1 <= len(key) <= 128 and not key.lower().startswith("aws:")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    # Which cluster(s): the single configured cluster, used when an instance's tags name none.
-    cluster_name: str = ""
-    # DynamoDB table for idempotency records and drain / move / recommendation state.
-    state_table: str = ""
-    # SQS queue where a drain that outlives one invocation is continued.
-    work_queue_url: str = ""
-    dry_run: bool = False
-    # Rebalance recommendations: first matching policy wins, else `recommendation_default`.
-    recommendation_policies: tuple[RecommendationPolicy, ...] = ()
-    recommendation_default: str = "taint"
-    recommendation_ttl_seconds: int = 1800
+    """What the functions (and the CLI, and the stack) run with."""
+
+    # Which cluster: the one the deployment manages; instances tagged for another are left alone.
+    cluster_name: str = setting("", Text(CLUSTER_NAME, CLUSTER_NAME_NOUN, empty_ok=True))
+    # Set by the stack: the DynamoDB table for idempotency records and drain / move state, and the
+    # SQS queue drains continue through.
+    state_table: str = setting("", Text(), context=False)
+    work_queue_url: str = setting("", Text(), context=False)
+    dry_run: bool = setting(False, Flag())
+    # Rebalance recommendations: the first policy whose selector matches a node's labels decides,
+    # else the default; a recommendation's taint/cordon is reverted after the TTL.
+    recommendation_policies: tuple[RecommendationPolicy, ...] = setting((), Policies())
+    recommendation_default: str = setting("taint", Choice(RECOMMENDATION_ACTIONS))
+    recommendation_ttl_seconds: int = setting(1800, Whole(60, 7 * 86400))
     # Drains.
-    drain_timeout_seconds: int = 600
-    lifecycle_timeout_result: str = "CONTINUE"
-    unowned_pods: str = "evict"
-    excluded_namespaces: tuple[str, ...] = ("kube-system",)
-    opt_out_annotation: str = "spot-rebalancer.io/disable"
-    exclude_from_load_balancers: bool = False
-    health_lead_time_seconds: int = 3600
-    complete_launch_lifecycle: bool = False
+    drain_timeout_seconds: int = setting(600, Whole(
+        1, MAX_LIFECYCLE_HEARTBEAT_SECONDS - LIFECYCLE_HEARTBEAT_MARGIN_SECONDS,
+        f" (the lifecycle hook waits for it plus {LIFECYCLE_HEARTBEAT_MARGIN_SECONDS} s, and Auto Scaling "
+        f"allows at most {MAX_LIFECYCLE_HEARTBEAT_SECONDS} s)"))
+    # What a terminate lifecycle hook does when nobody answers, and what a drain that missed its
+    # deadline completes it with.
+    lifecycle_default_result: str = setting("CONTINUE", Choice(LIFECYCLE_RESULTS))
+    unowned_pods: str = setting("evict", Choice(UNOWNED_POD_POLICIES))
+    excluded_namespaces: tuple[str, ...] = setting(("kube-system",), TextList(
+        Text(NAMESPACE, "a Kubernetes namespace name")))
+    opt_out_annotation: str = setting("spot-rebalancer.io/disable", Text(LABEL_KEY, ANNOTATION_NOUN))
+    exclude_from_load_balancers: bool = setting(False, Flag())
+    health_lead_time_seconds: int = setting(3600, Whole(0, 14 * 86400))
+    # The launch lifecycle hook: the stack puts it on the named groups, the function completes it.
+    launch_lifecycle_hook: bool = setting(False, Flag())
     # Lifecycle tag and label.
-    lifecycle_tag_key: str = "Lifecycle"
-    lifecycle_label_key: str = "node.kubernetes.io/lifecycle"
-    # Rebalancer caps.
-    max_evictions_per_cycle: int = 10
-    max_evictions_per_node: int = 3
-    max_evictions_per_namespace: int = 5
-    min_pod_age_seconds: int = 300
-    capacity_nudge: bool = False
+    lifecycle_tag_key: str = setting("Lifecycle", Text(
+        noun="an EC2 tag key (1-128 characters, not aws:...)", valid=_is_tag_key))
+    lifecycle_label_key: str = setting("node.kubernetes.io/lifecycle", Text(LABEL_KEY, LABEL_NOUN))
+    # Rebalancer rails and caps.
+    max_evictions_per_cycle: int = setting(10, Whole(0, 1000))
+    max_evictions_per_node: int = setting(3, Whole(0, 1000))
+    max_evictions_per_namespace: int = setting(5, Whole(0, 1000))
+    # Replicas of one workload in motion at a time.
+    max_evictions_per_workload: int = setting(1, Whole(0, 1000))
+    min_pod_age_seconds: int = setting(300, Whole(0, 7 * 86400))
+    # Pods with a higher priority are left alone; the default spares the system-* classes.
+    max_priority: int = setting(1_000_000_000, Whole(-(2**31), 2**31 - 1))
+    # "2" or "30%": replicas of a workload kept on on-demand nodes (on the workload or the pod).
+    min_on_demand_annotation: str = setting("spot-rebalancer.io/min-on-demand",
+                                            Text(LABEL_KEY, ANNOTATION_NOUN))
+    # The scheduler that will place a replacement must be one whose rules the planner simulates.
+    scheduler_names: tuple[str, ...] = setting(("default-scheduler",), TextList(Text(
+        r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", "a scheduler name")))
+    capacity_nudge: bool = setting(False, Flag())
+    # New nodes the capacity nudge may ask for in one cycle, over all node groups.
+    max_nudge_nodes: int = setting(3, Whole(0, 100))
+    # Closed loop: a replacement not Ready after this long counts as a failed move; each failure
+    # doubles the workload's back-off from the base, up to the cap.
+    replacement_timeout_seconds: int = setting(900, Whole(60, 86400))
+    backoff_base_seconds: int = setting(300, Whole(1, 86400))
+    backoff_cap_seconds: int = setting(6 * 3600, Whole(1, 7 * 86400))
+
+    def __post_init__(self) -> None:
+        for entry in schema(type(self)):
+            try:
+                entry.kind.check(getattr(self, entry.field))
+            except BadValue as exc:
+                raise ConfigError(entry.context or entry.field, str(exc)) from None
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ConfigError("backoffCapSeconds", f"must not be below backoffBaseSeconds "
+                                                   f"({self.backoff_base_seconds}), "
+                                                   f"got {self.backoff_cap_seconds}")
+
+    # --- reading and writing ----------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls: type[S], env: Mapping[str, str] | None = None) -> S:
+        """The settings in an environment (os.environ by default); an unset variable means the
+        default. Errors name the variable."""
         env = os.environ if env is None else env
-        return cls(
-            cluster_name=env.get("CLUSTER_NAME", ""),
-            state_table=env.get("STATE_TABLE", ""),
-            work_queue_url=env.get("WORK_QUEUE_URL", ""),
-            dry_run=_bool(env, "DRY_RUN", False),
-            recommendation_policies=_policies(env, "RECOMMENDATION_POLICIES"),
-            recommendation_default=_choice(env, "RECOMMENDATION_DEFAULT", "taint", RECOMMENDATION_ACTIONS),
-            recommendation_ttl_seconds=_int(env, "RECOMMENDATION_TTL_SECONDS", 1800),
-            drain_timeout_seconds=_int(env, "DRAIN_TIMEOUT_SECONDS", 600),
-            lifecycle_timeout_result=_choice(env, "LIFECYCLE_TIMEOUT_RESULT", "CONTINUE", LIFECYCLE_RESULTS),
-            unowned_pods=_choice(env, "UNOWNED_PODS", "evict", UNOWNED_POD_POLICIES),
-            excluded_namespaces=_list(env, "EXCLUDED_NAMESPACES", ("kube-system",)),
-            opt_out_annotation=env.get("OPT_OUT_ANNOTATION", "spot-rebalancer.io/disable"),
-            exclude_from_load_balancers=_bool(env, "EXCLUDE_FROM_LOAD_BALANCERS", False),
-            health_lead_time_seconds=_int(env, "HEALTH_LEAD_TIME_SECONDS", 3600),
-            complete_launch_lifecycle=_bool(env, "COMPLETE_LAUNCH_LIFECYCLE", False),
-            lifecycle_tag_key=env.get("LIFECYCLE_TAG_KEY", "Lifecycle"),
-            lifecycle_label_key=env.get("LIFECYCLE_LABEL_KEY", "node.kubernetes.io/lifecycle"),
-            max_evictions_per_cycle=_int(env, "MAX_EVICTIONS_PER_CYCLE", 10),
-            max_evictions_per_node=_int(env, "MAX_EVICTIONS_PER_NODE", 3),
-            max_evictions_per_namespace=_int(env, "MAX_EVICTIONS_PER_NAMESPACE", 5),
-            min_pod_age_seconds=_int(env, "MIN_POD_AGE_SECONDS", 300),
-            capacity_nudge=_bool(env, "CAPACITY_NUDGE", False),
-        )
+        values: dict[str, Any] = {}
+        for entry in schema(cls):
+            if entry.env is None:
+                continue
+            raw = env.get(entry.env)
+            if raw is not None:
+                values[entry.field] = read_setting(entry.kind, entry.env, raw)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            env_names = {e.context or e.field: e.env for e in schema(cls)}
+            raise ConfigError(env_names.get(exc.name) or exc.name, exc.problem) from None
+
+    @classmethod
+    def from_context(cls: type[S], context: Mapping[str, Any], *, ignore: Collection[str] = ()) -> S:
+        """The settings in CDK context values (JSON types from cdk.json, text from -c); errors name
+        the context key."""
+        values: dict[str, Any] = {}
+        for entry in schema(cls):
+            key = entry.context
+            if key is not None and key not in ignore and context.get(key) is not None:
+                values[entry.field] = read_setting(entry.kind, key, context[key])
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment from which `from_env` reads these settings back."""
+        return {entry.env: entry.kind.write(getattr(self, entry.field))
+                for entry in schema(type(self)) if entry.env}
+
+    def runtime(self) -> Settings:
+        """Just the functions' settings (a deployment's config holds more)."""
+        return Settings(**{entry.field: getattr(self, entry.field) for entry in schema(Settings)})
 
     def recommendation_action(self, node_labels: Mapping[str, str]) -> str:
         """The rebalance-recommendation action for a node, by the first policy its labels match."""
@@ -102,63 +465,5 @@ class Settings:
         return self.recommendation_default
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes"):
-        return True
-    if raw.lower() in ("0", "false", "no"):
-        return False
-    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name}: must not be negative, got {value}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name) or default
-    if raw not in choices:
-        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
-    return raw
-
-
-def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def _policies(env: Mapping[str, str], name: str) -> tuple[RecommendationPolicy, ...]:
-    """JSON: [{"selector": {"label": "value"}, "action": "cordon"}, ...]."""
-    raw = env.get(name)
-    if not raw:
-        return ()
-    try:
-        items = json.loads(raw)
-        if not isinstance(items, list):
-            raise TypeError("not a list")
-        policies = []
-        for item in items:
-            selector, action = item["selector"], item["action"]
-            if not isinstance(selector, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
-            ):
-                raise TypeError("selector must map label names to values")
-            if action not in RECOMMENDATION_ACTIONS:
-                raise TypeError(f"action must be one of {', '.join(RECOMMENDATION_ACTIONS)}")
-            policies.append(RecommendationPolicy(selector=dict(selector), action=action))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    return tuple(policies)
+def context_keys(cls: type) -> frozenset[str]:
+    return frozenset(entry.context for entry in schema(cls) if entry.context)

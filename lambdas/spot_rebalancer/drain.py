@@ -243,7 +243,7 @@ class DrainService:
             return
         if lifecycle is None or ending in (Ending.WAITING, Ending.PLANNED):
             return
-        lifecycle_result = (self.settings.lifecycle_timeout_result if ending is Ending.DEADLINE_MISSED
+        lifecycle_result = (self.settings.lifecycle_default_result if ending is Ending.DEADLINE_MISSED
                             else "CONTINUE")
         outcome = self.autoscaling.complete(lifecycle, lifecycle_result)
         result.steps.append(Step(StepAction.COMPLETE_LIFECYCLE, reason=lifecycle.hook, outcome=outcome))

@@ -80,17 +80,13 @@ def describe_cluster(eks_client: Any, cluster_name: str) -> ClusterEndpoint:
 
 @lru_cache(maxsize=16)
 def client_for_cluster(cluster_name: str) -> KubeClient:
-    """The cluster's client, cached per container: endpoint and CA from the environment
-    (CLUSTER_ENDPOINT, CLUSTER_CA_DATA as base64 PEM) or DescribeCluster, token from the role."""
+    """The cluster's client, cached per container: endpoint and CA from DescribeCluster, token from
+    the role."""
     import boto3
 
     session = boto3.session.Session()
     region = session.region_name or os.environ.get("AWS_REGION", "us-east-1")
-    if os.environ.get("CLUSTER_ENDPOINT") and os.environ.get("CLUSTER_CA_DATA"):
-        target = ClusterEndpoint(os.environ["CLUSTER_ENDPOINT"],
-                                 base64.b64decode(os.environ["CLUSTER_CA_DATA"]).decode())
-    else:
-        target = describe_cluster(session.client("eks", region_name=region), cluster_name)
+    target = describe_cluster(session.client("eks", region_name=region), cluster_name)
     sts = token_sts_client(session, region)
     token = CachedToken(lambda: mint_token(sts, cluster_name), TOKEN_REFRESH_SECONDS, time.monotonic)
     return KubeClient.with_token(target.endpoint, target.ca_pem, token)

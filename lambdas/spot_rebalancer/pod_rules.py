@@ -8,13 +8,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Mapping
 
-from .config import opts_out
 from .objects import Pod
 from .scheduling.resources import is_terminal
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 # Controllers whose pods come back elsewhere when evicted: the only ones the rebalancer moves.
 RECREATING_KINDS = frozenset({"ReplicaSet", "StatefulSet"})
+
+
+def opts_out(value: str | None) -> bool:
+    """Whether an opt-out annotation with this value (None: absent) protects its object: any value
+    but "false" does, so that a value like "yes" protects rather than silently not."""
+    return value is not None and value.strip().lower() != "false"
 
 
 class PodRule(enum.StrEnum):

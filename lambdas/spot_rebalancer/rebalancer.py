@@ -32,7 +32,6 @@ from .rebalance import (
     History,
     MoveRecord,
     Plan,
-    RebalanceOptions,
     Review,
     WorkloadRef,
     census,
@@ -73,7 +72,7 @@ def workload_annotations(kube: KubeClient, kinds: Iterable[str]) -> dict[Workloa
     return found
 
 
-def plan_with_controllers(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
+def plan_with_controllers(snapshot: ClusterSnapshot, settings: Settings, history: History,
                           now: datetime,
                           read: Callable[[set[str]], Mapping[WorkloadRef, Mapping[str, str]]],
                           node_groups: Mapping[str, str] | None = None) -> Plan:
@@ -88,7 +87,7 @@ def plan_with_controllers(snapshot: ClusterSnapshot, options: RebalanceOptions, 
     done: set[str] = set()
     workloads: dict[WorkloadRef, Mapping[str, str]] = {}
     while True:
-        planned = plan(snapshot, options, history, now, workloads=workloads, node_groups=node_groups)
+        planned = plan(snapshot, settings, history, now, workloads=workloads, node_groups=node_groups)
         kinds = {e.workload.kind for e in planned.evictions}
         if planned.capacity:
             kinds |= RECREATING_KINDS
@@ -185,8 +184,7 @@ class Rebalancer:
                  store: HistoryStore | None, *, view: ClusterView | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, autoscaling: AutoScaling | None = None,
-                 ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None,
-                 options: RebalanceOptions | None = None) -> None:
+                 ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None) -> None:
         if view is None:
             if kube is None:
                 raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
@@ -204,7 +202,6 @@ class Rebalancer:
         self.autoscaling = autoscaling
         self.ec2 = ec2
         self.tagger = tagger
-        self.options = options or RebalanceOptions.from_settings(settings)
 
     def tick(self) -> TickResult:
         """One period's work: snapshot, sweep, census, cycle; all on one snapshot, its nodes read
@@ -276,7 +273,7 @@ class Rebalancer:
         snapshot = snapshot or self.view.snapshot()
         now = self.now()
         stored = self.store.load(cluster) if self.store is not None else None
-        judged = review(stored.history if stored else History(), snapshot, now, self.options)
+        judged = review(stored.history if stored else History(), snapshot, now, self.settings)
         self.metrics.add("MovesSucceeded", judged.metrics["MovesSucceeded"], "Count", ClusterName=cluster)
         self.metrics.add("MovesFailed", judged.metrics["MovesFailed"], "Count", ClusterName=cluster)
         for judgement in judged.judgements:
@@ -285,7 +282,7 @@ class Rebalancer:
                      judgement.replacement or "-", judgement.node or "-")
 
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
-        planned = plan_with_controllers(snapshot, self.options, judged.history, now,
+        planned = plan_with_controllers(snapshot, self.settings, judged.history, now,
                                         self.view.workload_annotations, node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=cluster)
         if self.kube is None or self.settings.dry_run:

@@ -139,7 +139,7 @@ class LaunchCompleter:
 
     def handle(self, event: LifecycleHook, attempt: int = 0) -> HandleResult:
         result = HandleResult()
-        if not self.settings.complete_launch_lifecycle:
+        if not self.settings.launch_lifecycle_hook:
             result.steps.append(Step(StepAction.IGNORE, reason="launch lifecycle completion is not enabled"))
             return result
         action = LifecycleAction(event.group, event.hook, event.token, event.instance_id)

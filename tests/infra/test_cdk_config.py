@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -47,7 +48,7 @@ BAD_INPUTS = [
      "recommendationPolicies", "environment variables in 4 KB"),
     ({"recommendationTtlSeconds": 10}, "recommendationTtlSeconds", "from 60"),
     ({"drainTimeoutSeconds": 7100}, "drainTimeoutSeconds", "at most 7200 s"),
-    ({"drainTimeoutSeconds": 10}, "drainTimeoutSeconds", "from 30"),
+    ({"drainTimeoutSeconds": 0}, "drainTimeoutSeconds", "from 1"),
     ({"lifecycleDefaultResult": "continue"}, "lifecycleDefaultResult", "CONTINUE, ABANDON"),
     ({"unownedPods": "delete"}, "unownedPods", "evict, skip"),
     ({"excludedNamespaces": ["kube-system", "Bad_NS"]}, "excludedNamespaces", "namespace name"),
@@ -81,6 +82,15 @@ BAD_INPUTS = [
     ({"pdbBlockedAlarmMinutes": 2}, "pdbBlockedAlarmMinutes", "from 5"),
     ({"logRetentionDays": 31}, "logRetentionDays", "CloudWatch Logs accepts"),
     ({"logLevel": "TRACE"}, "logLevel", "DEBUG, INFO, WARNING, ERROR"),
+    ({"maxEvictionsPerWorkload": 1001}, "maxEvictionsPerWorkload", "from 0 to 1000"),
+    ({"maxPriority": 2**31}, "maxPriority", "to 2147483647"),
+    ({"minOnDemandAnnotation": "a b"}, "minOnDemandAnnotation", "annotation name"),
+    ({"schedulerNames": ["Default Scheduler"]}, "schedulerNames", "not a scheduler name"),
+    ({"maxNudgeNodes": -1}, "maxNudgeNodes", "from 0 to 100"),
+    ({"replacementTimeoutSeconds": 30}, "replacementTimeoutSeconds", "from 60"),
+    ({"backoffBaseSeconds": 0}, "backoffBaseSeconds", "from 1"),
+    ({"backoffBaseSeconds": 600, "backoffCapSeconds": 300}, "backoffCapSeconds",
+     "not be below backoffBaseSeconds"),
 ]
 
 
@@ -123,7 +133,7 @@ def test_command_line_strings_are_coerced_to_their_types():
 def test_defaults_are_the_functions_own_defaults():
     runtime, deployed = Settings(), SpotRebalancerConfig(cluster_name="prod")
     assert deployed.drain_timeout_seconds == runtime.drain_timeout_seconds
-    assert deployed.lifecycle_default_result == runtime.lifecycle_timeout_result
+    assert deployed.runtime() == replace(runtime, cluster_name="prod")
     assert deployed.excluded_namespaces == runtime.excluded_namespaces
     assert deployed.max_evictions_per_cycle == runtime.max_evictions_per_cycle
     assert deployed.lifecycle_heartbeat_seconds == runtime.drain_timeout_seconds + 120

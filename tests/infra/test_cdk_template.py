@@ -124,8 +124,8 @@ def test_the_environment_is_what_the_functions_parse_into_the_configured_setting
         RecommendationPolicy({"workload": "stateful"}, "none"),
     )
     assert settings.drain_timeout_seconds == 900
-    assert settings.lifecycle_timeout_result == "ABANDON"
-    assert settings.complete_launch_lifecycle is True
+    assert settings.lifecycle_default_result == "ABANDON"
+    assert settings.launch_lifecycle_hook is True
     assert settings.capacity_nudge is True
     assert settings.dry_run is False
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "SpotRebalancer"

@@ -117,7 +117,7 @@ def test_a_budget_that_never_allows_eviction_ends_in_the_configured_result_at_th
 
     metrics = MetricsRecorder()
     handler = handler_for(aws, kube, metrics, drain_timeout_seconds=4,
-                          lifecycle_timeout_result=timeout_result)
+                          lifecycle_default_result=timeout_result)
     result = handler.handle(hook, budget_seconds=100)
 
     assert result.continue_at is None, "a drain past its deadline must not be continued"

@@ -19,7 +19,7 @@ from spot_rebalancer.tagging import LaunchCompleter
 from tests.ec2 import launch_instance
 
 SAMPLE = Path(__file__).parents[1] / "events" / "lifecycle-launch.json"
-SETTINGS = Settings(cluster_name="test", complete_launch_lifecycle=True)
+SETTINGS = Settings(cluster_name="test", launch_lifecycle_hook=True)
 
 
 def launch_event(instance_id: str):
@@ -56,7 +56,7 @@ def test_launch_is_completed_once_the_node_is_ready_and_heartbeated_before(kube,
 def test_without_the_opt_in_nothing_is_called(kube):
     with mock_aws():
         client = boto3.client("autoscaling", region_name="eu-west-1")
-        completer = LaunchCompleter(replace(SETTINGS, complete_launch_lifecycle=False),
+        completer = LaunchCompleter(replace(SETTINGS, launch_lifecycle_hook=False),
                                     Ec2(boto3.client("ec2", region_name="eu-west-1")),
                                     AutoScaling(client), lambda _cluster: kube)
         with Stubber(client):  # any call would fail: no response is queued

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from spot_rebalancer.config import Settings
 from spot_rebalancer.objects import TopologySpreadConstraint
 from spot_rebalancer.rebalance import (
     Backoff,
@@ -13,7 +14,6 @@ from spot_rebalancer.rebalance import (
     MoveRecord,
     NaiveClockError,
     NodeGroup,
-    RebalanceOptions,
     SkipCode,
     WorkloadRef,
     plan,
@@ -34,7 +34,7 @@ from tests.unit.builders import (
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-OPTIONS = RebalanceOptions()
+OPTIONS = Settings()
 ARM = {"kubernetes.io/arch": "arm64"}
 AMD = {"kubernetes.io/arch": "amd64"}
 WEB = WorkloadRef("default", "ReplicaSet", "web-7d4b9")
@@ -464,7 +464,7 @@ def test_pods_on_a_node_we_are_draining_are_the_drains_business():
 
 def test_excluded_namespaces_and_opt_out_annotation_are_configurable():
     nodes = [on_demand_node("od"), spot_node("spot")]
-    options = replace(OPTIONS, excluded_namespaces=frozenset({"batch"}), opt_out_annotation="example.com/pin")
+    options = replace(OPTIONS, excluded_namespaces=("batch",), opt_out_annotation="example.com/pin")
     assert len(run(nodes, [web("p", "od", namespace="kube-system")], options=options).evictions) == 1
     assert skips(run(nodes, [web("p", "od", namespace="batch")], options=options)) == {
         "p": SkipCode.EXCLUDED_NAMESPACE}

@@ -5,13 +5,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from spot_rebalancer.config import Settings
 from spot_rebalancer.rebalance import (
     Backoff,
     History,
     MoveRecord,
     NaiveClockError,
     Outcome,
-    RebalanceOptions,
     SkipCode,
     WorkloadRef,
     move_records,
@@ -23,7 +23,7 @@ from tests.unit.builders import PREFER_SPOT, make_pod, on_demand_node, spot_node
 
 MOVED_AT = datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)
 WEB = WorkloadRef("default", "ReplicaSet", "web-7d4b9")
-OPTIONS = RebalanceOptions(replacement_timeout_seconds=600, backoff_base_seconds=300,
+OPTIONS = Settings(replacement_timeout_seconds=600, backoff_base_seconds=300,
                            backoff_cap_seconds=3600)
 NODES = [on_demand_node("od"), spot_node("spot")]
 REASON = "preferred-node-affinity"

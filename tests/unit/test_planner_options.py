@@ -1,9 +1,9 @@
-"""Rebalancer options and on-demand floors."""
+"""The rebalancer's settings and on-demand floors."""
 
 import pytest
 
-from spot_rebalancer.config import Settings
-from spot_rebalancer.rebalance import FloorError, OptionsError, RebalanceOptions, on_demand_floor
+from spot_rebalancer.config import ConfigError, Settings
+from spot_rebalancer.rebalance import FloorError, on_demand_floor
 
 
 @pytest.mark.parametrize(("value", "replicas", "floor"), [
@@ -20,26 +20,29 @@ def test_unreadable_floors_raise(value):
         on_demand_floor(value, 10)
 
 
-@pytest.mark.parametrize("changes", [
-    {"max_evictions_per_cycle": -1}, {"min_pod_age_seconds": -5}, {"backoff_base_seconds": 0},
-    {"backoff_base_seconds": 600, "backoff_cap_seconds": 300},
-])
-def test_nonsense_options_raise(changes):
-    with pytest.raises(OptionsError):
-        RebalanceOptions(**changes)
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"max_evictions_per_cycle": -1}, "maxEvictionsPerCycle"),
+    ({"min_pod_age_seconds": -5}, "minPodAgeSeconds"),
+    ({"backoff_base_seconds": 0}, "backoffBaseSeconds"),
+    ({"backoff_base_seconds": 600, "backoff_cap_seconds": 300}, "backoffCapSeconds"),
+], ids=["negative cap", "negative age", "no back-off", "cap below base"])
+def test_nonsense_rebalancer_settings_raise(changes, named):
+    with pytest.raises(ConfigError, match=f"^{named}: "):
+        Settings(**changes)
 
 
 def test_negative_priorities_are_a_valid_threshold():
-    assert RebalanceOptions(max_priority=-10).max_priority == -10
+    assert Settings(max_priority=-10).max_priority == -10
 
 
-def test_options_from_settings():
+def test_rebalancer_settings_from_the_environment():
     settings = Settings.from_env({
         "EXCLUDED_NAMESPACES": "kube-system,istio-system", "MAX_EVICTIONS_PER_CYCLE": "4",
         "MAX_EVICTIONS_PER_NODE": "2", "MAX_EVICTIONS_PER_NAMESPACE": "1", "MIN_POD_AGE_SECONDS": "60",
-        "OPT_OUT_ANNOTATION": "example.com/pin", "LIFECYCLE_LABEL_KEY": "example.com/lifecycle"})
-    options = RebalanceOptions.from_settings(settings, max_evictions_per_workload=2)
-    assert options == RebalanceOptions(
-        excluded_namespaces=frozenset({"kube-system", "istio-system"}), opt_out_annotation="example.com/pin",
+        "MAX_EVICTIONS_PER_WORKLOAD": "2", "OPT_OUT_ANNOTATION": "example.com/pin",
+        "LIFECYCLE_LABEL_KEY": "example.com/lifecycle"})
+    assert settings == Settings(
+        excluded_namespaces=("kube-system", "istio-system"), opt_out_annotation="example.com/pin",
         min_pod_age_seconds=60, max_evictions_per_cycle=4, max_evictions_per_node=2,
-        max_evictions_per_namespace=1, max_evictions_per_workload=2, lifecycle_label="example.com/lifecycle")
+        max_evictions_per_namespace=1, max_evictions_per_workload=2,
+        lifecycle_label_key="example.com/lifecycle")

@@ -9,8 +9,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spot_rebalancer.config import Settings
 from spot_rebalancer.objects import TopologySpreadConstraint
-from spot_rebalancer.rebalance import History, RebalanceOptions, on_demand_floor, plan
+from spot_rebalancer.rebalance import History, on_demand_floor, plan
 from spot_rebalancer.rebalance.workloads import WorkloadRef, workload_of
 from spot_rebalancer.rebalancer import plan_with_controllers
 from spot_rebalancer.scheduling.eligibility import ineligibility
@@ -59,7 +60,7 @@ def one_in(draw, n):
 @st.composite
 def options(draw):
     caps = st.integers(0, 5) | st.integers(2, 5)  # mostly room for several moves
-    return RebalanceOptions(
+    return Settings(
         max_evictions_per_cycle=draw(caps), max_evictions_per_node=draw(caps),
         max_evictions_per_namespace=draw(caps), max_evictions_per_workload=draw(caps), min_pod_age_seconds=0)
 

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from bench.gen import NOW as GENERATED_NOW
 from bench.gen import write_list
+from spot_rebalancer.config import Settings
 from spot_rebalancer.objects import TopologySpreadConstraint
-from spot_rebalancer.rebalance import History, RebalanceOptions, plan
+from spot_rebalancer.rebalance import History, plan
 from spot_rebalancer.rebalance.budgets import DisruptionBudgets
 from spot_rebalancer.rebalance.planner import SkipCode, _Planner, _Search
 from spot_rebalancer.scheduling.interpod import wide_anti_affinity, wide_repeller
@@ -153,7 +154,7 @@ def clusters(draw):
         if one_in(draw, 2):
             budgets.append(make_pdb(app, {"app": app}, draw(st.integers(0, 2)), namespace=namespace))
     caps = st.integers(1, 6)
-    options = RebalanceOptions(max_evictions_per_cycle=draw(caps), max_evictions_per_node=draw(caps),
+    options = Settings(max_evictions_per_cycle=draw(caps), max_evictions_per_node=draw(caps),
                                max_evictions_per_namespace=draw(caps), min_pod_age_seconds=0)
     return ClusterSnapshot(nodes, pods, budgets), options
 
@@ -172,7 +173,7 @@ def test_a_generated_fleet_is_planned_as_the_direct_reference(tmp_path):
     path = tmp_path / "list.json"
     write_list(path, nodes=30, pods_per_node=80)
     snapshot = read_list(path.read_bytes())
-    options = RebalanceOptions(max_evictions_per_cycle=400, max_evictions_per_node=30,
+    options = Settings(max_evictions_per_cycle=400, max_evictions_per_node=30,
                                max_evictions_per_namespace=100, max_evictions_per_workload=3)
 
     result = plan(snapshot, options, History(), GENERATED_NOW)
@@ -193,7 +194,7 @@ def test_two_revisions_of_a_statefulset_are_searched_apart():
     pods = [make_pod("db-0", "x86", host_ports=[8080], **revision), make_pod("db-1", "x86", **revision),
             make_pod("agent", "arm", host_ports=[8080], owner=("DaemonSet", "agent"))]
     snapshot = ClusterSnapshot(nodes, pods, [])
-    options = RebalanceOptions(min_pod_age_seconds=0)
+    options = Settings(min_pod_age_seconds=0)
 
     result = plan(snapshot, options, History(), NOW)
 

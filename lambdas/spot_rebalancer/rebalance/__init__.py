@@ -5,9 +5,18 @@ and next cycle calls `review` before planning again.
 """
 
 from .census import Census, CensusRow, census
-from .history import Backoff, History, Judgement, MoveRecord, Outcome, Review, move_records, review
+from .history import (
+    MOVE_REASON,
+    Backoff,
+    History,
+    Judgement,
+    MoveRecord,
+    Outcome,
+    Review,
+    move_records,
+    review,
+)
 from .nudge import CapacityRequest, NodeGroup
-from .options import MOVE_REASON, OptionsError, RebalanceOptions
 from .planner import Eviction, Plan, Skip, SkipCode, plan
 from .timestamps import NaiveClockError
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
@@ -25,10 +34,8 @@ __all__ = [
     "MoveRecord",
     "NaiveClockError",
     "NodeGroup",
-    "OptionsError",
     "Outcome",
     "Plan",
-    "RebalanceOptions",
     "Review",
     "Skip",
     "SkipCode",

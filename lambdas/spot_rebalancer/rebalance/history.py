@@ -15,17 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ..config import Settings
 from ..objects import Node, Pod
 from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_score
 from ..scheduling.resources import is_terminal
 from ..snapshot import ClusterSnapshot
-from .options import MOVE_REASON, RebalanceOptions
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import WorkloadRef, workload_of
 
 if TYPE_CHECKING:
     from .planner import Eviction
+
+# Why the planner moves a pod; back-off is kept per workload and reason.
+MOVE_REASON = "preferred-node-affinity"
 
 
 class Outcome(enum.StrEnum):
@@ -124,9 +127,9 @@ def move_records(evictions: Iterable[Eviction], history: History, now: datetime,
 
 
 def review(history: History, snapshot: ClusterSnapshot, now: datetime,
-           options: RebalanceOptions | None = None) -> Review:
+           settings: Settings | None = None) -> Review:
     require_time_zone(now)
-    options = options or RebalanceOptions()
+    settings = settings or Settings()
     watched = {r.workload for r in history.in_flight}
     siblings: dict[WorkloadRef, list[Pod]] = {}
     for pod in snapshot.pods:
@@ -140,10 +143,10 @@ def review(history: History, snapshot: ClusterSnapshot, now: datetime,
         replacement = _replacement(record, siblings.get(record.workload, ()), claimed)
         if replacement is not None:
             claimed.add(replacement.metadata.uid)
-        judgements.append(_judge(record, replacement, nodes, now, options))
+        judgements.append(_judge(record, replacement, nodes, now, settings))
     return Review(tuple(judgements), History(
         in_flight=tuple(j.record for j in judgements if j.outcome is Outcome.IN_FLIGHT),
-        backoffs=_next_backoffs(history.backoffs, judgements, now, options)))
+        backoffs=_next_backoffs(history.backoffs, judgements, now, settings)))
 
 
 def _by_key(backoffs: Iterable[Backoff]) -> dict[tuple[WorkloadRef, str], Backoff]:
@@ -170,13 +173,13 @@ def _replacement(record: MoveRecord, siblings: Sequence[Pod], claimed: set[str])
 
 
 def _judge(record: MoveRecord, replacement: Pod | None, nodes: Mapping[str, Node], now: datetime,
-           options: RebalanceOptions) -> Judgement:
-    timed_out = now - record.moved_at > timedelta(seconds=options.replacement_timeout_seconds)
+           settings: Settings) -> Judgement:
+    timed_out = now - record.moved_at > timedelta(seconds=settings.replacement_timeout_seconds)
 
     def waiting(detail: str, **found) -> Judgement:
         if timed_out:
-            return Judgement(record, Outcome.FAILED, f"{detail} after {options.replacement_timeout_seconds}s",
-                             **found)
+            return Judgement(record, Outcome.FAILED,
+                             f"{detail} after {settings.replacement_timeout_seconds}s", **found)
         return Judgement(record, Outcome.IN_FLIGHT, detail, **found)
 
     if replacement is None:
@@ -200,7 +203,7 @@ def _judge(record: MoveRecord, replacement: Pod | None, nodes: Mapping[str, Node
 
 
 def _next_backoffs(backoffs: Iterable[Backoff], judgements: Iterable[Judgement], now: datetime,
-                   options: RebalanceOptions) -> tuple[Backoff, ...]:
+                   settings: Settings) -> tuple[Backoff, ...]:
     """Each failure doubles its workload's back-off for that reason (base, twice that, ... up to the
     cap); a success clears it; a back-off over for longer than the cap is forgotten."""
     by_key = _by_key(backoffs)
@@ -210,7 +213,7 @@ def _next_backoffs(backoffs: Iterable[Backoff], judgements: Iterable[Judgement],
             by_key.pop(key, None)
         elif judgement.outcome is Outcome.FAILED:
             failures = by_key[key].failures + 1 if key in by_key else 1
-            seconds = min(options.backoff_cap_seconds, options.backoff_base_seconds * 2 ** (failures - 1))
+            seconds = min(settings.backoff_cap_seconds, settings.backoff_base_seconds * 2 ** (failures - 1))
             by_key[key] = Backoff(key[0], key[1], failures, now + timedelta(seconds=seconds))
-    cap = timedelta(seconds=options.backoff_cap_seconds)
+    cap = timedelta(seconds=settings.backoff_cap_seconds)
     return tuple(by_key[key] for key in sorted(by_key) if by_key[key].until + cap > now)

@@ -22,9 +22,9 @@ from operator import attrgetter
 
 import msgspec
 
-from ..config import opts_out
+from ..config import Settings
 from ..objects import Pod, collector_paused
-from ..pod_rules import PodRule, pod_rules
+from ..pod_rules import PodRule, opts_out, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.eligibility import own_taint
 from ..scheduling.interpod import unsupported_constraint, wide_anti_affinity, wide_repeller
@@ -38,13 +38,14 @@ from ..scheduling.volume_zone import claims_volumes
 from ..snapshot import ClusterSnapshot
 from .budgets import DisruptionBudgets
 from .cluster import INSUFFICIENT, ClusterState, NodeState
-from .history import History
+from .history import MOVE_REASON, History
 from .nudge import CapacityRequest, NodeGroup, RoomWanted, capacity_requests
-from .options import MOVE_REASON, RebalanceOptions
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
 _encode = msgspec.json.encode
+# The API sets spec.schedulerName to this when a pod names none.
+DEFAULT_SCHEDULER = "default-scheduler"
 
 
 class SkipCode(enum.StrEnum):
@@ -119,7 +120,7 @@ class Plan:
         return dict(sorted(Counter(s.code.value for s in self.skipped).items()))
 
 
-def plan(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History, now: datetime, *,
+def plan(snapshot: ClusterSnapshot, settings: Settings, history: History, now: datetime, *,
          workloads: Mapping[WorkloadRef, Mapping[str, str]] | None = None,
          node_groups: Mapping[str, str] | None = None) -> Plan:
     """Plan this cycle's moves.
@@ -132,7 +133,7 @@ def plan(snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
     # Planning makes many small objects and keeps few; collections meanwhile would mostly walk the
     # snapshot's lists again (a quarter to a third of plan time at 150,000 pods).
     with collector_paused():
-        return _Planner(snapshot, options, history, require_time_zone(now), workloads or {},
+        return _Planner(snapshot, settings, history, require_time_zone(now), workloads or {},
                         node_groups or {}).run()
 
 
@@ -175,19 +176,19 @@ class _Search:
 
 
 class _Planner:
-    def __init__(self, snapshot: ClusterSnapshot, options: RebalanceOptions, history: History,
+    def __init__(self, snapshot: ClusterSnapshot, settings: Settings, history: History,
                  now: datetime, workloads: Mapping[WorkloadRef, Mapping[str, str]],
                  node_groups: Mapping[str, str]) -> None:
         self.snapshot = snapshot
-        self.options = options
+        self.settings = settings
         self.workloads = workloads
-        self.cluster = ClusterState(snapshot, options.lifecycle_label, node_groups)
+        self.cluster = ClusterState(snapshot, settings.lifecycle_label_key, node_groups)
         self.placements = PlacementIndex([n.node for n in self.cluster.nodes],
                                          [n.eligible for n in self.cluster.nodes])
         self.budgets = DisruptionBudgets(snapshot.pdbs)
         self.in_flight = {r.workload for r in history.in_flight}
         self.backoffs = history.backing_off(now)
-        self.youngest = now - timedelta(seconds=options.min_pod_age_seconds)
+        self.youngest = now - timedelta(seconds=settings.min_pod_age_seconds)
         self.evictions: list[Eviction] = []
         self.skipped: list[Skip] = []
         self.room_wanted: list[RoomWanted] = []
@@ -223,7 +224,7 @@ class _Planner:
                 heapq.heappush(queue, (-gain, namespace, name, tie, candidate))
                 continue
             self._commit(candidate)
-        capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.options.max_nudge_nodes)
+        capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.settings.max_nudge_nodes)
         self.skipped.sort(key=attrgetter("namespace", "name"))
         return Plan(tuple(self.evictions), tuple(self.skipped), capacity)
 
@@ -264,14 +265,14 @@ class _Planner:
                           budgets, floor, claims_volumes(pod) or bool(blocking_constraints(pod)))
 
     def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
-        options, meta = self.options, pod.metadata
+        settings, meta = self.settings, pod.metadata
         workload = workload_of(pod)
         annotations = self.workloads.get(workload, {}) if workload is not None else {}
-        rules = pod_rules(pod, opt_out_annotation=options.opt_out_annotation,
-                          excluded_namespaces=options.excluded_namespaces, workload_annotations=annotations)
+        rules = pod_rules(pod, opt_out_annotation=settings.opt_out_annotation,
+                          excluded_namespaces=settings.excluded_namespaces, workload_annotations=annotations)
         if rules:
             return self._rule_skip(pod, rules[0])
-        if pod.spec.scheduler_name not in options.scheduler_names:
+        if (pod.spec.scheduler_name or DEFAULT_SCHEDULER) not in settings.scheduler_names:
             return SkipCode.OTHER_SCHEDULER, f"scheduled by {pod.spec.scheduler_name}"
         if pod.status.phase != "Running" or not pod.ready:
             return SkipCode.NOT_READY, f"phase {pod.status.phase or 'unknown'}, ready {pod.ready}"
@@ -285,10 +286,10 @@ class _Planner:
         if created is None:
             return SkipCode.INVALID_SPEC, f"creation time {meta.creation_timestamp!r} unreadable"
         if created > self.youngest:
-            return SkipCode.TOO_YOUNG, f"younger than {options.min_pod_age_seconds}s"
+            return SkipCode.TOO_YOUNG, f"younger than {settings.min_pod_age_seconds}s"
         priority = pod.spec.priority or 0
-        if priority > options.max_priority:
-            return SkipCode.HIGH_PRIORITY, f"priority {priority} above {options.max_priority}"
+        if priority > settings.max_priority:
+            return SkipCode.HIGH_PRIORITY, f"priority {priority} above {settings.max_priority}"
         if workload in self.in_flight:
             return SkipCode.MOVE_IN_FLIGHT, f"a replacement of {workload} is not Ready yet"
         backoff = self.backoffs.get((workload, MOVE_REASON))
@@ -303,7 +304,7 @@ class _Planner:
     def _rule_skip(self, pod: Pod, rule: PodRule) -> tuple[SkipCode, str]:
         """The skip for the first pod rule that applies: the rebalancer moves no pod any of them
         names."""
-        meta, annotation = pod.metadata, self.options.opt_out_annotation
+        meta, annotation = pod.metadata, self.settings.opt_out_annotation
         owner = meta.controller
         if rule is PodRule.OPTED_OUT:
             if opts_out(meta.annotations.get(annotation)) or owner is None:
@@ -329,7 +330,7 @@ class _Planner:
 
     def _floor(self, pod: Pod, workload: WorkloadRef) -> int:
         """The larger of the pod's and its workload's on-demand floors (0 without either)."""
-        key, replicas = self.options.min_on_demand_annotation, self.cluster.replicas[workload]
+        key, replicas = self.settings.min_on_demand_annotation, self.cluster.replicas[workload]
         values = (pod.metadata.annotations.get(key), self.workloads.get(workload, {}).get(key))
         return max((on_demand_floor(v, replicas) for v in values if v is not None), default=0)
 
@@ -337,18 +338,18 @@ class _Planner:
 
     def _weigh(self, c: _Candidate) -> int | None:
         """The pod's score gain now, or None once a skip is recorded for it."""
-        options, namespace = self.options, c.pod.metadata.namespace
-        if len(self.evictions) >= options.max_evictions_per_cycle:
-            return self._refuse(c, SkipCode.CYCLE_CAP, f"{options.max_evictions_per_cycle} moves this cycle")
-        if self.per_node[c.source.name] >= options.max_evictions_per_node:
+        settings, namespace = self.settings, c.pod.metadata.namespace
+        if len(self.evictions) >= settings.max_evictions_per_cycle:
+            return self._refuse(c, SkipCode.CYCLE_CAP, f"{settings.max_evictions_per_cycle} moves this cycle")
+        if self.per_node[c.source.name] >= settings.max_evictions_per_node:
             return self._refuse(c, SkipCode.NODE_CAP,
-                                f"{options.max_evictions_per_node} moves off {c.source.name} this cycle")
-        if self.per_namespace[namespace] >= options.max_evictions_per_namespace:
+                                f"{settings.max_evictions_per_node} moves off {c.source.name} this cycle")
+        if self.per_namespace[namespace] >= settings.max_evictions_per_namespace:
             return self._refuse(c, SkipCode.NAMESPACE_CAP,
-                                f"{options.max_evictions_per_namespace} moves in {namespace} this cycle")
-        if self.per_workload[c.workload] >= options.max_evictions_per_workload:
+                                f"{settings.max_evictions_per_namespace} moves in {namespace} this cycle")
+        if self.per_workload[c.workload] >= settings.max_evictions_per_workload:
             return self._refuse(c, SkipCode.WORKLOAD_CAP,
-                                f"{options.max_evictions_per_workload} moves of {c.workload} this cycle")
+                                f"{settings.max_evictions_per_workload} moves of {c.workload} this cycle")
         exhausted = self.budgets.exhausted(c.budgets)
         if exhausted is not None:
             return self._refuse(c, SkipCode.PDB_EXHAUSTED, f"PodDisruptionBudget {exhausted} allows no more")

@@ -21,8 +21,8 @@ $(CDK_STAMP): package.json package-lock.json
 control-plane:
 	tests/kube/build.sh
 
-## The whole suite, as CI runs it.
-test: $(VENV_STAMP) $(CDK_STAMP) control-plane
+## The whole suite, as CI runs it: the checks first, then every test.
+test: lint $(CDK_STAMP) control-plane
 	$(BIN)/python -m pytest
 
 ## Fast inner loop: no control plane, no CDK synth.
@@ -45,5 +45,8 @@ bench: $(VENV_STAMP) control-plane
 cluster: $(VENV_STAMP) control-plane
 	$(BIN)/python -m tests.kube
 
+## Style, types and the layer contract (pyproject.toml states all three).
 lint: $(VENV_STAMP)
-	$(BIN)/ruff check lambdas tests infra app.py
+	$(BIN)/ruff check lambdas tests infra app.py bench
+	$(BIN)/mypy
+	PYTHONPATH=lambdas:. $(BIN)/lint-imports

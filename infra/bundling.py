@@ -177,6 +177,7 @@ def lambda_code(lambdas_dir: Path = LAMBDAS_DIR, cache_dir: Path | None = None) 
         bundling=BundlingOptions(
             # Never pulled: local bundling always succeeds or raises a BundlingError.
             image=DockerImage.from_registry("unused"),
-            local=LocalPythonBundling(lambdas_dir, cache_dir or install_cache_dir()),
+            # jsii hands try_bundle its options as one struct, not the keywords its Protocol spells out.
+            local=LocalPythonBundling(lambdas_dir, cache_dir or install_cache_dir()),  # type: ignore[arg-type]
         ),
     )

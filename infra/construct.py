@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import Any
 
 from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_autoscaling as autoscaling
@@ -220,7 +221,7 @@ class SpotRebalancer(Construct):
 
     # ---- building blocks -------------------------------------------------------------------------
 
-    def _queue(self, construct_id: str, **props: object) -> sqs.Queue:
+    def _queue(self, construct_id: str, **props: Any) -> sqs.Queue:
         return sqs.Queue(self, construct_id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
                          **props)
 
@@ -259,7 +260,7 @@ class SpotRebalancer(Construct):
         return role
 
     def _function(self, construct_id: str, *, role: iam.Role,
-                  network: lambda_.CfnFunction.VpcConfigProperty | None, **props: object) -> lambda_.Function:
+                  network: lambda_.CfnFunction.VpcConfigProperty | None, **props: Any) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{construct_id}Logs",
                                   retention=RETENTION[self.config.log_retention_days])
         log_group.grant_write(role)
@@ -267,7 +268,9 @@ class SpotRebalancer(Construct):
             self, construct_id, runtime=lambda_.Runtime.PYTHON_3_13, architecture=lambda_.Architecture.ARM_64,
             tracing=lambda_.Tracing.ACTIVE, log_group=log_group, role=role, **props)
         if network is not None:
-            function.node.default_child.vpc_config = network
+            resource = function.node.default_child
+            assert isinstance(resource, lambda_.CfnFunction)
+            resource.vpc_config = network
         Validations.of(function).acknowledge(_ack(
             "AwsSolutions-L1",
             "Pinned to python3.13: the runtime lock (lambdas/requirements.txt) is installed as "
@@ -319,7 +322,7 @@ class SpotRebalancer(Construct):
                 f"{config.lifecycle_tag_key}=spot|on-demand."),
         )
 
-    def _autoscaling_scope(self, role: iam.Role) -> tuple[list[str], dict[str, object] | None]:
+    def _autoscaling_scope(self, role: iam.Role) -> tuple[list[str], dict[str, Any] | None]:
         """The named groups by ARN, or else any group of the cluster by its ownership tag."""
         config = self.config
         if config.asg_names:

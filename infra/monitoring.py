@@ -99,9 +99,10 @@ class Monitoring(Construct):
         return topic
 
     def _metric(self, name: str, statistic: str, *, period: Duration = ALARM_PERIOD,
-                label: str | None = None) -> cloudwatch.Metric:
+                label: str | None = None, **dimensions: str) -> cloudwatch.Metric:
         return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, statistic=statistic, period=period,
-                                 dimensions_map={"ClusterName": self._config.cluster_name}, label=label)
+                                 dimensions_map={"ClusterName": self._config.cluster_name, **dimensions},
+                                 label=label)
 
     def _alarm(self, construct_id: str, metric: cloudwatch.IMetric, *, threshold: float, periods: int,
                description: str,
@@ -144,13 +145,14 @@ class Monitoring(Construct):
                 self._metric("EventToCordonLatency", statistic, label=statistic)
                 for statistic in ("p50", "p90", "Maximum")]),
             cloudwatch.GraphWidget(title="Drains", width=8,
-                left=[self._metric("PodsEvicted", "Sum", label="pods evicted"),
+                left=[self._metric("PodsEvicted", "Sum", label="pods evicted", Source="drain"),
                       self._metric("EvictionsBlockedByPdb", "Sum", label="blocked by PDB"),
                       self._metric("DeadlineMissed", "Sum", label="deadline missed"),
                       self._metric("EventsIgnored", "Sum", label="events ignored")],
                 right=[self._metric("DrainDuration", "Maximum", label="longest drain")]),
             cloudwatch.GraphWidget(title="Moves back to preferred capacity", width=8,
                 left=[self._metric("MovesPlanned", "Sum", label="planned"),
+                      self._metric("PodsEvicted", "Sum", label="evicted", Source="move"),
                       self._metric("MovesSucceeded", "Sum", label="succeeded"),
                       self._metric("MovesFailed", "Sum", label="failed")],
                 right=[self._metric("MisplacedPods", "Maximum", period=census, label="misplaced pods")]),

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from .aws import AutoScaling, Ec2, LifecycleAction
 from .config import Settings
@@ -127,9 +128,9 @@ class DrainService:
         deadline = drain_deadline(reason.spec, event.deadline, self.settings, started)
         if self.settings.dry_run:
             node = target.node
-            plan = plan_drain(reason, node, target.kube.list_pods(node.metadata.name), self.settings,
-                              self.now(), deadline)
-            result.steps.extend(plan.steps(self.now()))
+            planned = plan_drain(reason, node, target.kube.list_pods(node.metadata.name), self.settings,
+                                 self.now(), deadline)
+            result.steps.extend(planned.steps(self.now()))
             return Ending.PLANNED
         lifecycle = lifecycle_action(event)
         if lifecycle is not None and started_at is not None:
@@ -200,12 +201,12 @@ class DrainService:
                             if d.action is not Action.EVICT)
         waiting = [d.pod for d in plan.decisions if d.action is Action.WAIT]
         all_results: list[EvictionResult] = []
+        message = f"Evicted by spot-rebalancer: {plan.reason}"
         for wave in plan.waves:
-            now = self.now()
-            results = evictions.evict(
-                wave.pods, source=Source.DRAIN, schedule=schedule,
-                grace_seconds=lambda pod, now=now: capped_grace_seconds(pod, job.deadline, now),
-                message=lambda _pod: f"Evicted by spot-rebalancer: {plan.reason}")
+            results = evictions.evict(wave.pods, source=Source.DRAIN, schedule=schedule,
+                                      grace_seconds=partial(capped_grace_seconds, deadline=job.deadline,
+                                                            now=self.now()),
+                                      message=lambda _pod: message)
             all_results.extend(results)
             result.steps.extend(Step(StepAction.EVICT, node_name, r.namespace, r.name, plan.reason.value,
                                      r.outcome.step_outcome) for r in results)

@@ -212,7 +212,8 @@ def parse_event(raw: Mapping[str, Any] | bytes | str) -> tuple[Event, ...]:
             raise EventError("", f"not JSON: {exc}") from None
     if not isinstance(raw, Mapping):
         raise EventError("", f"expected a JSON object, got {type(raw).__name__}")
-    event_id = raw.get("id") if isinstance(raw.get("id"), str) else ""
+    raw_id = raw.get("id")
+    event_id = raw_id if isinstance(raw_id, str) else ""
     envelope = _convert(raw, _Envelope, event_id, "envelope")
     parser = _PARSERS.get((envelope.source, envelope.detail_type))
     if parser is None:

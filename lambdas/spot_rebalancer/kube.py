@@ -113,7 +113,7 @@ class KubeClient:
         def refresh(conf: Configuration) -> None:
             conf.api_key["BearerToken"] = token()
 
-        configuration.refresh_api_key_hook = refresh
+        configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]  # declared None, called when set
         # The client calls the hook only for a key already set: without this first one, every
         # request went out anonymous.
         refresh(configuration)

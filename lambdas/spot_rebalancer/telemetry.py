@@ -43,7 +43,7 @@ class MetricsRecorder:
             emf = EphemeralMetrics(namespace=namespace)
             # Alarms and the dashboard address metrics by exactly these dimensions; powertools
             # would add `service` from POWERTOOLS_SERVICE_NAME, which only names the function.
-            emf.service = None
+            emf.service = None  # type: ignore[assignment]  # typed str; None is what turns it off
             for key, value in dimensions:
                 emf.add_dimension(key, value)
             for point in points:

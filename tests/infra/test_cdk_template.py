@@ -458,6 +458,10 @@ def test_the_dashboard_shows_fleet_mix_latency_drains_and_moves(synth):
                    "PodsEvicted", "EvictionsBlockedByPdb", "MovesPlanned", "MovesSucceeded", "MovesFailed",
                    "MisplacedPods"):
         assert metric in body, metric
+    # Evictions are shown by who evicted, as the code publishes them: drains and moves apart.
+    text = "".join(part for part in dashboard["DashboardBody"]["Fn::Join"][1] if isinstance(part, str))
+    for source in ("drain", "move"):
+        assert f'"PodsEvicted","ClusterName","prod","Source","{source}"' in text, source
 
 
 def test_outputs_tell_the_operator_what_to_do_next(synth):

@@ -97,7 +97,8 @@ def test_event_end_to_end(api, kube, namespace, nodes, case):
     assert on_node == ({"agent"} if evicts else {"web", "agent"}), "DaemonSet pods always stay"
     assert all(r.continue_at is None for r in results)
     if evicts:
-        assert metrics.total("PodsEvicted") == 2
+        assert metrics.total("PodsEvicted", Source="drain") == 2
+        assert metrics.total("PodsEvicted", Source="move") == 0
         assert metrics.total("EventToCordonLatency") > 0
         wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "replacements elsewhere")
     if taint is None:

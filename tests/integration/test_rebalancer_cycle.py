@@ -130,7 +130,8 @@ def test_pods_return_to_spot_after_an_interruption_within_budgets(cluster, api, 
     # Each move was judged in the cycle after it: all of them succeeded.
     assert metrics.total("MovesSucceeded", ClusterName=CLUSTER) == total
     assert metrics.total("MovesFailed", ClusterName=CLUSTER) == 0
-    assert metrics.total("PodsEvicted", ClusterName=CLUSTER) == total
+    assert metrics.total("PodsEvicted", ClusterName=CLUSTER, Source="move") == total
+    assert metrics.total("PodsEvicted", Source="drain") == 0
     assert metrics.total("MovesPlanned", ClusterName=CLUSTER) == total
     assert store.load(CLUSTER).history.in_flight == ()
     events = api.get(f"/api/v1/namespaces/{namespace}/events")["items"]

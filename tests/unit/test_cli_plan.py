@@ -6,7 +6,8 @@ import msgspec
 import pytest
 
 from spot_rebalancer.cli import EXIT_BAD_INPUT, main
-from tests.unit.builders import PREFER_SPOT, make_pdb, make_pod, on_demand_node, spot_node
+from spot_rebalancer.config import Settings
+from tests.unit.builders import PREFER_SPOT, make_pdb, make_pod, on_demand_node, spot_node, taint
 
 GI = 2**30
 
@@ -98,3 +99,44 @@ def test_bad_settings_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MAX_EVICTIONS_PER_CYCLE", "many")
     assert main(["plan", "--from-file", fleet(tmp_path)]) == EXIT_BAD_INPUT
     assert "MAX_EVICTIONS_PER_CYCLE" in capsys.readouterr().err
+
+
+def recommended_long_ago(node):
+    """The node as a rebalance recommendation's taint left it, far past the TTL."""
+    from datetime import UTC, datetime
+
+    from spot_rebalancer.drain_policy import DrainReason, node_drain_patch
+
+    patch = node_drain_patch(node, DrainReason.REBALANCE_RECOMMENDATION, Settings(),
+                             datetime(2020, 1, 1, tzinfo=UTC))
+    annotations = patch.body["metadata"]["annotations"]
+    ours = taint(DrainReason.REBALANCE_RECOMMENDATION.taint_key, "PreferNoSchedule")
+    return msgspec.structs.replace(node, spec=msgspec.structs.replace(node.spec, taints=[ours]),
+                                   metadata=msgspec.structs.replace(node.metadata, annotations=annotations))
+
+
+def test_tick_runs_the_sweep_the_census_and_the_cycle_as_a_dry_run(tmp_path, capsys):
+    """What the schedule function does in one period, on the same List as `plan` and `census`."""
+    pods = [make_pod("web-1", "od-1", labels={"app": "web"}, preferred=[PREFER_SPOT],
+                     requests={"cpu": "1", "memory": "1Gi"}, owner=("ReplicaSet", "web-1"))]
+    path = write_list(tmp_path, [on_demand_node("od-1"), recommended_long_ago(spot_node("spot-1"))], pods)
+
+    assert main(["tick", "--from-file", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dryRun"] is True
+    assert out["sweep"] == [{"action": "revert", "node": "spot-1",
+                             "reason": "rebalance recommendation expired", "outcome": "dry-run"}]
+    # The sweep changes nothing in a dry run: the census and the plan still see the spot node tainted
+    # by the recommendation, so the pod counts as placed as well as it can be and nothing moves.
+    assert out["misplacedPods"] == out["census"]["misplaced_pods"] == 0
+    assert out["planned"] == 0
+    assert [(c["name"], c["code"]) for c in out["plan"]["considered"]] == [("web-1", "well-placed")]
+
+
+def test_tick_table(tmp_path, capsys):
+    assert main(["tick", "--from-file", fleet(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "sweep: 0 step(s)"
+    assert "census:" in out
+    assert "spot share of requested CPU: 0.0%" in out
+    assert out[-1] == "1 to evict, 1 kept"

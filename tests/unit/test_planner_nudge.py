@@ -2,9 +2,8 @@
 
 import pytest
 
-from spot_rebalancer.rebalance.cluster import NodeState
+from spot_rebalancer.rebalance.cluster import NodeGroup, NodeState
 from spot_rebalancer.rebalance.nudge import (
-    NodeGroup,
     RoomWanted,
     capacity_requests,
     new_node_room,

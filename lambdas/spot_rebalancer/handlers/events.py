@@ -12,13 +12,16 @@ importing this module is cheap.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..drain import DrainService
 from ..tagging import LaunchCompleter, LifecycleTagger
 from ..telemetry import MetricsRecorder
 from ..work import EventsWorker, read_message
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 
 @cache
@@ -60,7 +63,7 @@ def _runtime() -> tuple[EventsWorker, Any, Any]:
     return worker, (config, idempotent_act), logger
 
 
-def handler(event: dict, context: Any) -> dict:
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     from aws_lambda_powertools.utilities.batch import (
         BatchProcessor,
         EventType,

@@ -29,7 +29,7 @@ def _runtime() -> tuple[Rebalancer, Any]:
 
     settings = Settings.from_env()
     if not settings.cluster_name or not settings.state_table:
-        raise ConfigError("CLUSTER_NAME and STATE_TABLE must be set for the schedule function")
+        raise ConfigError("CLUSTER_NAME, STATE_TABLE", "both must be set for the schedule function")
     metrics = MetricsRecorder()
     ec2 = Ec2(boto3.client("ec2", config=boto_config()))
     autoscaling = (AutoScaling(boto3.client("autoscaling", config=boto_config()))

@@ -5,9 +5,11 @@ and next cycle calls `review` before planning again.
 """
 
 from .census import Census, CensusRow, census
+from .cluster import NodeGroup
 from .history import (
     MOVE_REASON,
     Backoff,
+    Eviction,
     History,
     Judgement,
     MoveRecord,
@@ -16,8 +18,8 @@ from .history import (
     move_records,
     review,
 )
-from .nudge import CapacityRequest, NodeGroup
-from .planner import Eviction, Plan, Skip, SkipCode, plan
+from .nudge import CapacityRequest
+from .planner import Plan, Skip, SkipCode, plan
 from .timestamps import NaiveClockError
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 

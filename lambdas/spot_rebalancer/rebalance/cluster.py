@@ -3,9 +3,11 @@ pods, built in one pass over the snapshot and updated as moves are planned."""
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..objects import Node, Pod
 from ..scheduling.capacity_type import ON_DEMAND, capacity_type
@@ -16,12 +18,43 @@ from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatabl
 from ..scheduling.spread import spread_allows
 from ..scheduling.volume_zone import zone_allows
 from ..snapshot import ClusterSnapshot
-from .nudge import NodeGroup
 from .workloads import WorkloadRef, workload_of
 
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
-# Blockers that more nodes would cure start with this; the others are rules, not room.
-INSUFFICIENT = "insufficient "
+
+
+class NodeGroup(NamedTuple):
+    """Where more nodes like one would come from, for the capacity nudge."""
+
+    kind: str  # "asg" (an Auto Scaling group name the shell passed in) or "nodegroup" (EKS)
+    name: str
+
+
+class BlockerKind(enum.Enum):
+    INSUFFICIENT = "insufficient"  # too little of a resource: more nodes would help
+    VOLUME_ZONE = "volume zone"
+    TOPOLOGY_SPREAD = "topology spread"
+    HOST_PORT = "host port in use"
+    ANTI_AFFINITY = "pod anti-affinity"
+    NOT_ON_DEMAND = "not on-demand"  # a floor keeps the pod on on-demand
+
+
+class Blocker(NamedTuple):
+    """Why a node does not take a pod now."""
+
+    kind: BlockerKind
+    resource: str = ""  # the resource that is short, for INSUFFICIENT
+
+    @property
+    def more_room_helps(self) -> bool:
+        return self.kind is BlockerKind.INSUFFICIENT
+
+    def __str__(self) -> str:
+        return f"insufficient {self.resource}" if self.more_room_helps else self.kind.value
+
+
+def insufficient(resource: str) -> Blocker:
+    return Blocker(BlockerKind.INSUFFICIENT, resource)
 
 
 @dataclass(eq=False, slots=True)
@@ -96,22 +129,22 @@ class ClusterState:
             state.repellers.remove(pod)
 
     def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
-                target: NodeState, pinned: bool) -> str | None:
+                target: NodeState, pinned: bool) -> Blocker | None:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
         node's eligibility and the pod's affinity and tolerations are the placement's business;
         `pinned` says whether volume claims or spread constraints tie the pod to its domains."""
         if pinned and not zone_allows(pod, source.node, target.node):
-            return "volume zone"
+            return Blocker(BlockerKind.VOLUME_ZONE)
         if pinned and not spread_allows(pod, source.node, target.node):
-            return "topology spread"
+            return Blocker(BlockerKind.TOPOLOGY_SPREAD)
         short = shortfall(requests, target.free)
         if short:
-            return INSUFFICIENT + short[0]
+            return insufficient(short[0])
         if ports and port_conflict(ports, target.ports) is not None:
-            return "host port in use"
+            return Blocker(BlockerKind.HOST_PORT)
         neighbours = target.pods if hostname_anti_affinity(pod) else target.repellers
         if neighbours and anti_affinity_conflict(pod, neighbours) is not None:
-            return "pod anti-affinity"
+            return Blocker(BlockerKind.ANTI_AFFINITY)
         return None
 
     def move(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,

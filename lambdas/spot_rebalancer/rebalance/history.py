@@ -13,7 +13,6 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..objects import Node, Pod
@@ -24,11 +23,27 @@ from ..snapshot import ClusterSnapshot
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import WorkloadRef, workload_of
 
-if TYPE_CHECKING:
-    from .planner import Eviction
-
 # Why the planner moves a pod; back-off is kept per workload and reason.
 MOVE_REASON = "preferred-node-affinity"
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """A move the planner chose: evict this pod so its replacement lands on `to_node`."""
+
+    namespace: str
+    name: str
+    uid: str
+    workload: WorkloadRef
+    from_node: str
+    to_node: str
+    from_score: int
+    to_score: int
+    reason: str = MOVE_REASON
+
+    @property
+    def score_gain(self) -> int:
+        return self.to_score - self.from_score
 
 
 class Outcome(enum.StrEnum):
@@ -104,7 +119,7 @@ class Review:
 
 def move_records(evictions: Iterable[Eviction], history: History, now: datetime,
                  snapshot: ClusterSnapshot) -> tuple[MoveRecord, ...]:
-    """Records for the evictions the API accepted (planner `Eviction`s) from the snapshot they were
+    """Records for the evictions the API accepted from the snapshot they were
     planned on; a workload's attempt number counts its failures for the same reason so far."""
     evictions = tuple(evictions)
     failures = {key: b.failures for key, b in _by_key(history.backoffs).items()}
@@ -176,30 +191,30 @@ def _judge(record: MoveRecord, replacement: Pod | None, nodes: Mapping[str, Node
            settings: Settings) -> Judgement:
     timed_out = now - record.moved_at > timedelta(seconds=settings.replacement_timeout_seconds)
 
-    def waiting(detail: str, **found) -> Judgement:
+    def waiting(detail: str, name: str = "", node: str = "", score: int | None = None) -> Judgement:
         if timed_out:
-            return Judgement(record, Outcome.FAILED,
-                             f"{detail} after {settings.replacement_timeout_seconds}s", **found)
-        return Judgement(record, Outcome.IN_FLIGHT, detail, **found)
+            after = f"{detail} after {settings.replacement_timeout_seconds}s"
+            return Judgement(record, Outcome.FAILED, after, name, node, score)
+        return Judgement(record, Outcome.IN_FLIGHT, detail, name, node, score)
 
     if replacement is None:
         return waiting("no replacement yet")
     name = replacement.metadata.name
     node = nodes.get(replacement.spec.node_name)
     if node is None:
-        return waiting("replacement not scheduled", replacement=name)
+        return waiting("replacement not scheduled", name)
+    node_name = node.metadata.name
     try:
         score = preferred_score(replacement, node)
     except SelectorError as exc:
-        return Judgement(record, Outcome.FAILED, f"replacement affinity invalid: {exc}", name,
-                         node.metadata.name)
-    found = {"replacement": name, "node": node.metadata.name, "score": score}
+        return Judgement(record, Outcome.FAILED, f"replacement affinity invalid: {exc}", name, node_name)
     if score < record.expected_score:
         return Judgement(record, Outcome.FAILED,
-                         f"landed on a node scoring {score}, expected {record.expected_score}", **found)
+                         f"landed on a node scoring {score}, expected {record.expected_score}",
+                         name, node_name, score)
     if replacement.status.phase != "Running" or not replacement.ready:
-        return waiting("replacement not ready", **found)
-    return Judgement(record, Outcome.SUCCEEDED, "landed where expected", **found)
+        return waiting("replacement not ready", name, node_name, score)
+    return Judgement(record, Outcome.SUCCEEDED, "landed where expected", name, node_name, score)
 
 
 def _next_backoffs(backoffs: Iterable[Backoff], judgements: Iterable[Judgement], now: datetime,

@@ -12,17 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ..scheduling.resources import Resources, node_allocatable, shortfall
-
-if TYPE_CHECKING:
-    from .cluster import NodeState
-
-
-class NodeGroup(NamedTuple):
-    kind: str  # "asg" (an Auto Scaling group name the shell passed in) or "nodegroup" (EKS)
-    name: str
+from .cluster import NodeGroup, NodeState
 
 
 class RoomWanted(NamedTuple):
@@ -74,7 +67,9 @@ def capacity_requests(wanted: Sequence[RoomWanted], nodes: Sequence[NodeState],
     result = []
     for group in sorted(by_group, key=lambda g: (-len(by_group[g]), g)):
         room = new_node_room(n for n in nodes if n.group == group)
-        count = min(cap, nodes_needed(by_group[group], room, limit=cap)) if room is not None else 0
+        if room is None:
+            continue
+        count = min(cap, nodes_needed(by_group[group], room, limit=cap))
         if count:
             result.append(CapacityRequest(group, count, len(by_group[group]), room))
             cap -= count

@@ -37,9 +37,9 @@ from ..scheduling.spread import blocking_constraints, unsupported_spread
 from ..scheduling.volume_zone import claims_volumes
 from ..snapshot import ClusterSnapshot
 from .budgets import DisruptionBudgets
-from .cluster import INSUFFICIENT, ClusterState, NodeState
-from .history import MOVE_REASON, History
-from .nudge import CapacityRequest, NodeGroup, RoomWanted, capacity_requests
+from .cluster import Blocker, BlockerKind, ClusterState, NodeGroup, NodeState, insufficient
+from .history import MOVE_REASON, Eviction, History
+from .nudge import CapacityRequest, RoomWanted, capacity_requests
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
@@ -86,23 +86,6 @@ _RULE_SKIPS: dict[PodRule, tuple[SkipCode, str]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Eviction:
-    namespace: str
-    name: str
-    uid: str
-    workload: WorkloadRef
-    from_node: str
-    to_node: str
-    from_score: int
-    to_score: int
-    reason: str = MOVE_REASON
-
-    @property
-    def score_gain(self) -> int:
-        return self.to_score - self.from_score
-
-
-@dataclass(frozen=True, slots=True)
 class Skip:
     namespace: str
     name: str
@@ -144,6 +127,7 @@ class _Candidate:
     source: NodeState
     placement: Placement
     score: int  # on its current node
+    best_score: int  # the best it may have anywhere: a bound on its gain until searched
     requests: Resources
     ports: tuple[HostPort, ...]
     budgets: list[str]
@@ -165,7 +149,7 @@ class _Search:
 
     target: NodeState | None = None
     score: int = 0
-    blockers: Counter[str] = field(default_factory=Counter)
+    blockers: Counter[Blocker] = field(default_factory=Counter)
     room_score: int | None = None  # the best score among nodes that lacked room
     room_groups: Counter[NodeGroup] = field(default_factory=Counter)  # their node groups
 
@@ -209,19 +193,18 @@ class _Planner:
                 continue
             candidate = self._candidate(pod)
             if candidate is not None:
-                # Until searched, the gain is an upper bound: the best score the pod may have anywhere.
-                gain = candidate.placement.best_score - candidate.score
+                gain = candidate.best_score - candidate.score
                 queue.append((-gain, *candidate.order, len(queue), candidate))
         heapq.heapify(queue)
         while queue:
             _, namespace, name, tie, candidate = heapq.heappop(queue)
-            gain = self._weigh(candidate)
-            if gain is None:
+            weighed = self._weigh(candidate)
+            if weighed is None:
                 continue
             # Another move may have taken this pod's best target: if so, go back in line behind
             # pods that may now gain more.
-            if queue and gain < -queue[0][0]:
-                heapq.heappush(queue, (-gain, namespace, name, tie, candidate))
+            if queue and weighed < -queue[0][0]:
+                heapq.heappush(queue, (-weighed, namespace, name, tie, candidate))
                 continue
             self._commit(candidate)
         capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.settings.max_nudge_nodes)
@@ -240,6 +223,7 @@ class _Planner:
             self._skip(pod, *rail)
             return None
         workload = workload_of(pod)
+        assert workload is not None, "the pod rules skip pods without a controller"
         source = self.cluster.by_name[pod.spec.node_name]
         try:
             placement = self.placements.placement(pod)
@@ -261,8 +245,9 @@ class _Planner:
             self._skip(pod, SkipCode.MULTIPLE_PDBS,
                        f"the Eviction API refuses pods under several budgets: {', '.join(budgets)}")
             return None
-        return _Candidate(pod, workload, source, placement, score, pod_requests(pod), host_ports(pod),
-                          budgets, floor, claims_volumes(pod) or bool(blocking_constraints(pod)))
+        pinned = claims_volumes(pod) or bool(blocking_constraints(pod))
+        return _Candidate(pod, workload, source, placement, score, placement.best_score, pod_requests(pod),
+                          host_ports(pod), budgets, floor, pinned)
 
     def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
         settings, meta = self.settings, pod.metadata
@@ -272,6 +257,7 @@ class _Planner:
                           excluded_namespaces=settings.excluded_namespaces, workload_annotations=annotations)
         if rules:
             return self._rule_skip(pod, rules[0])
+        assert workload is not None, "a pod without a controller is UNOWNED"
         if (pod.spec.scheduler_name or DEFAULT_SCHEDULER) not in settings.scheduler_names:
             return SkipCode.OTHER_SCHEDULER, f"scheduled by {pod.spec.scheduler_name}"
         if pod.status.phase != "Running" or not pod.ready:
@@ -338,48 +324,55 @@ class _Planner:
 
     def _weigh(self, c: _Candidate) -> int | None:
         """The pod's score gain now, or None once a skip is recorded for it."""
-        settings, namespace = self.settings, c.pod.metadata.namespace
-        if len(self.evictions) >= settings.max_evictions_per_cycle:
-            return self._refuse(c, SkipCode.CYCLE_CAP, f"{settings.max_evictions_per_cycle} moves this cycle")
-        if self.per_node[c.source.name] >= settings.max_evictions_per_node:
-            return self._refuse(c, SkipCode.NODE_CAP,
-                                f"{settings.max_evictions_per_node} moves off {c.source.name} this cycle")
-        if self.per_namespace[namespace] >= settings.max_evictions_per_namespace:
-            return self._refuse(c, SkipCode.NAMESPACE_CAP,
-                                f"{settings.max_evictions_per_namespace} moves in {namespace} this cycle")
-        if self.per_workload[c.workload] >= settings.max_evictions_per_workload:
-            return self._refuse(c, SkipCode.WORKLOAD_CAP,
-                                f"{settings.max_evictions_per_workload} moves of {c.workload} this cycle")
-        exhausted = self.budgets.exhausted(c.budgets)
-        if exhausted is not None:
-            return self._refuse(c, SkipCode.PDB_EXHAUSTED, f"PodDisruptionBudget {exhausted} allows no more")
+        over = self._over_a_cap(c)
+        if over is not None:
+            self._refuse(c, *over)
+            return None
         at_floor = (c.source.capacity_type == ON_DEMAND
                     and self.cluster.on_demand[c.workload] - 1 < c.floor)
         if c.searched_at != self.cluster.version:
             search = self._search(c, on_demand_only=at_floor)
             c.searched_at = self.cluster.version
             if search.target is None:
-                return self._refuse_search(c, search, at_floor)
+                self._refuse_search(c, search, at_floor)
+                return None
             c.target, c.target_score = search.target, search.score
         return c.target_score - c.score
 
-    def _refuse(self, c: _Candidate, code: SkipCode, detail: str) -> None:
-        self._skip(c.pod, code, detail)
+    def _over_a_cap(self, c: _Candidate) -> tuple[SkipCode, str] | None:
+        """The first cap or budget one more move of this pod would exceed."""
+        settings, namespace = self.settings, c.pod.metadata.namespace
+        if len(self.evictions) >= settings.max_evictions_per_cycle:
+            return SkipCode.CYCLE_CAP, f"{settings.max_evictions_per_cycle} moves this cycle"
+        if self.per_node[c.source.name] >= (cap := settings.max_evictions_per_node):
+            return SkipCode.NODE_CAP, f"{cap} moves off {c.source.name} this cycle"
+        if self.per_namespace[namespace] >= (cap := settings.max_evictions_per_namespace):
+            return SkipCode.NAMESPACE_CAP, f"{cap} moves in {namespace} this cycle"
+        if self.per_workload[c.workload] >= (cap := settings.max_evictions_per_workload):
+            return SkipCode.WORKLOAD_CAP, f"{cap} moves of {c.workload} this cycle"
+        exhausted = self.budgets.exhausted(c.budgets)
+        if exhausted is not None:
+            return SkipCode.PDB_EXHAUSTED, f"PodDisruptionBudget {exhausted} allows no more"
         return None
 
+    def _refuse(self, c: _Candidate, code: SkipCode, detail: str) -> None:
+        """Record the skip; the candidate is out of this cycle."""
+        self._skip(c.pod, code, detail)
+
     def _refuse_search(self, c: _Candidate, search: _Search, at_floor: bool) -> None:
-        blockers = ", ".join(f"{n} {reason}" for reason, n in sorted(search.blockers.items()))
+        blockers = ", ".join(sorted(f"{n} {reason}" for reason, n in search.blockers.items()))
         if at_floor:
-            return self._refuse(c, SkipCode.ON_DEMAND_FLOOR,
-                                f"{c.floor} replica(s) of {c.workload} stay on on-demand and no better "
-                                f"on-demand node takes it ({blockers or 'none'})")
-        if search.room_score is not None:
+            self._refuse(c, SkipCode.ON_DEMAND_FLOOR,
+                         f"{c.floor} replica(s) of {c.workload} stay on on-demand and no better "
+                         f"on-demand node takes it ({blockers or 'none'})")
+        elif search.room_score is not None:
             groups = search.room_groups
             if groups:
                 group = min(groups, key=lambda g: (-groups[g], g))
                 self.room_wanted.append(RoomWanted(group, c.requests))
-            return self._refuse(c, SkipCode.NO_ROOM, f"no better node has room: {blockers}")
-        return self._refuse(c, SkipCode.CONSTRAINED, f"every better node is ruled out: {blockers}")
+            self._refuse(c, SkipCode.NO_ROOM, f"no better node has room: {blockers}")
+        else:
+            self._refuse(c, SkipCode.CONSTRAINED, f"every better node is ruled out: {blockers}")
 
     # --- targets --------------------------------------------------------------------------------
 
@@ -399,7 +392,7 @@ class _Planner:
             # out by that first (more nodes there would not help).
             short = None if c.pinned else shortfall(c.requests, most_room)
             if short:
-                search.blockers[INSUFFICIENT + short[0]] += len(members)
+                search.blockers[insufficient(short[0])] += len(members)
                 search.lacked_room(score, self._groups(members))
                 continue
             for node in roomiest_first:
@@ -412,14 +405,14 @@ class _Planner:
         """Whether the node takes the pod now: if so it becomes the search's target, else its blocker
         is counted."""
         if on_demand_only and node.capacity_type != ON_DEMAND:
-            search.blockers["not on-demand"] += 1
+            search.blockers[Blocker(BlockerKind.NOT_ON_DEMAND)] += 1
             return False
         blocker = self.cluster.blocker(c.pod, c.requests, c.ports, c.source, node, c.pinned)
         if blocker is None:
             search.target, search.score = node, score
             return True
         search.blockers[blocker] += 1
-        if blocker.startswith(INSUFFICIENT):
+        if blocker.more_room_helps:
             search.lacked_room(score, [node.group] if node.group is not None else [])
         return False
 
@@ -451,11 +444,12 @@ class _Planner:
         groups = self.level_groups.get(id(members))
         if groups is None:
             groups = self.level_groups[id(members)] = Counter(
-                self.cluster.nodes[i].group for i in members if self.cluster.nodes[i].group is not None)
+                group for i in members if (group := self.cluster.nodes[i].group) is not None)
         return groups
 
     def _commit(self, c: _Candidate) -> None:
         target = c.target
+        assert target is not None, "a candidate is committed only after a search found its target"
         self.cluster.move(c.pod, c.requests, c.ports, c.source, target)
         self.budgets.spend(c.budgets)
         self.per_node[c.source.name] += 1

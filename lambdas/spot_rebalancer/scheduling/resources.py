@@ -110,12 +110,12 @@ def _items(container: Container) -> _Items:
 def _pod_requests(containers: tuple[_Items, ...], init_containers: tuple[tuple[_Items, bool], ...],
                   overhead: _Items) -> Resources:
     total = ZERO
-    for requests in containers:
-        total = total + _from_items(requests)
+    for items in containers:
+        total = total + _from_items(items)
     sidecars = ZERO
     heaviest_init = ZERO
-    for items, sidecar in init_containers:
-        requests = _from_items(items)
+    for init_items, sidecar in init_containers:
+        requests = _from_items(init_items)
         if sidecar:
             total = total + requests
             sidecars = sidecars + requests

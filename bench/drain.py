@@ -43,7 +43,9 @@ def ours(kube: KubeClient, node_name: str) -> dict[str, float]:
     start = time.monotonic()
     node = kube.get_node(node_name)
     node_pods = kube.list_pods(node_name)
-    plan = plan_drain(DrainReason.SPOT_INTERRUPTION, node, node_pods, Settings(), datetime.now(UTC), None)
+    now = datetime.now(UTC)
+    plan = plan_drain(DrainReason.SPOT_INTERRUPTION, node, node_pods, Settings(), now, event_deadline=None,
+                      started=now)
     kube.patch_node(node_name, plan.patch.body)
     cordoned = time.monotonic()
     schedule = EvictionSchedule(until=time.monotonic() + 60, backoff=backoff_seconds,

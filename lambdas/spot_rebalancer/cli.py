@@ -19,7 +19,7 @@ import msgspec
 
 from .config import ConfigError, Settings
 from .drain import DRAIN_REASONS
-from .drain_policy import drain_deadline, plan_drain
+from .drain_policy import plan_drain
 from .events import Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeClient
 from .nodes import match_node
@@ -146,8 +146,8 @@ def _handle_one(event: Event, snapshot: ClusterSnapshot, settings: Settings, now
     if node is None:
         return [Step(StepAction.IGNORE, reason=f"{event.instance_id}: not a node of this cluster")]
     pods = [p for p in snapshot.pods if p.spec.node_name == node.metadata.name]
-    deadline = drain_deadline(reason.spec, event.deadline, settings, now)
-    return plan_drain(reason, node, pods, settings, now, deadline).steps(now)
+    plan = plan_drain(reason, node, pods, settings, now, event_deadline=event.deadline, started=now)
+    return plan.steps(now)
 
 
 def _print_steps(steps: list[Step], as_json: bool) -> None:

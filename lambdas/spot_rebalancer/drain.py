@@ -26,7 +26,6 @@ from .drain_policy import (
     blocked_pods,
     capped_grace_seconds,
     decision_step,
-    drain_deadline,
     drain_starts_at,
     plan_drain,
 )
@@ -73,7 +72,6 @@ class DrainJob:
     target: Target
     plan: DrainPlan
     started: datetime
-    deadline: datetime
     result: HandleResult
 
 
@@ -99,7 +97,7 @@ class DrainService:
                           self.now() + timedelta(seconds=budget_seconds - INVOCATION_RESERVE_SECONDS))
         result = HandleResult()
         lifecycle = lifecycle_action(event)
-        begun = self.begin(event, started_at, result)
+        begun = self.begin(event, lifecycle, started_at, result)
         if isinstance(begun, Ending):
             self._finish(lifecycle, begun, result)
         else:
@@ -108,7 +106,8 @@ class DrainService:
 
     # --- resolve, plan, mark --------------------------------------------------------------------
 
-    def begin(self, event: Event, started_at: datetime | None, result: HandleResult) -> DrainJob | Ending:
+    def begin(self, event: Event, lifecycle: LifecycleAction | None, started_at: datetime | None,
+              result: HandleResult) -> DrainJob | Ending:
         """Resolve the event's target, plan its drain and mark its node; the drain to run, or how
         the event ended already."""
         if isinstance(event, Ignored):
@@ -125,31 +124,30 @@ class DrainService:
         if isinstance(target, Miss):
             return self._ignore(result, target.value, event.instance_id)
         started = started_at or self.now()
-        deadline = drain_deadline(reason.spec, event.deadline, self.settings, started)
         if self.settings.dry_run:
             node = target.node
             planned = plan_drain(reason, node, target.kube.list_pods(node.metadata.name), self.settings,
-                                 self.now(), deadline)
+                                 self.now(), event_deadline=event.deadline, started=started)
             result.steps.extend(planned.steps(self.now()))
             return Ending.PLANNED
-        lifecycle = lifecycle_action(event)
         if lifecycle is not None and started_at is not None:
             # A continuation: keep the hook from timing out while the drain goes on. If it has
             # already ended the instance is on its way out: draining on still helps its pods.
             self.autoscaling.heartbeat(lifecycle)
-        plan = self._mark(target, reason, event, deadline, result)
+        plan = self._mark(target, reason, event, started, result)
         if plan is None or not plan.evicts:
             return Ending.MARKED
-        return DrainJob(event, reason, target, plan, started, deadline, result)
+        return DrainJob(event, reason, target, plan, started, result)
 
-    def _mark(self, target: Target, reason: DrainReason, event: InstanceEvent, deadline: datetime,
+    def _mark(self, target: Target, reason: DrainReason, event: InstanceEvent, started: datetime,
               result: HandleResult) -> DrainPlan | None:
         """Taint and cordon the node (re-planning on conflicts); the plan it applied, or None when
         the node's mark is none."""
         kube, node = target.kube, target.node
         for _ in range(PATCH_ATTEMPTS):
             now = self.now()
-            plan = plan_drain(reason, node, kube.list_pods(node.metadata.name), self.settings, now, deadline)
+            plan = plan_drain(reason, node, kube.list_pods(node.metadata.name), self.settings, now,
+                              event_deadline=event.deadline, started=started)
             if plan.patch is None:
                 result.steps.append(Step(StepAction.IGNORE, node.metadata.name,
                                          reason=f"{reason}: node group policy is none"))
@@ -180,7 +178,7 @@ class DrainService:
             self.metrics.add("DrainDuration", (self.now() - job.started).total_seconds(), "Seconds",
                              ClusterName=job.target.cluster)
             return Ending.DRAINED
-        if invocation_end is None or job.deadline <= invocation_end:
+        if invocation_end is None or job.plan.deadline <= invocation_end:
             # The drain was bounded by its deadline, not by this invocation. Its back-offs and
             # polls stop short of the deadline rather than overrun it, so the clock may read a
             # moment before it: continuing would only reach the same end one invocation later.
@@ -192,7 +190,7 @@ class DrainService:
         """True when every pod to evict (or wait for) has left the node."""
         kube, plan, result = job.target.kube, job.plan, job.result
         node_name = plan.node.metadata.name
-        stop = job.deadline if invocation_end is None else min(job.deadline, invocation_end)
+        stop = job.plan.deadline if invocation_end is None else min(job.plan.deadline, invocation_end)
         stop_at = time.monotonic() + max(0.0, (stop - self.now()).total_seconds())
         schedule = EvictionSchedule(until=stop_at, backoff=backoff_seconds, clock=time.monotonic,
                                     sleep=self.sleep)
@@ -204,7 +202,7 @@ class DrainService:
         message = f"Evicted by spot-rebalancer: {plan.reason}"
         for wave in plan.waves:
             results = evictions.evict(wave.pods, source=Source.DRAIN, schedule=schedule,
-                                      grace_seconds=partial(capped_grace_seconds, deadline=job.deadline,
+                                      grace_seconds=partial(capped_grace_seconds, deadline=job.plan.deadline,
                                                             now=self.now()),
                                       message=lambda _pod: message)
             all_results.extend(results)

@@ -543,7 +543,7 @@ class DrainPlan:
     decisions: list[PodDecision]
     waves: list[Wave]
     evicts: bool  # False when the mark only taints or cordons
-    deadline: datetime | None
+    deadline: datetime  # when every pod must be gone
 
     def steps(self, now: datetime) -> list[Step]:
         """What carrying the plan out does, as steps: mark, then skip, wait and evict."""
@@ -572,8 +572,11 @@ def decision_step(node_name: str, decision: PodDecision) -> Step:
     return Step(StepAction.SKIP, node_name, meta.namespace, meta.name, str(decision.skip_reason))
 
 
-def plan_drain(reason: DrainReason, node: Node, pods: list[Pod], settings: Settings, now: datetime,
-               deadline: datetime | None) -> DrainPlan:
+def plan_drain(reason: DrainReason, node: Node, pods: list[Pod], settings: Settings, now: datetime, *,
+               event_deadline: datetime | None, started: datetime) -> DrainPlan:
+    """The drain of `node` for `reason`, begun at `started`, of an event whose own deadline (if any)
+    is `event_deadline`."""
+    deadline = drain_deadline(reason.spec, event_deadline, settings, started)
     patch = node_drain_patch(node, reason, settings, now)
     mark = node_mark(reason, node, settings)
     evicts = mark is not None and mark.evict

@@ -173,7 +173,9 @@ def test_several_clusters_get_a_stack_each_with_their_own_overrides():
     ({"clusterName": "prod", "clusterOverrides": {"prod": {"drainTimeout": 1}}}, "clusterOverrides: prod"),
     ({"clusterName": "prod", "clusterOverrides": '["prod"]'}, "clusterOverrides: expected an object"),
     ({"clusterName": "prod,batch", "clusterOverrides": {"batch": {"asgNames": "x,x"}}}, "asgNames: lists"),
-])
+], ids=["no context", "empty cluster name", "unknown key", "clusters sharing a stack name", "bad region",
+        "bad account", "override for an unknown cluster", "override of the cluster name",
+        "override with an unknown key", "overrides not an object", "bad override value"])
 def test_app_level_mistakes_are_refused(context, message):
     with pytest.raises(SpotRebalancerConfigError) as raised:
         load_app_config(context)

@@ -126,7 +126,7 @@ def test_raise_desired_capacity_stops_at_max_size():
     ("No active Lifecycle Action found with instance ID i-1", True),
     ("No active Lifecycle Action found with token 6b4ea2a6", True),
     ("1 validation error detected: Value at 'lifecycleHookName' failed to satisfy constraint", False),
-])
+], ids=["already ended by instance id", "already ended by token", "validation error raises"])
 def test_a_lifecycle_action_that_already_ended_is_an_outcome_other_errors_raise(message, ended):
     client = boto3.client("autoscaling", region_name=REGION)
     action = LifecycleAction(group="ng-spot", hook="drain", token="6b4ea2a6-4bd1-4d1c-9e3a-5a6d7f0c2b11",

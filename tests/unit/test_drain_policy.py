@@ -94,7 +94,13 @@ OPT_OUT = {DEFAULTS.opt_out_annotation: "true"}
     (pod(namespace="kube-system"), DISCRETIONARY, (Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)),
     (pod(namespace="kube-system"), FORCED, (Action.EVICT, None)),
     (pod(owner=None), FORCED, (Action.EVICT, None)),
-])
+], ids=["plain pod on a forced drain", "plain pod on a recommendation", "statefulset pod",
+        "pod with an emptydir", "mirror pod", "terminating mirror pod", "succeeded pod", "failed bare pod",
+        "daemonset pod", "terminating daemonset pod", "terminating within its grace",
+        "terminating for a minute", "stuck terminating past a minute",
+        "terminating pod ignores opt-out and namespace", "opted out on a forced drain",
+        "opted out on a recommendation", "empty opt-out annotation opts out", "opt-out annotation false",
+        "excluded namespace on a recommendation", "excluded namespace on a forced drain", "bare pod"])
 def test_decisions_with_default_settings(subject, reason, expected):
     assert decide_one(subject, reason) == expected
 
@@ -308,7 +314,10 @@ DEADLINE = NOW + timedelta(minutes=2)
     (600, DEADLINE, DEADLINE + timedelta(minutes=1), MIN_GRACE_SECONDS),  # never negative
     (0, DEADLINE, NOW, 0),  # a pod that asks for none gets none
     (600, None, NOW, None),  # no deadline: keep the pod's own
-])
+], ids=["own grace fits before the deadline", "capped to the time left less the margin",
+        "no grace means the api default", "fractional time left rounds down",
+        "under the margin gives the minimum", "past the deadline never negative",
+        "a pod asking for none gets none", "no deadline keeps the pod's own"])
 def test_capped_grace(grace, deadline, now, expected):
     assert capped_grace_seconds(pod(grace=grace), deadline, now) == expected
 
@@ -339,7 +348,8 @@ def test_backoff_doubles_up_to_the_cap():
     (100, 104, [101, 103]),
     (0, 1, []),  # the first retry would start at the deadline
     (0, 0, []),
-])
+], ids=["two minutes from zero", "a short window", "the first retry would reach the deadline",
+        "no time at all"])
 def test_retry_times_stop_before_the_deadline(start, until, expected):
     assert retry_times(start, until) == expected
 
@@ -529,7 +539,8 @@ LB_CONFIG = Settings(exclude_from_load_balancers=True, recommendation_default="c
     node(unschedulable=True),  # the user's cordon survives the revert
     node(taints=[USER_TAINT], labels={"team": "a"}, annotations={"owner": "ops"}),
     node(labels={EXCLUDE_FROM_LOAD_BALANCERS_LABEL: "true"}),  # the user's label survives too
-])
+], ids=["untouched node", "user cordon survives", "user taints labels and annotations survive",
+        "user load balancer label survives"])
 def test_revert_after_the_ttl_restores_the_node(original):
     drained = apply_patch(original, node_drain_patch(original, DISCRETIONARY, LB_CONFIG, NOW).body)
     assert drained.spec.unschedulable

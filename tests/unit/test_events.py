@@ -65,7 +65,10 @@ def at(text: str) -> datetime:
      ["i-0c3e5a7b9d1f24680", "i-0d4f6b8a0c2e35791"], at("2024-03-16T03:00:00")),
     ("health-store-drive-degraded-backup.json", HealthNotice, EventKind.DEGRADED_HARDWARE,
      ["i-09a1b3c5d7e2f4680"], None),
-])
+], ids=["spot interruption terminate", "spot interruption hibernate", "rebalance recommendation",
+        "lifecycle terminate", "lifecycle launch", "launch successful", "state change stopping",
+        "state change shutting down", "state change running", "health instance retirement",
+        "health stop scheduled for several", "health store drive degraded backup"])
 def test_instance_events(name, type_, kind, instance_ids, deadline):
     raw = sample(name)
     events = parse_event(raw)
@@ -160,7 +163,8 @@ def health(**detail) -> dict:
     (health(statusCode="closed"), "is closed"),
     (health(affectedEntities=[{"entityValue": "i-09a1b3c5d7e2f4680", "status": "UNIMPAIRED"}]),
      "names no EC2 instance that is still affected"),
-])
+], ids=["instance already terminated", "health event naming no instance", "health event for rds",
+        "account notification", "closed health event", "no instance still affected"])
 def test_ignored(raw, why):
     (event,) = parse_event(raw)
     assert isinstance(event, Ignored)
@@ -234,7 +238,9 @@ def spot(**changes) -> dict:
     (spot(id=...), "event without an id: envelope: Object missing required field `id`"),
     (spot(id=7), "event without an id: envelope: Expected `str`, got `int` - at `$.id`"),
     (spot(id=""), "event without an id: envelope: Expected `str` of length >= 1 - at `$.id`"),
-])
+], ids=["unsupported detail type", "unsupported source", "instance id missing", "instance id malformed",
+        "instance id a number", "unknown instance action", "detail missing", "time without a zone",
+        "time not a date", "resources a string", "id missing", "id a number", "id empty"])
 def test_malformed_events(raw, message):
     with pytest.raises(EventError) as caught:
         parse_event(raw)
@@ -257,7 +263,8 @@ def test_lifecycle_transition_must_match_the_detail_type():
         parse_event(raw)
 
 
-@pytest.mark.parametrize("start_time", ["", "soon", "Sat, 31 Feb 2024 03:00:00 GMT", 1710558000])
+@pytest.mark.parametrize("start_time", ["", "soon", "Sat, 31 Feb 2024 03:00:00 GMT", 1710558000],
+                         ids=["empty", "not a date", "no such day", "a number"])
 def test_health_start_time_must_be_a_date(start_time):
     raw = sample("health-instance-retirement.json")
     raw["detail"]["startTime"] = start_time
@@ -270,7 +277,7 @@ def test_health_start_time_must_be_a_date(start_time):
     ("[1, 2]", "event without an id: expected a JSON object, got list"),
     (b"null", "expected a JSON object, got NoneType"),
     ([], "expected a JSON object, got list"),
-])
+], ids=["bytes that are not json", "text of a json list", "json null", "a python list"])
 def test_not_an_event_at_all(raw, message):
     with pytest.raises(EventError, match=re.escape(message)):
         parse_event(raw)

@@ -23,7 +23,8 @@ DNS = "ip-10-0-1-2.eu-west-1.compute.internal"
     ([node(DNS, "aws:///eu-west-1a/i-9")], None),
     ([node("unrelated")], None),
     ([], None),
-])
+], ids=["by provider id", "provider id wins over a matching name", "by private dns name", "by short dns name",
+        "by hostname label", "another instance's node with our name", "unrelated node", "no nodes"])
 def test_match_node(nodes, expected):
     found = match_node(nodes, "i-1", DNS)
     assert (found.metadata.name if found else None) == expected

@@ -24,7 +24,11 @@ from spot_rebalancer.ownership import cluster_from_tags, managed_cluster
     # EC2's own shape.
     ([{"Key": "Name", "Value": "worker"}, {"Key": "eks:cluster-name", "Value": "prod"}], "", "prod"),
     ([{"Key": "kubernetes.io/cluster/prod"}], "", "prod"),
-])
+], ids=["eks tag", "aws eks tag over the default", "eks tag before aws eks tag",
+        "eks tag before kubernetes tag", "owned kubernetes tag", "shared kubernetes tag over the default",
+        "shared by several including the configured one", "shared by several the owner wins",
+        "shared by several the first by name", "kubernetes tag without a name", "empty eks tag",
+        "no cluster tag", "no tags and no default", "ec2 tag list", "ec2 tag without a value"])
 def test_cluster_from_tags(tags, default, expected):
     assert cluster_from_tags(tags, default) == expected
 

@@ -417,7 +417,9 @@ YOUNG = (NOW - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
     (web("p", "od", anti_affinity=[anti_affinity_term({"app": "web"}, "topology.kubernetes.io/zone")]),
      SkipCode.UNSUPPORTED_CONSTRAINT),
     (web("p", "od", preferred=[prefer(10, "cores", "many", operator="Gt")]), SkipCode.INVALID_SPEC),
-])
+], ids=["mirror pod", "bare pod", "daemonset pod", "job pod", "excluded namespace", "opted out",
+        "terminating", "not ready", "pending", "unknown node", "too young", "no creation time",
+        "high priority", "pod affinity", "zone anti-affinity", "unreadable preferred term"])
 def test_rails(pod, code):
     assert skips(run([on_demand_node("od"), spot_node("spot")], [pod])) == {"p": code}
 

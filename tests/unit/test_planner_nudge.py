@@ -44,7 +44,8 @@ def test_a_new_node_looks_like_most_of_its_group_minus_its_daemonsets():
     ([cpu(5), cpu(1)], 1),
     # Pod slots count too.
     ([Resources(pods=1)] * 25, 3),
-])
+], ids=["no pods", "four fill one node", "five need two", "first fit largest first",
+        "pods too big for a node are left out", "pod slots count"])
 def test_nodes_needed(requests, needed):
     assert nodes_needed(requests, Resources(cpu=4000, pods=10)) == needed
 

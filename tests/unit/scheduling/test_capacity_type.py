@@ -17,7 +17,10 @@ from tests.unit.builders import make_node
     # The first label with a value it understands wins.
     ({"eks.amazonaws.com/capacityType": "SPOT", "node.kubernetes.io/lifecycle": "on-demand"}, SPOT),
     ({"eks.amazonaws.com/capacityType": "CAPACITY_BLOCK", "karpenter.sh/capacity-type": "spot"}, SPOT),
-])
+], ids=["eks spot", "eks on-demand", "karpenter spot", "karpenter on-demand",
+        "karpenter reserved is on-demand", "lifecycle label spot", "lifecycle label normal is on-demand",
+        "no capacity label", "eks capacity block is unknown", "the first understood label wins",
+        "an unknown value gives way to the next label"])
 def test_capacity_type(labels, expected):
     assert capacity_type(make_node("n", labels=labels)) == expected
 

@@ -19,7 +19,8 @@ def deleting_node():
     (make_node("n", taints=[taint("spot-rebalancer/draining")]), "tainted spot-rebalancer/draining"),
     # Other people's taints are the taint predicate's business.
     (make_node("n", taints=[taint("karpenter.sh/disrupted")]), None),
-])
+], ids=["ready and schedulable", "not ready", "cordoned", "being deleted", "our own taint",
+        "someone else's taint"])
 def test_ineligibility(node, reason):
     assert ineligibility(node) == reason
 

@@ -24,7 +24,8 @@ def web(name="web-1", namespace="default", **kwargs):
     (anti_affinity_term(WEB, namespaces=["other"]), web(), False),
     # A namespace selector is taken to reach every namespace (no namespace labels in a snapshot).
     (anti_affinity_term(WEB, namespace_selector=selector({"team": "x"})), web(namespace="other"), True),
-])
+], ids=["same labels same namespace", "other labels", "namespace defaults to the owner's", "listed namespace",
+        "listed namespace leaves out the owner's", "namespace selector reaches every namespace"])
 def test_term_selects(term, pod, expected):
     assert term_selects(term, "default", pod) is expected
 
@@ -49,7 +50,9 @@ SPREAD = [anti_affinity_term(WEB)]
     # Only the hostname topology is this predicate's business.
     (web(anti_affinity=[anti_affinity_term(WEB, topology_key="topology.kubernetes.io/zone")]),
      [web("web-2")], None),
-])
+], ids=["no pods on the node", "incoming pod's term selects a pod there",
+        "incoming pod's term selects nothing", "pod there repels the incoming pod",
+        "pod there ignores other labels", "zone topology is not checked"])
 def test_anti_affinity_conflict(incoming, node_pods, conflict):
     found = anti_affinity_conflict(incoming, node_pods)
     assert (found.metadata.name if found else None) == conflict
@@ -61,7 +64,7 @@ def test_anti_affinity_conflict(incoming, node_pods, conflict):
     (web(anti_affinity=[anti_affinity_term(WEB, topology_key="topology.kubernetes.io/zone")]),
      "required pod anti-affinity on topology.kubernetes.io/zone"),
     (web(pod_affinity=[anti_affinity_term({"app": "cache"})]), "required pod affinity"),
-])
+], ids=["no constraints", "hostname anti-affinity", "zone anti-affinity", "required pod affinity"])
 def test_unsupported_constraint(pod, reason):
     assert unsupported_constraint(pod) == reason
 
@@ -76,7 +79,8 @@ ZONE = "topology.kubernetes.io/zone"
     ([make_pod("guard", anti_affinity=[anti_affinity_term(WEB)])], None),
     ([make_pod("guard", anti_affinity=[anti_affinity_term({"app": "api"}, ZONE)])], None),
     ([make_pod("guard", namespace="other", anti_affinity=[anti_affinity_term(WEB, ZONE)])], None),
-])
+], ids=["no other pods", "zone anti-affinity repels", "hostname anti-affinity is not wide",
+        "term selects other labels", "repeller in another namespace"])
 def test_wide_repeller(others, repeller):
     found = wide_repeller(web(), others)
     assert (found.metadata.name if found else None) == repeller

@@ -17,14 +17,18 @@ LABELS = {"app": "web", "tier": "front"}
     ("missing", "Exists", [], False),
     ("app", "DoesNotExist", [], False),
     ("missing", "DoesNotExist", [], True),
-])
+], ids=["in with the value listed", "in without the value listed", "in on a missing label",
+        "not in with another value", "not in with the value listed", "not in on a missing label",
+        "exists on a present label", "exists on a missing label", "does not exist on a present label",
+        "does not exist on a missing label"])
 def test_requirement(key, operator, values, expected):
     assert requirement_matches(key, operator, values, LABELS) is expected
 
 
 @pytest.mark.parametrize(("operator", "values"), [
     ("In", []), ("NotIn", []), ("Exists", ["x"]), ("DoesNotExist", ["x"]), ("Gt", ["1"]), ("in", ["web"]),
-])
+], ids=["in without values", "not in without values", "exists with values", "does not exist with values",
+        "unknown operator", "operators are case sensitive"])
 def test_invalid_requirement_raises(operator, values):
     with pytest.raises(SelectorError):
         requirement_matches("app", operator, values, LABELS)
@@ -38,6 +42,7 @@ def test_invalid_requirement_raises(operator, values):
     (selector({}, ("tier", "In", ["front", "back"])), True),
     (selector({"app": "web"}, ("tier", "NotIn", ["front"])), False),
     (selector({"app": "web"}, ("canary", "DoesNotExist", [])), True),
-])
+], ids=["missing selector selects nothing", "empty selector selects everything", "matching labels",
+        "one label differs", "in expression holds", "not in expression fails", "does not exist holds"])
 def test_selector(label_selector, expected):
     assert selector_matches(label_selector, LABELS) is expected

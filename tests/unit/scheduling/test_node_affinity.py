@@ -37,7 +37,11 @@ ON_NODE_A = preference(7, term(fields=[requirement("metadata.name", "In", "node-
     (term(requirement("zone", "In", "a"), fields=[requirement("metadata.name", "In", "node-b")]), False),
     # A term with nothing in it matches no node.
     (term(), False),
-])
+], ids=["in matches", "in misses", "not in matches", "not in on a missing label", "exists",
+        "exists on a missing label", "does not exist on a missing label", "gt holds", "gt on an equal value",
+        "lt holds", "lt a negative bound", "gt on a non-integer label", "lt on a missing label",
+        "requirements are anded", "one requirement fails", "node name field", "node name field not in",
+        "label holds but field fails", "empty term"])
 def test_term(node_term, expected):
     assert term_matches(node_term, LABELS, "node-a") is expected
 
@@ -49,7 +53,8 @@ def test_term(node_term, expected):
     term(requirement("zone", "Near", "a")),
     term(fields=[requirement("metadata.uid", "In", "x")]),
     term(fields=[requirement("metadata.name", "Exists")]),
-])
+], ids=["gt with two values", "gt with a non-integer", "lt without a value", "unknown operator",
+        "field other than the name", "exists on a field"])
 def test_invalid_term_raises(node_term):
     with pytest.raises(SelectorError):
         term_matches(node_term, LABELS, "node-a")
@@ -70,7 +75,9 @@ def test_invalid_term_raises(node_term):
     (make_pod("p", node_selector={"zone": "b"}, required=[term(requirement("arch", "In", "arm64"))]), False),
     # Preferences never filter.
     (make_pod("p", preferred=[prefer(10, "zone", "z")]), True),
-])
+], ids=["no constraints", "node selector holds", "node selector fails", "terms are ored", "only term fails",
+        "no terms", "only an empty term", "node selector and affinity both needed",
+        "preferences never filter"])
 def test_fits_required(pod, expected):
     assert fits_required(pod, NODE) is expected
 
@@ -81,7 +88,7 @@ def test_fits_required(pod, expected):
     ([prefer(10, "zone", "a"), prefer(5, "arch", "arm64"), prefer(80, "arch", "amd64")], 15),
     ([prefer(3, "gpu", operator="DoesNotExist")], 3),
     ([prefer(0, "zone", "a")], 0),
-])
+], ids=["no preferences", "one that holds", "sum of those that hold", "does not exist holds", "zero weight"])
 def test_preferred_score_sums_weights_of_terms_that_hold(preferred, expected):
     assert preferred_score(make_pod("p", preferred=preferred), NODE) == expected
 

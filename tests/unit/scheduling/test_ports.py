@@ -34,6 +34,7 @@ ANY_80 = HostPort("0.0.0.0", "TCP", 80)
     # Two specific IPs clash only when equal.
     ([HostPort("10.0.0.1", "TCP", 80)], [HostPort("10.0.0.2", "TCP", 80)], None),
     ([HostPort("10.0.0.1", "TCP", 80)], [HostPort("10.0.0.1", "TCP", 80)], HostPort("10.0.0.1", "TCP", 80)),
-])
+], ids=["nothing in use", "same port", "other protocol", "other port", "any ip against a specific one",
+        "a specific ip against any", "two different ips", "the same specific ip"])
 def test_port_conflict(wanted, used, conflict):
     assert port_conflict(wanted, used) == conflict

@@ -88,7 +88,10 @@ def requests_of(**kwargs):
     ({"requests": {"cpu": "100m"}, "overhead": {"cpu": "10m", "memory": "64Mi"}},
      Resources(cpu=110, memory=64 * 2**20, pods=1)),
     ({"requests": {"nvidia.com/gpu": "2"}}, Resources(pods=1, extended=(("nvidia.com/gpu", 2),))),
-])
+], ids=["no containers", "containers add up", "a heavier init container sets the need",
+        "init containers count resource by resource", "the heaviest init container counts",
+        "a native sidecar adds to the app", "a sidecar leaves earlier init containers alone",
+        "a sidecar adds to later init containers", "overhead on top", "extended resource"])
 def test_pod_requests(pod_kwargs, expected):
     assert requests_of(**pod_kwargs) == expected
 
@@ -115,6 +118,8 @@ def test_terminal_pods_hold_nothing(phase, expected):
     (Resources(pods=1, extended=(("gpu", 1),)), Resources(pods=1), ["gpu"]),
     (Resources(pods=1, extended=(("gpu", 1),)), Resources(pods=1, extended=(("gpu", 1),)), []),
     (Resources(pods=1, extended=(("gpu", 0),)), Resources(pods=1), []),
-])
+], ids=["exact fit", "cpu short", "memory and pods short", "ephemeral storage short",
+        "unrequested resources are not checked", "extended resource missing", "extended resource fits",
+        "zero extended request"])
 def test_shortfall(requests, free, short):
     assert shortfall(requests, free) == short

@@ -32,7 +32,8 @@ def pod_with(*constraints):
     ((spread(when="ScheduleAnyway"),), IN_A, IN_B, True),
     # Every blocking constraint's domain must be kept.
     ((spread(), spread("pool")), IN_A, ALSO_A, False),
-])
+], ids=["no constraints", "same zone", "other zone", "target without a zone", "neither has a zone",
+        "schedule anyway only scores", "every constraint must hold"])
 def test_spread_allows(constraints, source, target, expected):
     assert spread_allows(pod_with(*constraints), source, target) is expected
 
@@ -43,7 +44,7 @@ def test_spread_allows(constraints, source, target, expected):
     ((spread("kubernetes.io/hostname"),), "topology spread over nodes"),
     ((spread("kubernetes.io/hostname", when="ScheduleAnyway"),), None),
     ((spread(min_domains=3),), f"topology spread over {ZONE_LABEL} with minDomains"),
-])
+], ids=["no constraints", "zone spread", "hostname spread", "hostname spread schedule anyway", "min domains"])
 def test_unsupported_spread(constraints, reason):
     assert unsupported_spread(pod_with(*constraints)) == reason
 

@@ -17,7 +17,10 @@ SPOT = taint("spot", "NoSchedule", "true")
     (toleration("spot", "", "true"), True),  # an empty operator means Equal
     (toleration("spot", "", ""), False),
     (toleration("spot", "Gte", "true"), False),  # operators it does not know tolerate nothing
-])
+], ids=["equal with the value", "equal with another value", "exists with the effect",
+        "exists with any effect", "exists with another effect", "another key",
+        "empty key tolerates everything", "empty operator means equal", "empty operator with another value",
+        "unknown operator"])
 def test_tolerates(tol, expected):
     assert tolerates(tol, SPOT) is expected
 
@@ -31,6 +34,7 @@ def test_tolerates(tol, expected):
     ([taint("gone", "NoExecute")], [], taint("gone", "NoExecute")),
     ([SPOT, taint("gpu", "NoSchedule")], [toleration("spot", "Exists")], taint("gpu", "NoSchedule")),
     ([SPOT, taint("gpu", "NoSchedule")], [toleration(operator="Exists")], None),
-])
+], ids=["no taints", "untolerated taint", "tolerated taint", "prefer no schedule never blocks",
+        "no execute blocks", "the second taint untolerated", "wildcard toleration"])
 def test_untolerated_taint(taints, tolerations, blocking):
     assert untolerated_taint(tolerations, taints) == blocking

@@ -17,6 +17,7 @@ NO_ZONE = make_node("x")
     (("data",), IN_A, NO_ZONE, False),
     # Without a zone on the current node, nothing is known to be safe.
     (("data",), NO_ZONE, NO_ZONE, False),
-])
+], ids=["no claims", "no claims and no zone", "claim within its zone", "claim to another zone",
+        "claim to a node without a zone", "claim from a node without a zone"])
 def test_zone_allows(claims, source, target, expected):
     assert zone_allows(make_pod("p", claims=claims), source, target) is expected

@@ -453,10 +453,6 @@ class Settings:
         return {entry.env: entry.kind.write(getattr(self, entry.field))
                 for entry in schema(type(self)) if entry.env}
 
-    def runtime(self) -> Settings:
-        """Just the functions' settings (a deployment's config holds more)."""
-        return Settings(**{entry.field: getattr(self, entry.field) for entry in schema(Settings)})
-
     def recommendation_action(self, node_labels: Mapping[str, str]) -> str:
         """The rebalance-recommendation action for a node, by the first policy its labels match."""
         for policy in self.recommendation_policies:

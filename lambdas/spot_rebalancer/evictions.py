@@ -44,8 +44,7 @@ class EvictionSchedule:
 
 
 class _Evicts(Protocol):
-    def evict(self, namespace: str, name: str, grace_period_seconds: int | None = None,
-              dry_run: bool = False) -> Response: ...
+    def evict(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> Response: ...
 
 
 # Statuses worth another attempt: a PDB says "not now", or the apiserver is briefly unwell.
@@ -53,14 +52,14 @@ _RETRY_BLOCKED = {429}
 _RETRY_TRANSIENT = {0, 500, 502, 503, 504}
 
 
-def evict_one(kube: _Evicts, pod: Pod, grace_seconds: int | None, schedule: EvictionSchedule,
-              dry_run: bool = False) -> EvictionResult:
+def evict_one(kube: _Evicts, pod: Pod, grace_seconds: int | None,
+              schedule: EvictionSchedule) -> EvictionResult:
     namespace, name = pod.metadata.namespace, pod.metadata.name
     attempt = 0
     while True:
         attempt += 1
         try:
-            response = kube.evict(namespace, name, grace_seconds, dry_run=dry_run)
+            response = kube.evict(namespace, name, grace_seconds)
             status, message = response.status, response.message
         except KubeApiError as exc:
             status, message = exc.status, exc.message
@@ -78,13 +77,13 @@ def evict_one(kube: _Evicts, pod: Pod, grace_seconds: int | None, schedule: Evic
 
 
 def evict_all(kube: _Evicts, pods: Iterable[Pod], grace_seconds: Callable[[Pod], int | None],
-              schedule: EvictionSchedule, dry_run: bool = False) -> list[EvictionResult]:
+              schedule: EvictionSchedule) -> list[EvictionResult]:
     """Evict every pod at once (bounded by MAX_WORKERS threads); results in the pods' order."""
     pods = list(pods)
     if not pods:
         return []
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(pods))) as pool:
-        return list(pool.map(lambda p: evict_one(kube, p, grace_seconds(p), schedule, dry_run), pods))
+        return list(pool.map(lambda p: evict_one(kube, p, grace_seconds(p), schedule), pods))
 
 
 class EventRecorder:

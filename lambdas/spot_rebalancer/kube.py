@@ -238,8 +238,7 @@ class KubeClient:
         self._expect(response, "PATCH", path, 200)
         return msgspec.json.decode(response.data, type=Node)
 
-    def evict(self, namespace: str, name: str, grace_period_seconds: int | None = None,
-              dry_run: bool = False) -> Response:
+    def evict(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> Response:
         """POST a policy/v1 Eviction. 201: accepted; 429: a PDB forbids it now; 404: pod gone.
 
         Statuses are returned, not raised: the caller's drain policy decides what each means.
@@ -247,13 +246,8 @@ class KubeClient:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}/eviction"
         body: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction",
                                 "metadata": {"name": name, "namespace": namespace}}
-        delete_options: dict[str, Any] = {}
         if grace_period_seconds is not None:
-            delete_options["gracePeriodSeconds"] = grace_period_seconds
-        if dry_run:
-            delete_options["dryRun"] = ["All"]
-        if delete_options:
-            body["deleteOptions"] = delete_options
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_period_seconds}
         return self.request("POST", path, body=body)
 
     def create_event(self, *, namespace: str, kind: str, name: str, uid: str, reason: str,

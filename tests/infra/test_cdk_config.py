@@ -16,7 +16,7 @@ from infra.config import (
     SpotRebalancerConfigError,
     load_app_config,
 )
-from spot_rebalancer.config import Settings
+from spot_rebalancer.config import Settings, schema
 
 
 def config(**context: Any) -> SpotRebalancerConfig:
@@ -133,7 +133,8 @@ def test_command_line_strings_are_coerced_to_their_types():
 def test_defaults_are_the_functions_own_defaults():
     runtime, deployed = Settings(), SpotRebalancerConfig(cluster_name="prod")
     assert deployed.drain_timeout_seconds == runtime.drain_timeout_seconds
-    assert deployed.runtime() == replace(runtime, cluster_name="prod")
+    named = replace(runtime, cluster_name="prod")
+    assert all(getattr(deployed, e.field) == getattr(named, e.field) for e in schema(Settings))
     assert deployed.excluded_namespaces == runtime.excluded_namespaces
     assert deployed.max_evictions_per_cycle == runtime.max_evictions_per_cycle
     assert deployed.lifecycle_heartbeat_seconds == runtime.drain_timeout_seconds + 120

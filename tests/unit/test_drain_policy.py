@@ -373,7 +373,7 @@ def test_retry_times_properties(start, span, base, cap):
 class AlwaysBlocked:
     """A Kubernetes client whose every eviction a PodDisruptionBudget refuses."""
 
-    def evict(self, namespace, name, grace_seconds, dry_run=False):
+    def evict(self, namespace, name, grace_seconds):
         return type("Response", (), {"status": 429, "message": "Cannot evict pod as it would violate "
                                                                "the pod's disruption budget."})()
 

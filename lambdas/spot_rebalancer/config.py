@@ -412,6 +412,11 @@ class Settings:
                 entry.kind.check(getattr(self, entry.field))
             except BadValue as exc:
                 raise ConfigError(entry.context or entry.field, str(exc)) from None
+        if self.recommendation_ttl_seconds < self.drain_timeout_seconds:
+            raise ConfigError("recommendationTtlSeconds",
+                              f"must be at least drainTimeoutSeconds ({self.drain_timeout_seconds}): a "
+                              "recommendation's drain may last that long, and the sweep must not undo "
+                              f"it meanwhile; got {self.recommendation_ttl_seconds}")
         if self.backoff_cap_seconds < self.backoff_base_seconds:
             raise ConfigError("backoffCapSeconds", f"must not be below backoffBaseSeconds "
                                                    f"({self.backoff_base_seconds}), "

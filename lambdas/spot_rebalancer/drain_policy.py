@@ -50,7 +50,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -406,7 +406,7 @@ class NodeAction(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     sweep can undo a rebalance recommendation's action and never undo what the user did."""
 
     reason: DrainReason
-    at: datetime
+    at: Annotated[datetime, msgspec.Meta(tz=True)]  # without a zone it cannot be compared: unreadable
     taints: tuple[str, ...] = ()  # keys of the taints we added
     cordoned: bool = False  # whether we set spec.unschedulable
     was_cordoned: bool = False  # unschedulable before our first action: then never uncordon
@@ -498,15 +498,16 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
     return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
 
 
-def node_revert_patch(node: Node, now: datetime, ttl_seconds: int) -> NodePatch | None:
+def node_revert_patch(node: Node, now: datetime, settings: Settings) -> NodePatch | None:
     """Undo an action whose reason's spec reverts it after the TTL (a rebalance recommendation's)
-    once `ttl_seconds` have passed without a forced drain: remove our taints and label, uncordon only
-    if the node was schedulable before us, and drop the record. None when there is nothing (yet) to
-    undo."""
+    once the recommendation TTL has passed without a forced drain, and never while its drain may
+    still be under way: remove our taints and label, uncordon only if the node was schedulable before
+    us, and drop the record. None when there is nothing (yet) to undo."""
     record = recorded_action(node)
     if record is None or record.reason.spec.revert is not Revert.AFTER_TTL:
         return None
-    if now < record.at + timedelta(seconds=ttl_seconds):
+    wait = max(settings.recommendation_ttl_seconds, settings.drain_timeout_seconds)
+    if now < record.at + timedelta(seconds=wait):
         return None
     metadata: dict[str, Any] = {"annotations": {ACTION_ANNOTATION: None}}
     if record.load_balancer_label_added:

@@ -12,10 +12,16 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
-from msgspec import field
+from msgspec import Meta, field
+
+# What the API server's validation allows, so that an object it would have refused fails to decode
+# (naming its field) instead of skewing a plan: priorities are int32, term weights 1-100, skews > 0.
+Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+Weight = Annotated[int, Meta(ge=1, le=100)]
+Positive = Annotated[int, Meta(ge=1)]
 
 
 class _Obj(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, gc=False):
@@ -91,7 +97,7 @@ class NodeSelector(_Obj):
 
 
 class PreferredSchedulingTerm(_Obj):
-    weight: int
+    weight: Weight
     preference: NodeSelectorTerm
 
 
@@ -119,7 +125,7 @@ class PodAffinityTerm(_Obj):
 
 
 class WeightedPodAffinityTerm(_Obj):
-    weight: int
+    weight: Weight
     pod_affinity_term: PodAffinityTerm
 
 
@@ -136,10 +142,10 @@ class Affinity(_Obj):
 
 class TopologySpreadConstraint(_Obj):
     topology_key: str = ""
-    max_skew: int = 1
+    max_skew: Positive = 1
     when_unsatisfiable: str = "DoNotSchedule"
     label_selector: LabelSelector | None = None
-    min_domains: int | None = None
+    min_domains: Positive | None = None
 
 
 # --- pods --------------------------------------------------------------------------------------
@@ -182,7 +188,7 @@ class PodSpec(_Obj):
     containers: list[Container] = []
     init_containers: list[Container] = []
     overhead: dict[str, str | int | float] = {}
-    priority: int | None = None
+    priority: Int32 | None = None
     priority_class_name: str = ""
     termination_grace_period_seconds: int | None = None
     volumes: list[Volume] = []

@@ -206,45 +206,64 @@ class Rebalancer:
     def tick(self) -> TickResult:
         """One period's work: snapshot, sweep, census, cycle; all on one snapshot, its nodes read
         again only if the sweep changed one."""
-        snapshot = self.view.snapshot()
+        snapshot = self._without_duplicates(self.view.snapshot())
         swept = self.sweep(snapshot.nodes)
         if swept.nodes_changed:
             snapshot = replace(snapshot, nodes=self.view.list_nodes())
         fleet = self.census(snapshot)
         return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot))
 
+    def _without_duplicates(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
+        """Objects listed twice are logged, counted and kept once: one bad listing must not stop the
+        tick."""
+        problems = snapshot.duplicates()
+        for problem in problems:
+            log.warning("snapshot: %s", problem)
+        if problems:
+            self.metrics.add("SnapshotDuplicates", len(problems), ClusterName=self.cluster)
+        return snapshot.first_of_each() if problems else snapshot
+
     # --- the sweep ------------------------------------------------------------------------------
 
     def sweep(self, nodes: list[Node] | None = None) -> SweepResult:
         """Undo rebalance-recommendation actions past their TTL, then put right lifecycle labels,
-        on `nodes` (as just listed) or on the nodes listed now."""
+        on `nodes` (as just listed) or on the nodes listed now. A node whose revert fails is
+        reported and counted; the others are swept all the same."""
         steps: list[Step] = []
-        changed = False
         now = self.now()
         nodes = self.view.list_nodes() if nodes is None else nodes
         for node in nodes:
-            patch = node_revert_patch(node, now, self.settings.recommendation_ttl_seconds)
-            if patch is None:
-                continue
-            step = Step(StepAction.REVERT, patch.node_name, reason="rebalance recommendation expired",
-                        outcome=StepOutcome.DRY_RUN)
-            if self.kube is not None and not self.settings.dry_run:
-                try:
-                    self.kube.patch_node(patch.node_name, patch.body)
-                except KubeApiError as exc:
-                    # 409: the node changed since it was listed; the next sweep sees it afresh.
-                    step = Step(StepAction.REVERT, patch.node_name, reason=exc.message,
-                                outcome=StepOutcome.FAILED)
-                else:
-                    step = replace(step, outcome=StepOutcome.REVERTED)
-                    changed = True
-            steps.append(step)
+            try:
+                step = self._revert(node, now)
+            except Exception as exc:  # one bad node must not stop the sweep of the fleet
+                log.exception("sweep: node %s skipped", node.metadata.name)
+                self.metrics.add("SweepErrors", 1, ClusterName=self.cluster)
+                step = Step(StepAction.REVERT, node.metadata.name, reason=f"{type(exc).__name__}: {exc}",
+                            outcome=StepOutcome.FAILED)
+            if step is not None:
+                steps.append(step)
+        changed = any(step.outcome is StepOutcome.REVERTED for step in steps)
         if self.tagger is not None and self.kube is not None:
             labels = self.tagger.reconcile(self.kube, self.cluster, nodes)
             changed = changed or (not self.settings.dry_run
                                   and any(step.action is StepAction.LABEL for step in labels))
             steps.extend(labels)
         return SweepResult(steps, changed)
+
+    def _revert(self, node: Node, now: datetime) -> Step | None:
+        patch = node_revert_patch(node, now, self.settings)
+        if patch is None:
+            return None
+        step = Step(StepAction.REVERT, patch.node_name, reason="rebalance recommendation expired",
+                    outcome=StepOutcome.DRY_RUN)
+        if self.kube is None or self.settings.dry_run:
+            return step
+        try:
+            self.kube.patch_node(patch.node_name, patch.body)
+        except KubeApiError as exc:
+            # 409: the node changed since it was listed; the next sweep sees it afresh.
+            return Step(StepAction.REVERT, patch.node_name, reason=exc.message, outcome=StepOutcome.FAILED)
+        return replace(step, outcome=StepOutcome.REVERTED)
 
     # --- the census -----------------------------------------------------------------------------
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
 from .objects import Node, ObjectList, Pod, PodDisruptionBudget, collector_paused
+
+Listed = TypeVar("Listed", Node, Pod, PodDisruptionBudget)
 
 
 class SnapshotError(ValueError):
@@ -18,6 +21,29 @@ class ClusterSnapshot:
     nodes: list[Node] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
     pdbs: list[PodDisruptionBudget] = field(default_factory=list)
+
+    def duplicates(self) -> list[str]:
+        """What the snapshot holds twice: an object of one kind and name (which the API server never
+        serves, so a List file was put together wrongly), or two nodes of one EC2 instance."""
+        found = []
+        for kind, objects in (("node", self.nodes), ("pod", self.pods), ("PodDisruptionBudget", self.pdbs)):
+            seen: set[tuple[str, str]] = set()
+            for obj in objects:
+                key = (obj.metadata.namespace, obj.metadata.name)
+                if key in seen:
+                    found.append(f"{kind} {'/'.join(filter(None, key))} is listed twice")
+                seen.add(key)
+        owners: dict[str, str] = {}
+        for node in self.nodes:
+            instance = node.instance_id
+            if instance and instance in owners and owners[instance] != node.metadata.name:
+                found.append(f"nodes {owners[instance]} and {node.metadata.name} are both {instance}")
+            owners.setdefault(instance, node.metadata.name)
+        return found
+
+    def first_of_each(self) -> ClusterSnapshot:
+        """The snapshot with each object that is listed twice kept once (its first listing)."""
+        return ClusterSnapshot(_first(self.nodes), _first(self.pods), _first(self.pdbs))
 
 
 class _Kind(msgspec.Struct):
@@ -36,12 +62,33 @@ _decode_list = msgspec.json.Decoder(ObjectList[msgspec.Raw]).decode
 _decode_kind = msgspec.json.Decoder(_Kind).decode
 
 
+def _first(objects: list[Listed]) -> list[Listed]:
+    kept: dict[tuple[str, str], Listed] = {}
+    for obj in objects:
+        kept.setdefault((obj.metadata.namespace, obj.metadata.name), obj)
+    return list(kept.values())
+
+
 def read_list(data: bytes | str, source: str = "input") -> ClusterSnapshot:
     """Read the output of `kubectl get nodes,pods,pdb -A -o json`.
 
-    Items of other kinds are ignored; anything that is not such a List raises SnapshotError naming
-    `source` and, where it can, the offending item.
+    Items of other kinds are ignored; anything that is not such a List, or holds an object twice,
+    raises SnapshotError naming `source` and, where it can, the offending item.
     """
+    try:
+        snapshot = _read(data, source)
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise SnapshotError(f"{source}: nested too deeply to be a Kubernetes List") from None
+    problems = snapshot.duplicates()
+    if problems:
+        raise SnapshotError(f"{source}: {'; '.join(problems[:5])}"
+                            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+    return snapshot
+
+
+def _read(data: bytes | str, source: str) -> ClusterSnapshot:
     with collector_paused():
         try:
             listing = _decode_listing(data)

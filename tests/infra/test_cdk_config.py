@@ -47,6 +47,8 @@ BAD_INPUTS = [
                                  for i in range(50)]},
      "recommendationPolicies", "environment variables in 4 KB"),
     ({"recommendationTtlSeconds": 10}, "recommendationTtlSeconds", "from 60"),
+    ({"recommendationTtlSeconds": 900, "drainTimeoutSeconds": 1200}, "recommendationTtlSeconds",
+     "at least drainTimeoutSeconds"),
     ({"drainTimeoutSeconds": 7100}, "drainTimeoutSeconds", "at most 7200 s"),
     ({"drainTimeoutSeconds": 0}, "drainTimeoutSeconds", "from 1"),
     ({"lifecycleDefaultResult": "continue"}, "lifecycleDefaultResult", "CONTINUE, ABANDON"),

@@ -64,8 +64,9 @@ def test_a_recommendation_is_recorded_and_undone_after_the_ttl(api, kube, namesp
 
     recorded = kube.get_node(node.name)
     acted_at = datetime.fromisoformat(record["at"])
-    assert node_revert_patch(recorded, acted_at + timedelta(seconds=TTL_SECONDS - 1), TTL_SECONDS) is None
-    revert = node_revert_patch(recorded, acted_at + timedelta(seconds=TTL_SECONDS), TTL_SECONDS)
+    ttl = Settings(recommendation_ttl_seconds=TTL_SECONDS)
+    assert node_revert_patch(recorded, acted_at + timedelta(seconds=TTL_SECONDS - 1), ttl) is None
+    revert = node_revert_patch(recorded, acted_at + timedelta(seconds=TTL_SECONDS), ttl)
     kube.patch_node(node.name, revert.body)
 
     reverted = api.get(f"/api/v1/nodes/{node.name}")

@@ -48,12 +48,12 @@ ON_DEMAND_LABELS = {"eks.amazonaws.com/capacityType": "ON_DEMAND"}
 
 def make_node(name: str, labels: Mapping[str, str] | None = None,
               allocatable: Mapping[str, str] | None = None, taints: Iterable[Taint] = (),
-              ready: bool = True, unschedulable: bool = False) -> Node:
+              ready: bool = True, unschedulable: bool = False, provider_id: str = "") -> Node:
     """A node; its hostname label is its name unless `labels` says otherwise."""
     return Node(
         metadata=ObjectMeta(name=name, uid=f"uid-{name}",
                             labels={"kubernetes.io/hostname": name, **(labels or {})}),
-        spec=NodeSpec(unschedulable=unschedulable, taints=list(taints)),
+        spec=NodeSpec(unschedulable=unschedulable, taints=list(taints), provider_id=provider_id),
         status=NodeStatus(allocatable=dict(DEFAULT_ALLOCATABLE if allocatable is None else allocatable),
                           conditions=[NodeCondition(type="Ready", status="True" if ready else "False")]),
     )

@@ -69,7 +69,7 @@ labels = st.from_regex(r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?", fullmatch=True)
     recommendation_policies=st.lists(st.builds(
         RecommendationPolicy, selector=st.dictionaries(labels, labels, min_size=1, max_size=2),
         action=st.sampled_from(["none", "taint", "cordon", "drain"])), max_size=3).map(tuple),
-    drain_timeout_seconds=st.integers(1, 7080),
+    drain_timeout_seconds=st.integers(1, 1800),  # at most the default recommendation TTL
     excluded_namespaces=st.lists(labels, max_size=3).map(tuple),
     max_priority=st.integers(-(2**31), 2**31 - 1),
     scheduler_names=st.lists(labels, min_size=1, max_size=2).map(tuple),

@@ -40,6 +40,7 @@ from tests.unit.builders import make_node, make_pdb, make_pod
 
 NOW = datetime(2024, 3, 14, 9, 27, 0, tzinfo=UTC)
 DEFAULTS = Settings()
+TTL = Settings(recommendation_ttl_seconds=1800)
 FORCED = DrainReason.SPOT_INTERRUPTION
 DISCRETIONARY = DrainReason.REBALANCE_RECOMMENDATION
 
@@ -544,8 +545,8 @@ LB_CONFIG = Settings(exclude_from_load_balancers=True, recommendation_default="c
 def test_revert_after_the_ttl_restores_the_node(original):
     drained = apply_patch(original, node_drain_patch(original, DISCRETIONARY, LB_CONFIG, NOW).body)
     assert drained.spec.unschedulable
-    assert node_revert_patch(drained, NOW + timedelta(seconds=1799), 1800) is None
-    revert = node_revert_patch(drained, NOW + timedelta(seconds=1800), 1800)
+    assert node_revert_patch(drained, NOW + timedelta(seconds=1799), TTL) is None
+    revert = node_revert_patch(drained, NOW + timedelta(seconds=1800), TTL)
     assert comparable(apply_patch(drained, revert.body)) == comparable(original)
 
 
@@ -558,7 +559,7 @@ def test_revert_keeps_a_user_cordon_across_several_actions():
     assert recorded_action(cordoned) == NodeAction(
         reason=DISCRETIONARY, at=later, taints=(DISCRETIONARY.taint_key,), cordoned=True,
         was_cordoned=False, load_balancer_label_added=True)
-    revert = node_revert_patch(cordoned, later + timedelta(seconds=1800), 1800)
+    revert = node_revert_patch(cordoned, later + timedelta(seconds=1800), TTL)
     assert comparable(apply_patch(cordoned, revert.body)) == comparable(original)
 
 
@@ -566,7 +567,7 @@ def test_a_cordon_the_user_added_after_our_taint_survives_the_revert():
     tainted = apply_patch(node(), node_drain_patch(node(), DISCRETIONARY, Settings(), NOW).body)
     user_cordoned = apply_patch(tainted, {"spec": {"unschedulable": True}})
     cordoned = apply_patch(user_cordoned, node_drain_patch(user_cordoned, DISCRETIONARY, LB_CONFIG, NOW).body)
-    reverted = apply_patch(cordoned, node_revert_patch(cordoned, NOW + timedelta(hours=1), 1800).body)
+    reverted = apply_patch(cordoned, node_revert_patch(cordoned, NOW + timedelta(hours=1), TTL).body)
     assert reverted.spec.unschedulable
     assert reverted.spec.taints == []
 
@@ -581,12 +582,30 @@ def test_a_forced_drain_is_never_reverted():
     assert record.reason is FORCED
     assert set(record.taints) == {DISCRETIONARY.taint_key, FORCED.taint_key}
     assert record.was_cordoned is False
-    assert node_revert_patch(again, NOW + timedelta(days=1), 1800) is None
+    assert node_revert_patch(again, NOW + timedelta(days=1), TTL) is None
 
 
 def test_nothing_to_revert():
-    assert node_revert_patch(node(), NOW, 0) is None
-    assert node_revert_patch(node(annotations={ACTION_ANNOTATION: "{not json"}), NOW, 0) is None
+    assert node_revert_patch(node(), NOW, TTL) is None
+    assert node_revert_patch(node(annotations={ACTION_ANNOTATION: "{not json"}), NOW, TTL) is None
+
+
+def test_a_drain_still_under_way_is_not_reverted():
+    """A recommendation's drain may last the drain timeout: the sweep waits for it, whatever the TTL."""
+    drained = apply_patch(node(), node_drain_patch(node(), DISCRETIONARY, LB_CONFIG, NOW).body)
+    long_drains = Settings(recommendation_ttl_seconds=3600, drain_timeout_seconds=3600)
+    assert node_revert_patch(drained, NOW + timedelta(seconds=3599), long_drains) is None
+    assert node_revert_patch(drained, NOW + timedelta(seconds=3600), long_drains) is not None
+
+
+def test_a_recorded_time_without_a_zone_is_unreadable():
+    """It cannot be compared with the clock: the record counts as none, as any unreadable one does
+    (the sweep then leaves the node alone instead of failing)."""
+    record = record_of(node_drain_patch(node(), DISCRETIONARY, LB_CONFIG, NOW))
+    naive = node(unschedulable=True, annotations={
+        ACTION_ANNOTATION: json.dumps({**record, "at": "2024-03-14T09:27:00"})})
+    assert recorded_action(naive) is None
+    assert node_revert_patch(naive, NOW + timedelta(days=1), TTL) is None
 
 
 def test_an_unreadable_record_counts_as_none_and_never_uncordons():

@@ -63,10 +63,52 @@ pdb_items = st.builds(lambda allowed: api_json(make_pdb("web", {"app": "web"}, a
 other_items = st.sampled_from([SERVICE, {"kind": "ConfigMap", "data": {"a": "b"}}, {"metadata": {}}])
 
 
+def identity(item: dict) -> tuple:
+    """What the API server keeps unique: one object per kind, namespace and name."""
+    meta = item.get("metadata", {})
+    return item.get("kind"), meta.get("namespace"), meta.get("name") or id(item)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(node_items | pod_items | pdb_items | other_items, max_size=12))
+@given(st.lists(node_items | pod_items | pdb_items | other_items, max_size=12, unique_by=identity))
 def test_any_mix_of_items_reads_as_each_item_by_its_kind(items):
     assert read_list(document(items)) == kind_by_kind(items)
+
+
+@pytest.mark.parametrize(("items", "problem"), [
+    ([api_json(make_node("a")), api_json(make_node("a"))], "node a is listed twice"),
+    ([api_json(make_pod("p", "a")), api_json(make_pod("p", "b"))], "pod default/p is listed twice"),
+    ([api_json(make_pdb("web", {"app": "web"}, 1))] * 2, "PodDisruptionBudget default/web is listed twice"),
+    ([api_json(make_node("a", provider_id="aws:///eu-west-1a/i-0123456789abcdef0")),
+      api_json(make_node("b", provider_id="aws:///eu-west-1a/i-0123456789abcdef0"))],
+     "nodes a and b are both i-0123456789abcdef0"),
+], ids=["a node twice", "a pod twice", "a budget twice", "two nodes of one instance"])
+def test_an_object_listed_twice_is_refused_by_name(items, problem):
+    with pytest.raises(SnapshotError, match=f"^in\\.json: {problem}$"):
+        read_list(document(items), source="in.json")
+
+
+def test_bytes_that_are_not_utf8_or_nest_too_deeply_are_refused_with_the_source_named():
+    with pytest.raises(SnapshotError, match=r"^in\.json: not UTF-8 text"):
+        read_list(b'{"kind": "List", "items": [{"kind": "Node", "metadata": {"name": "\xff"}}]}', "in.json")
+    with pytest.raises(SnapshotError, match=r"^in\.json: nested too deeply"):
+        read_list(b'{"kind": "List", "items": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "in.json")
+
+
+@pytest.mark.parametrize(("field", "value", "path"), [
+    ("priority", 2**31, "spec.priority"),
+    ("weight", 0, "weight"),
+    ("weight", 101, "weight"),
+], ids=["priority past int32", "affinity weight 0", "affinity weight past 100"])
+def test_values_the_api_server_refuses_are_refused_with_their_field(field, value, path):
+    pod = api_json(make_pod("p", "a", preferred=[PREFER_SPOT]))
+    if field == "priority":
+        pod["spec"]["priority"] = value
+    else:
+        terms = pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        terms[0]["weight"] = value
+    with pytest.raises(SnapshotError, match=f"item 0: .* - at `\\$.*{path}"):
+        read_list(document([pod]))
 
 
 def test_a_bad_item_is_named_by_its_index_and_other_kinds_are_not_checked():

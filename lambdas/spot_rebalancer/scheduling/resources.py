@@ -13,7 +13,7 @@ from functools import lru_cache
 from operator import add, sub
 
 from ..objects import Container, Node, Pod
-from ..quantity import milli, units
+from ..quantity import QuantityError, milli, units
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -70,16 +70,19 @@ def _from_items(items: _Items) -> Resources:
     cpu = memory = storage = pods = 0
     extended = []
     for name, quantity in items:
-        if name == "cpu":
-            cpu = milli(quantity)
-        elif name == "memory":
-            memory = units(quantity)
-        elif name == "ephemeral-storage":
-            storage = units(quantity)
-        elif name == "pods":
-            pods = units(quantity)
-        else:
-            extended.append((name, units(quantity)))
+        try:
+            if name == "cpu":
+                cpu = milli(quantity)
+            elif name == "memory":
+                memory = units(quantity)
+            elif name == "ephemeral-storage":
+                storage = units(quantity)
+            elif name == "pods":
+                pods = units(quantity)
+            else:
+                extended.append((name, units(quantity)))
+        except QuantityError as exc:
+            raise QuantityError(f"{name}: {exc}") from None
     return Resources(cpu, memory, storage, pods, tuple(sorted(extended)))
 
 
@@ -97,9 +100,12 @@ def pod_requests(pod: Pod) -> Resources:
     set of container requests.
     """
     spec = pod.spec
-    return _pod_requests(tuple(_items(c) for c in spec.containers),
-                         tuple((_items(c), c.restart_policy == "Always") for c in spec.init_containers),
-                         tuple(spec.overhead.items()))
+    try:
+        return _pod_requests(tuple(_items(c) for c in spec.containers),
+                             tuple((_items(c), c.restart_policy == "Always") for c in spec.init_containers),
+                             tuple(spec.overhead.items()))
+    except QuantityError as exc:
+        raise QuantityError(f"pod {pod.metadata.namespace}/{pod.metadata.name}: requests: {exc}") from None
 
 
 def _items(container: Container) -> _Items:
@@ -129,7 +135,10 @@ def _pod_requests(containers: tuple[_Items, ...], init_containers: tuple[tuple[_
 
 
 def node_allocatable(node: Node) -> Resources:
-    return Resources.from_list(node.status.allocatable)
+    try:
+        return Resources.from_list(node.status.allocatable)
+    except QuantityError as exc:
+        raise QuantityError(f"node {node.metadata.name}: allocatable: {exc}") from None
 
 
 def is_terminal(pod: Pod) -> bool:

@@ -44,6 +44,29 @@ def test_the_sweep_undoes_only_expired_recommendations(api, kube, nodes):
         DrainReason.REBALANCE_RECOMMENDATION.taint_key]
 
 
+def test_one_unreadable_node_does_not_stop_the_sweep_census_or_cycle(api, kube, nodes):
+    """A recorded action whose time has no zone once raised TypeError out of the sweep, and the whole
+    schedule function failed every period. Now that node is left alone and the rest goes on."""
+    now = datetime.now(UTC)
+    garbled, expired = nodes(lifecycle="spot"), nodes(lifecycle="spot")
+    recommend(kube, garbled.name, now - timedelta(days=1))
+    recommend(kube, expired.name, now - timedelta(days=1))
+    record = api.get(f"/api/v1/nodes/{garbled.name}")["metadata"]["annotations"][ACTION_ANNOTATION]
+    naive = record.replace("+00:00", "").replace("Z", "")
+    assert naive != record
+    kube.patch_node(garbled.name, {"metadata": {"annotations": {ACTION_ANNOTATION: naive}}})
+
+    settings = Settings(cluster_name=CLUSTER, recommendation_ttl_seconds=TTL)
+    result = Rebalancer(settings, kube, MetricsRecorder(), None, now=lambda: now).tick()
+
+    reverted = [(s.node, s.outcome) for s in result.sweep.steps if s.action == "revert"]
+    assert reverted == [(expired.name, "reverted")]
+    assert [t["key"] for t in api.get(f"/api/v1/nodes/{garbled.name}")["spec"]["taints"]] == [
+        DrainReason.REBALANCE_RECOMMENDATION.taint_key], "an unreadable record is never undone"
+    assert result.census.rows, "the census ran"
+    assert result.cycle.plan is not None, "and the cycle"
+
+
 @pytest.fixture
 def schedule_env(monkeypatch, kube):
     from spot_rebalancer import eks_auth

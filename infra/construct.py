@@ -31,7 +31,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from spot_rebalancer.ownership import CLUSTER_TAG_PREFIX
+from spot_rebalancer.ownership import owned_tag
 from spot_rebalancer.telemetry import NAMESPACE
 
 from .bundling import lambda_code
@@ -47,8 +47,6 @@ SCHEDULE_HANDLER = "spot_rebalancer.handlers.schedule.handler"
 TERMINATE_HOOK_NAME = "spot-rebalancer-drain"
 LAUNCH_HOOK_NAME = "spot-rebalancer-launch"
 LAUNCH_HEARTBEAT_SECONDS = 300
-# Tagging and lifecycle permissions are limited to instances and groups with the cluster's tag "owned".
-OWNERSHIP_TAG_PREFIX = CLUSTER_TAG_PREFIX
 LIFECYCLE_TAG_VALUES = ("spot", "on-demand")
 
 # The events function works inside a spot instance's two-minute notice.
@@ -294,7 +292,8 @@ class SpotRebalancer(Construct):
 
     def _grant_common(self, role: iam.Role) -> None:
         config = self.config
-        ownership = {f"aws:ResourceTag/{OWNERSHIP_TAG_PREFIX}{config.cluster_name}": "owned"}
+        owned_key, owned_value = owned_tag(config.cluster_name)
+        ownership = {f"aws:ResourceTag/{owned_key}": owned_value}
         role.add_to_policy(iam.PolicyStatement(
             sid="FindInstances", actions=["ec2:DescribeInstances"], resources=["*"]))
         role.add_to_policy(iam.PolicyStatement(
@@ -317,8 +316,8 @@ class SpotRebalancer(Construct):
                 "Resource *."),
             _ack(
                 f"AwsSolutions-IAM5[Resource::{self._nag_arn('ec2', 'instance/*')}]",
-                f"CreateTags is limited by condition to instances tagged {OWNERSHIP_TAG_PREFIX}"
-                f"{config.cluster_name}=owned and to the single tag "
+                f"CreateTags is limited by condition to instances tagged {owned_key}={owned_value} and "
+                f"to the single tag "
                 f"{config.lifecycle_tag_key}=spot|on-demand."),
         )
 
@@ -337,11 +336,11 @@ class SpotRebalancer(Construct):
         any_group = self._nag_arn("autoscaling", "autoScalingGroup:*:autoScalingGroupName/*")
         Validations.of(role).acknowledge(_ack(
             f"AwsSolutions-IAM5[Resource::{any_group}]",
-            f"No asgNames configured: limited by condition to groups tagged {OWNERSHIP_TAG_PREFIX}"
-            f"{config.cluster_name}=owned."))
+            f"No asgNames configured: limited by condition to groups tagged "
+            f"{'='.join(owned_tag(config.cluster_name))}."))
         arn = self._arn("autoscaling", "autoScalingGroup", "*:autoScalingGroupName/*", colon=True)
-        condition = {"StringEquals": {
-            f"autoscaling:ResourceTag/{OWNERSHIP_TAG_PREFIX}{config.cluster_name}": "owned"}}
+        owned_key, owned_value = owned_tag(config.cluster_name)
+        condition = {"StringEquals": {f"autoscaling:ResourceTag/{owned_key}": owned_value}}
         return [arn], condition
 
     def _grant_lifecycle_actions(self, role: iam.Role) -> None:

@@ -7,12 +7,14 @@ import boto3
 
 
 def launch_instance(ec2, cluster: str = "test") -> str:
-    """A running instance tagged `eks:cluster-name=<cluster>`; returns its id."""
+    """A running instance tagged as an EKS managed node group's are (`eks:cluster-name=<cluster>`,
+    `kubernetes.io/cluster/<cluster>=owned`); returns its id."""
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "eks:cluster-name", "Value": cluster},
+            {"Key": f"kubernetes.io/cluster/{cluster}", "Value": "owned"}]
     return ec2.run_instances(
         ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
-        TagSpecifications=[{"ResourceType": "instance",
-                            "Tags": [{"Key": "eks:cluster-name", "Value": cluster}]}],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
     )["Instances"][0]["InstanceId"]
 
 

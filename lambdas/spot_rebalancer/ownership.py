@@ -8,6 +8,7 @@ CLUSTER_NAME_TAGS = ("eks:cluster-name", "aws:eks:cluster-name")
 # Instances and Auto Scaling groups of cluster X carry `kubernetes.io/cluster/X` ("owned" or "shared");
 # EKS managed node groups, Karpenter and eksctl set it.
 CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
+OWNED = "owned"
 
 Tags = Mapping[str, str] | Iterable[Mapping[str, str]]
 
@@ -42,6 +43,17 @@ def managed_cluster(tags: Tags, configured: str) -> str:
     if configured and cluster != configured:
         return ""
     return cluster
+
+
+def owned_tag(cluster: str) -> tuple[str, str]:
+    """The tag an instance (or Auto Scaling group) of `cluster` carries when the cluster owns it. The
+    one rule for what the product may write tags on: the code checks it and IAM's conditions say it."""
+    return CLUSTER_TAG_PREFIX + cluster, OWNED
+
+
+def owned_by(tags: Tags, cluster: str) -> bool:
+    key, value = owned_tag(cluster)
+    return _tag_map(tags).get(key) == value
 
 
 def _tag_map(tags: Tags) -> dict[str, str]:

@@ -18,7 +18,7 @@ from .config import Settings
 from .events import Event, InstanceEvent, LifecycleHook
 from .kube import KubeClient
 from .objects import Node
-from .ownership import managed_cluster
+from .ownership import managed_cluster, owned_by
 from .results import HandleResult, Step, StepAction, StepOutcome
 from .scheduling.capacity_type import UNKNOWN, capacity_type
 from .targets import Miss, TargetResolver
@@ -70,7 +70,7 @@ class LifecycleTagger:
             self.metrics.add("EventsIgnored", 1, ClusterName=self.settings.cluster_name)
             result.steps.append(Step(StepAction.IGNORE, reason=f"{event.instance_id}: {managed}"))
             return result
-        self._tag(managed.instance, result)
+        self._tag(managed.instance, managed.cluster, result)
         target = self.targets.node(managed)
         if isinstance(target, Miss):
             if attempt + 1 < NODE_JOIN_ATTEMPTS:
@@ -96,13 +96,19 @@ class LifecycleTagger:
             instance = instances.get(instance_id)
             if instance is None or managed_cluster(instance.tags, cluster) != cluster:
                 continue  # gone, or another cluster's: not ours to judge
-            self._tag(instance, result)
+            self._tag(instance, cluster, result)
             self._label(kube, node, instance.lifecycle, result)
         return result.steps
 
-    def _tag(self, instance: Instance, result: HandleResult) -> None:
+    def _tag(self, instance: Instance, cluster: str, result: HandleResult) -> None:
         key = self.settings.lifecycle_tag_key
         if instance.tags.get(key) == instance.lifecycle:
+            return
+        if not owned_by(instance.tags, cluster):
+            # Shared or untagged: the cluster does not own it, and IAM lets the product tag only what
+            # it owns. Its node is still ours to label.
+            result.steps.append(Step(StepAction.SKIP,
+                                     reason=f"{instance.instance_id}: tag {key}: not owned by {cluster}"))
             return
         if not self.settings.dry_run:
             self.ec2.tag([instance.instance_id], key, instance.lifecycle)

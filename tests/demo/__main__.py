@@ -85,8 +85,9 @@ class Fleet:
             ImageId=self.image, MinCount=1, MaxCount=1,
             InstanceType="m6g.xlarge" if arch == "arm64" else "m6i.xlarge",
             Placement={"AvailabilityZone": zone},
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": "eks:cluster-name", "Value": CLUSTER}]}], **extra,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "eks:cluster-name", "Value": CLUSTER},
+                {"Key": f"kubernetes.io/cluster/{CLUSTER}", "Value": "owned"}]}], **extra,
         )["Instances"][0]
         node = self.cluster.nodes.add_node(lifecycle=lifecycle, arch=arch, zone=zone, cpu="4",
                                            memory="16Gi", instance_id=instance["InstanceId"])

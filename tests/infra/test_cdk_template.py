@@ -17,6 +17,7 @@ from infra.construct import (
     TERMINATE_HOOK_NAME,
 )
 from spot_rebalancer.config import RecommendationPolicy, Settings
+from spot_rebalancer.ownership import owned_by, owned_tag
 
 CLUSTERS = ("prod", "batch", "ops_private")
 FUNCTION = "AWS::Lambda::Function"
@@ -278,6 +279,11 @@ def test_instance_tagging_is_limited_to_the_lifecycle_tag_on_the_clusters_instan
                          "aws:RequestTag/Lifecycle": ["spot", "on-demand"]},
         "ForAllValues:StringEquals": {"aws:TagKeys": ["Lifecycle"]},
     }
+    # One rule: the tag IAM requires is the one the code checks before it sends CreateTags.
+    key, value = owned_tag("prod")
+    assert tagging["Condition"]["StringEquals"][f"aws:ResourceTag/{key}"] == value
+    assert owned_by({key: value}, "prod")
+    assert not owned_by({key: "shared", "eks:cluster-name": "prod"}, "prod")
 
 
 @pytest.mark.parametrize("role", ["Events", "Schedule"])

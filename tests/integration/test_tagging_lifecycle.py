@@ -19,6 +19,8 @@ from spot_rebalancer.telemetry import MetricsRecorder
 from tests.unit.test_aws import REGION, launch, throttle
 
 CLUSTER = "test"
+# How EKS managed node groups and Karpenter tag their instances: named, and owned by the cluster.
+OWNED = {"eks:cluster-name": CLUSTER, f"kubernetes.io/cluster/{CLUSTER}": "owned"}
 LABEL = "node.kubernetes.io/lifecycle"
 EVENTS = Path(__file__).parents[1] / "events"
 SETTINGS = Settings(cluster_name=CLUSTER)
@@ -63,7 +65,7 @@ def labels(api, name: str) -> dict[str, str]:
 
 def test_running_instances_are_tagged_then_their_nodes_labelled_once_they_join(api, nodes, tagger,
                                                                              ec2_client):
-    owned = {"eks:cluster-name": CLUSTER}
+    owned = OWNED
     spot = launch(ec2_client, spot=True, tags=owned)
     on_demand = launch(ec2_client, spot=False, tags=owned)
 
@@ -84,7 +86,7 @@ def test_running_instances_are_tagged_then_their_nodes_labelled_once_they_join(a
 
 
 def test_the_sweep_corrects_a_wrong_label_and_leaves_right_ones(api, kube, nodes, tagger, ec2_client):
-    owned = {"eks:cluster-name": CLUSTER, "Lifecycle": "on-demand"}
+    owned = {**OWNED, "Lifecycle": "on-demand"}
     instance_id = launch(ec2_client, spot=False, tags=owned)
     wrong = nodes(lifecycle="on-demand", instance_id=instance_id, capacity_label=False,
                   labels={LABEL: "spot"})
@@ -113,7 +115,7 @@ def test_nodes_with_capacity_labels_are_labelled_without_asking_ec2(api, kube, n
 
 def test_a_throttled_describe_is_retried_and_the_node_still_labelled(api, kube, nodes, tagger, ec2_client,
                                                                     describes):
-    instance_id = launch(ec2_client, spot=True, tags={"eks:cluster-name": CLUSTER})
+    instance_id = launch(ec2_client, spot=True, tags=OWNED)
     node = nodes(lifecycle="spot", instance_id=instance_id, capacity_label=False)
     sent = throttle(ec2_client, "DescribeInstances", times=2)
 
@@ -123,3 +125,26 @@ def test_a_throttled_describe_is_retried_and_the_node_still_labelled(api, kube, 
     assert [(s.action, s.node) for s in steps] == [("tag", ""), ("label", node.name)]
     assert labels(api, node.name)[LABEL] == "spot"
     assert tags(ec2_client, instance_id)["Lifecycle"] == "spot"
+
+
+@pytest.mark.parametrize("ownership", [
+    {"eks:cluster-name": CLUSTER}, {f"kubernetes.io/cluster/{CLUSTER}": "shared"}, {},
+], ids=["named, not owned", "shared", "untagged"])
+def test_an_instance_the_cluster_does_not_own_is_labelled_but_never_tagged(api, kube, nodes, tagger,
+                                                                             ec2_client, ownership):
+    """IAM lets the product tag only instances tagged kubernetes.io/cluster/<name>=owned; the code asks
+    the same rule first, so a shared or untagged node of the cluster is labelled, and no CreateTags is
+    sent to be refused (it failed every schedule run, and its running event went to the DLQ)."""
+    instance_id = launch(ec2_client, spot=True, tags=ownership)
+    node = nodes(lifecycle="spot", instance_id=instance_id, capacity_label=False)
+    sent = []
+    ec2_client.meta.events.register("before-call.ec2.CreateTags", lambda **_: sent.append("CreateTags"))
+
+    skipped = ("skip", f"{instance_id}: tag Lifecycle: not owned by {CLUSTER}")
+    for steps in (tagger.reconcile(kube, CLUSTER, kube.list_nodes()),
+                  tagger.handle(running_event(instance_id)).steps):
+        assert skipped in {(s.action, s.reason) for s in steps}
+    assert sent == []
+    assert "Lifecycle" not in tags(ec2_client, instance_id)
+    assert labels(api, node.name)[LABEL] == "spot"
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .results import StepOutcome
@@ -27,6 +28,7 @@ class Instance:
     availability_zone: str = ""
     architecture: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    launched_at: datetime | None = None  # when it last started running (a stop and start moves it)
 
 
 def boto_config() -> Any:
@@ -72,6 +74,7 @@ def _instance(raw: dict) -> Instance:
         availability_zone=raw.get("Placement", {}).get("AvailabilityZone", ""),
         architecture=raw.get("Architecture", ""),
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+        launched_at=raw.get("LaunchTime"),
     )
 
 

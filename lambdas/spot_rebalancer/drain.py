@@ -120,7 +120,7 @@ class DrainService:
             result.continue_at = starts_at
             result.steps.append(Step(StepAction.CONTINUE, reason=f"drain at {starts_at.isoformat()}"))
             return Ending.WAITING
-        target = self.targets.resolve(event.instance_id, live=True)
+        target = self.targets.resolve(event.instance_id, live=True, since=event.time)
         if isinstance(target, Miss):
             return self._ignore(result, target.value, event.instance_id)
         started = started_at or self.now()

@@ -24,7 +24,8 @@ import msgspec
 from msgspec import Meta, field
 
 # EC2 instance ids are "i-" and 8 (older) or 17 lowercase hex digits.
-INSTANCE_ID_PATTERN = r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$"
+# The whole string: "$" would also let a trailing newline through.
+INSTANCE_ID_PATTERN = r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})\Z"
 InstanceId = Annotated[str, Meta(pattern=INSTANCE_ID_PATTERN)]
 _INSTANCE_ID_RE = re.compile(INSTANCE_ID_PATTERN)
 AwareTime = Annotated[datetime, Meta(tz=True)]
@@ -32,6 +33,10 @@ AwareTime = Annotated[datetime, Meta(tz=True)]
 # EC2 emits the interruption warning two minutes before it stops or terminates a spot instance;
 # hibernation starts at once, without the two minutes.
 SPOT_WARNING_LEAD = timedelta(minutes=2)
+# Times outside these years are no AWS event's; near the ends of Python's datetime range, the
+# arithmetic on them (a deadline, a lead time) would overflow.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class EventError(ValueError):
@@ -230,8 +235,19 @@ def _convert(data: Any, type_: type[_T], event_id: str, part: str) -> _T:
 
 
 def _common(env: _Envelope) -> dict[str, Any]:
-    return {"event_id": env.id, "time": env.time.astimezone(UTC), "region": env.region,
+    return {"event_id": env.id, "time": _in_range(env.time, "time", env.id), "region": env.region,
             "account": env.account}
+
+
+def _in_range(moment: datetime, name: str, event_id: str) -> datetime:
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_EVENT_TIME <= utc < LATEST_EVENT_TIME:
+        raise EventError(event_id, f"{name} {moment.isoformat()} is outside the years "
+                                   f"{EARLIEST_EVENT_TIME.year}-{LATEST_EVENT_TIME.year - 1}")
+    return utc
 
 
 def _detail(env: _Envelope, type_: type[_T]) -> _T:
@@ -315,7 +331,7 @@ def _health_time(value: str, event_id: str) -> datetime:
     except (ValueError, TypeError, OverflowError):
         raise EventError(event_id, f"startTime {value!r} is not an RFC 1123 date") from None
     # "-0000" (UTC, per RFC 2822) comes back without a zone.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _in_range(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed, "startTime", event_id)
 
 
 def _affected_instances(resources: Iterable[str], entities: Iterable[_HealthEntity]) -> list[str]:
@@ -330,7 +346,7 @@ def _affected_instances(resources: Iterable[str], entities: Iterable[_HealthEnti
 def _instance_id(value: str) -> str:
     """The instance id in "i-..." or "arn:aws:ec2:<region>:<account>:instance/i-...", else ""."""
     candidate = value.rsplit("/", 1)[-1] if value.startswith("arn:") else value
-    return candidate if _INSTANCE_ID_RE.match(candidate) else ""
+    return candidate if _INSTANCE_ID_RE.match(candidate) else ""  # anchored at both ends
 
 
 # detail-type -> the LifecycleTransition it must carry, and the kind it becomes.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from .aws import Ec2, Instance
 from .config import Settings
@@ -23,6 +24,7 @@ class Miss(enum.StrEnum):
     TERMINATED = "instance is already terminated"
     NOT_MANAGED = "instance belongs to no managed cluster"
     NOT_A_NODE = "instance is not a node of the cluster"
+    STALE = "instance started again after the event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +47,21 @@ class TargetResolver:
         self._ec2 = ec2
         self.kube_for = kube_for
 
-    def instance(self, instance_id: str, *, live: bool = False) -> ManagedInstance | Miss:
+    def instance(self, instance_id: str, *, live: bool = False,
+                 since: datetime | None = None) -> ManagedInstance | Miss:
         """The instance and the cluster this deployment manages it for. With `live`, a terminated
-        instance is a miss: its node may still be listed for a while, but its pods went with it."""
+        instance is a miss: its node may still be listed for a while, but its pods went with it.
+        With `since` (an event's time), an instance that started running after it is a miss: the
+        event was about its previous run (a late delivery, or a replay from a dead-letter queue)."""
         instance = self._ec2.describe([instance_id]).get(instance_id)
         if instance is None:
             return Miss.NO_INSTANCE
         if live and instance.state == "terminated":
             return Miss.TERMINATED
+        # Both times have whole seconds at AWS: an instance launched in the event's second is its own.
+        launched = instance.launched_at.replace(microsecond=0) if instance.launched_at else None
+        if since is not None and launched is not None and launched > since:
+            return Miss.STALE
         cluster = managed_cluster(instance.tags, self._settings.cluster_name)
         if not cluster:
             return Miss.NOT_MANAGED
@@ -66,8 +75,9 @@ class TargetResolver:
             return Miss.NOT_A_NODE
         return Target(managed.instance, managed.cluster, kube, node)
 
-    def resolve(self, instance_id: str, *, live: bool = False) -> Target | Miss:
-        managed = self.instance(instance_id, live=live)
+    def resolve(self, instance_id: str, *, live: bool = False,
+                since: datetime | None = None) -> Target | Miss:
+        managed = self.instance(instance_id, live=live, since=since)
         return managed if isinstance(managed, Miss) else self.node(managed)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import Settings
 from .drain import DrainService
-from .events import Event, EventKind, HealthNotice, InstanceEvent, LifecycleHook, parse_event
+from .events import Event, EventError, EventKind, HealthNotice, InstanceEvent, LifecycleHook, parse_event
 from .results import HandleResult
 from .tagging import LaunchCompleter, LifecycleTagger
 from .telemetry import MetricsRecorder
@@ -58,9 +58,15 @@ def read_message(body: str) -> list[Work]:
     events = parse_event(raw)
     if not continuation:
         return [Work(raw, event) for event in events]
+    instance = continuation.get("instanceId")
     started = datetime.fromisoformat(continuation["startedAt"])
-    return [Work(raw, event, int(continuation["attempt"]), started) for event in events
-            if isinstance(event, InstanceEvent) and event.instance_id == continuation["instanceId"]]
+    work = [Work(raw, event, int(continuation["attempt"]), started)
+            for event in events if isinstance(event, InstanceEvent) and event.instance_id == instance]
+    if not work:
+        # It was queued for one of its event's instances: anything else is a message nobody sent.
+        raise EventError(events[0].event_id,
+                         f"a continuation for {instance!r}, which its event does not name")
+    return work
 
 
 class EventsWorker:

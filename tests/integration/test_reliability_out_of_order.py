@@ -83,3 +83,29 @@ def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster
     if node is not None:
         assert after[node.name] == before[node.name], "the lingering node was changed"
         assert {p["metadata"]["name"] for p in running(pods(api, namespace, "web"))} == web
+
+
+@pytest.mark.parametrize("sample", ["spot-interruption-terminate.json", "rebalance-recommendation.json",
+                                    "state-change-stopping.json"],
+                         ids=["spot warning", "rebalance recommendation", "stopping"])
+def test_an_event_from_before_the_instances_current_run_is_stale(api, cluster, namespace, nodes, function,
+                                                                  capsys, sample):
+    """A delivery from the dead-letter queue, replayed a day later: the instance has been stopped and
+    started since (its LaunchTime is after the event), so draining it now would be about a run that is
+    over. It is acknowledged, counted as ignored, and nothing is written to the cluster."""
+    instance = launch_instance(boto3.client("ec2", region_name=REGION))
+    node = nodes(lifecycle="spot", instance_id=instance)
+    deployment(api, namespace, "web", replicas=2)
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "web pods running")
+    event = json.loads(sample_event(sample, instance))
+    event["time"] = "2020-01-01T00:00:00Z"
+    before = drain_marks(api)
+    capsys.readouterr()
+    cluster.proxy.reset_counts()
+
+    assert function.invoke([json.dumps(event)]) == {"batchItemFailures": []}
+
+    assert {key: n for key, n in cluster.proxy.requests.items() if key[0] != "GET"} == {}
+    assert drain_marks(api)[node.name] == before[node.name]
+    assert published(capsys.readouterr().out)["EventsIgnored"] == 1
+    assert function.queued() == []

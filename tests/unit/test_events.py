@@ -366,3 +366,30 @@ def test_mutated_samples_parse_or_raise_event_error(name, data):
 
 
 # --- which cluster -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("instance_id", [
+    "i-0123456789abcdef0\n", " i-0123456789abcdef0", "i-0123456789ABCDEF0",
+], ids=["trailing newline", "leading space", "upper case"])
+def test_an_instance_id_must_be_the_whole_string(instance_id):
+    """With `$`, a trailing newline passed: the event was then dropped as "not a node" and the
+    lifecycle action completed with that id."""
+    raw = sample("spot-interruption-terminate.json")
+    raw["detail"]["instance-id"] = instance_id
+    with pytest.raises(EventError, match="instance-id"):
+        parse_event(raw)
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    ("time", "9999-12-31T23:59:59Z"), ("time", "0001-01-01T00:00:00+05:00"), ("time", "1970-01-01T00:00:00Z"),
+    ("startTime", "Fri, 31 Dec 9999 23:00:00 GMT"), ("startTime", "Mon, 01 Jan 1900 00:30:00 GMT"),
+], ids=["event at the end of time", "event before the start of time", "event before AWS",
+        "change at the end of time", "change before AWS"])
+def test_times_at_the_ends_of_the_range_are_refused_not_overflowed(where, value):
+    raw = sample("health-instance-retirement.json")
+    if where == "time":
+        raw["time"] = value
+    else:
+        raw["detail"]["startTime"] = value
+    with pytest.raises(EventError, match=f"{where} .* is outside the years 2000-8999"):
+        parse_event(raw)

@@ -32,6 +32,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from spot_rebalancer.ownership import owned_tag
+from spot_rebalancer.state import HISTORY_KEY_PREFIX, history_key
 from spot_rebalancer.telemetry import NAMESPACE
 
 from .bundling import lambda_code
@@ -48,6 +49,11 @@ TERMINATE_HOOK_NAME = "spot-rebalancer-drain"
 LAUNCH_HOOK_NAME = "spot-rebalancer-launch"
 LAUNCH_HEARTBEAT_SECONDS = 300
 LIFECYCLE_TAG_VALUES = ("spot", "on-demand")
+# The state table calls each function makes (tests/integration/test_least_privilege.py records them):
+# powertools' idempotency records (a conditional put returns the record it finds, so no get), and the
+# move history.
+IDEMPOTENCY_CALLS = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+HISTORY_CALLS = ["dynamodb:GetItem", "dynamodb:PutItem"]
 
 # The events function works inside a spot instance's two-minute notice.
 EVENTS_TIMEOUT = Duration.seconds(110)
@@ -195,10 +201,14 @@ class SpotRebalancer(Construct):
             # A cycle is worth retrying once; one older than a period is replaced by the next.
             retry_attempts=1, max_event_age=period,
             on_failure=destinations.SqsDestination(self.delivery_dead_letter_queue))
-        self.work_queue.grant_send_messages(self.schedule_role)
 
         self._grant_common(self.events_role)
         self._grant_common(self.schedule_role)
+        not_history = {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": [f"{HISTORY_KEY_PREFIX}*"]}}
+        self._grant_state(self.events_role, "IdempotencyRecords", IDEMPOTENCY_CALLS, not_history)
+        self._grant_state(self.schedule_role, "MoveHistory", HISTORY_CALLS,
+                          {"ForAllValues:StringEquals": {
+                              "dynamodb:LeadingKeys": [history_key(config.cluster_name)]}})
         self._grant_lifecycle_actions(self.events_role)
         if config.capacity_nudge:
             self._grant_capacity_nudge(self.schedule_role)
@@ -307,7 +317,6 @@ class SpotRebalancer(Construct):
         role.add_to_policy(iam.PolicyStatement(
             sid="ConnectToCluster", actions=["eks:DescribeCluster"],
             resources=[self._arn("eks", "cluster", config.cluster_name)]))
-        self.table.grant_read_write_data(role)
         Validations.of(role).acknowledge(
             _ack(
                 "AwsSolutions-IAM5[Resource::*]",
@@ -320,6 +329,13 @@ class SpotRebalancer(Construct):
                 f"to the single tag "
                 f"{config.lifecycle_tag_key}=spot|on-demand."),
         )
+
+    def _grant_state(self, role: iam.Role, sid: str, actions: list[str], keys: dict[str, Any]) -> None:
+        """Exactly the calls the role makes on the state table, on its own items only: the events
+        function's idempotency records (powertools: conditional put, update, delete), the schedule
+        function's move history (get, conditional put). Neither may touch the other's items."""
+        role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=[self.table.table_arn],
+                                               conditions=keys))
 
     def _autoscaling_scope(self, role: iam.Role) -> tuple[list[str], dict[str, Any] | None]:
         """The named groups by ARN, or else any group of the cluster by its ownership tag."""

@@ -18,11 +18,16 @@ import msgspec
 
 from .rebalance import History
 
-KEY_PREFIX = "history#"
+HISTORY_KEY_PREFIX = "history#"
 # Longer than any back-off (six hours) and any replacement timeout, so nothing still useful expires.
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 
 _decode_history = msgspec.json.Decoder(History).decode
+
+
+def history_key(cluster: str) -> str:
+    """The `id` of a cluster's history item (the stack limits the schedule role to it)."""
+    return f"{HISTORY_KEY_PREFIX}{cluster}"
 
 
 class HistoryConflict(RuntimeError):
@@ -48,8 +53,8 @@ class HistoryStore:
         self._clock = clock
 
     @staticmethod
-    def key(cluster: str) -> dict:
-        return {"id": {"S": f"{KEY_PREFIX}{cluster}"}}
+    def key(cluster: str) -> dict[str, dict[str, str]]:
+        return {"id": {"S": history_key(cluster)}}
 
     def load(self, cluster: str) -> StoredHistory:
         item = self._client.get_item(TableName=self._table, Key=self.key(cluster),

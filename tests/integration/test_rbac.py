@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -17,10 +17,13 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.kube import KubeClient
+from spot_rebalancer.rebalancer import Rebalancer
+from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
+from tests.events_function import sample_event
 from tests.kube.cluster import PRODUCT_USER
-from tests.kube.workloads import deployment, pdb, pods, running, wait_for
+from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, statefulset, wait_for
 
 REPO = Path(__file__).parents[2]
 MANIFEST = REPO / "infra" / "rbac" / "spot-rebalancer.yaml"
@@ -83,3 +86,74 @@ def test_the_role_cannot_read_secrets_or_delete_pods(api, product_kube, namespac
     # What it may do, it can: read the cluster-wide lists it plans from.
     assert product_kube.list_pods() and product_kube.list_nodes()
     assert product_kube.list_pdbs() is not None
+
+
+def event(sample: str, instance_id: str):
+    (parsed,) = parse_event(sample_event(sample, instance_id))
+    return parsed
+
+
+def granted(manifest: Path) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every rule of the manifest's ClusterRole."""
+    import yaml
+
+    with manifest.open() as stream:
+        [role] = [doc for doc in yaml.safe_load_all(stream) if doc["kind"] == "ClusterRole"]
+    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def authorised(audit_events: list[dict], user: str) -> set[tuple[str, str, str]]:
+    """What the apiserver's audit log says it allowed `user` to do, as RBAC names it."""
+    found = set()
+    for event in audit_events:
+        if event["user"]["username"] != user:
+            continue
+        assert event["annotations"]["authorization.k8s.io/decision"] == "allow", event
+        ref = event.get("objectRef", {})
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        found.add((ref.get("apiGroup", ""), resource, event["verb"]))
+    return found
+
+
+def test_the_cluster_role_is_exactly_what_the_code_is_authorised_to_do(cluster, api, product_kube, namespace,
+                                                                       nodes):
+    """Least privilege proved rather than pinned: every kind of work the functions do (a rebalance
+    tick that moves a Deployment's and a StatefulSet's pods, a spot drain, a lifecycle label, a
+    rebalance recommendation and its revert, a launch check), done as a user bound only to the
+    shipped ClusterRole; the apiserver's audit log then names each verb and resource it allowed, and
+    the manifest must grant exactly those."""
+    before = len(cluster.control_plane.audited())
+    settings = Settings(cluster_name="test", min_pod_age_seconds=0)
+    prefer_spot = preferred_affinity("eks.amazonaws.com/capacityType", ["SPOT"])
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="eu-west-1")
+        od_instance, spot_instance = launch_instance(ec2), launch_instance(ec2)
+        on_demand = nodes(lifecycle="on-demand", instance_id=od_instance, capacity_label=False)
+        deployment(api, namespace, "web", replicas=2, affinity=prefer_spot)
+        statefulset(api, namespace, "db", affinity=prefer_spot)
+        pdb(api, namespace, "web", "web", max_unavailable=1)
+        wait_for(lambda: len(running(pods(api, namespace))) == 3, "web and db running on on-demand")
+        nodes(lifecycle="spot", instance_id=spot_instance)
+
+        tick = Rebalancer(settings, product_kube, MetricsRecorder(), None).tick()
+        assert {e.workload.kind for e in tick.cycle.evicted} == {"ReplicaSet", "StatefulSet"}
+
+        autoscaling = AutoScaling(boto3.client("autoscaling", region_name="eu-west-1"))
+        tagger = LifecycleTagger(settings, Ec2(ec2), lambda _: product_kube, MetricsRecorder())
+        labelled = tagger.handle(event("state-change-running.json", od_instance))
+        assert "label" in {s.action for s in labelled.steps}
+        drains = DrainService(settings, Ec2(ec2), autoscaling, lambda _: product_kube, MetricsRecorder())
+        drained = drains.handle(event("spot-interruption-terminate.json", spot_instance), budget_seconds=100)
+        assert "evict" in {s.action for s in drained.steps}
+        recommended = drains.handle(event("rebalance-recommendation.json", od_instance))
+        assert "taint" in {s.action for s in recommended.steps}
+        later = datetime.now(UTC) + timedelta(seconds=settings.recommendation_ttl_seconds + 1)
+        swept = Rebalancer(settings, product_kube, MetricsRecorder(), None, now=lambda: later).sweep()
+        assert ("revert", on_demand.name) in {(s.action, s.node) for s in swept.steps}
+        launches = LaunchCompleter(settings, Ec2(ec2), autoscaling, lambda _: product_kube)
+        assert launches.targets.resolve(od_instance).node.metadata.name == on_demand.name
+
+    done = authorised(cluster.control_plane.audited()[before:], PRODUCT_USER.name)
+    assert done == granted(MANIFEST), (f"granted but never used: {sorted(granted(MANIFEST) - done)}; "
+                                       f"used but not granted: {sorted(done - granted(MANIFEST))}")

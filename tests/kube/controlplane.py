@@ -116,6 +116,15 @@ class ControlPlane:
         self.files["tokens"] = self.workdir / "tokens.csv"
         self.files["tokens"].write_text("".join(
             f'{u.token},{u.name},{u.name},"{",".join(u.groups)}"\n' for u in self.users))
+        # The apiserver's own record of what it let the extra users (the product) do: what least
+        # privilege is proved against. Everyone else's requests are left out.
+        self.files["audit_policy"] = self.workdir / "audit-policy.json"
+        self.files["audit_policy"].write_text(json.dumps({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted"],
+            "rules": [{"level": "Metadata", "users": [u.name for u in self.extra_users]},
+                      {"level": "None"}]}))
+        self.files["audit_log"] = self.workdir / "audit.log"
         atexit.register(self.stop)
         try:
             for attempt in range(1, START_ATTEMPTS + 1):
@@ -149,6 +158,11 @@ class ControlPlane:
         self._stop_processes()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def audited(self) -> list[dict]:
+        """The audit events of the extra users' requests so far (one JSON object a line)."""
+        path = self.files["audit_log"]
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / f"{name}.log"
         if not path.exists():
@@ -179,7 +193,9 @@ class ControlPlane:
             f"--service-account-signing-key-file={f['sa_key']}",
             "--service-account-issuer=https://kubernetes.default.svc",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition", "--profiling=false"])
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition", "--profiling=false",
+            f"--audit-policy-file={f['audit_policy']}", f"--audit-log-path={f['audit_log']}",
+            "--audit-log-format=json"])
         self._wait_healthy(f"{self.server}/readyz", "kube-apiserver")
         # The components talk to the apiserver directly, never through the policy/v1 proxy.
         kubeconfig = self.write_kubeconfig(self.workdir / "components.kubeconfig", self.server, ADMIN.token)

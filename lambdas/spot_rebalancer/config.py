@@ -31,10 +31,15 @@ LIFECYCLE_HEARTBEAT_MARGIN_SECONDS = 120
 MAX_LIFECYCLE_HEARTBEAT_SECONDS = 7200
 
 
+MAX_PROBLEM = 300
+
+
 class ConfigError(ValueError):
     """A setting with a value the product cannot use; the message starts with the setting's name."""
 
     def __init__(self, name: str, problem: str) -> None:
+        if len(problem) > MAX_PROBLEM:  # a value pasted by mistake (or by malice) stays a one-liner
+            problem = f"{problem[:MAX_PROBLEM - 40]}... ({len(problem)} characters)"
         super().__init__(f"{name}: {problem}")
         self.name = name
         self.problem = problem

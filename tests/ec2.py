@@ -18,6 +18,19 @@ def launch_instance(ec2, cluster: str = "test") -> str:
     )["Instances"][0]["InstanceId"]
 
 
+def launched_ago(instance_id: str, seconds: float, region: str = "eu-west-1",
+                 account: str = "123456789012") -> None:
+    """Back-date a moto instance's LaunchTime: an instance that has been running a while, as one that
+    gets a late event has (EC2 offers no call that sets it)."""
+    from datetime import timedelta
+
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[account][region]
+    instance = backend.get_instance(instance_id)
+    instance.launch_time = instance.launch_time - timedelta(seconds=seconds)
+
+
 def spot_group(region: str, desired: int, maximum: int) -> tuple[object, list[str]]:
     """An Auto Scaling group `ng-spot` whose instances moto launches tagged
     aws:autoscaling:groupName; its client and its instances' ids."""

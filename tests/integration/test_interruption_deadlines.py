@@ -22,6 +22,7 @@ from spot_rebalancer.drain import DrainService
 from spot_rebalancer.drain_policy import GRACE_SAFETY_MARGIN_SECONDS
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launched_ago
 from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
 
 EVENTS = Path(__file__).parents[1] / "events"
@@ -46,11 +47,13 @@ def ec2() -> Iterator[object]:
 @pytest.fixture
 def instance(ec2) -> str:
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    return ec2.run_instances(
+    instance_id = ec2.run_instances(
         ImageId=image, MinCount=1, MaxCount=1, InstanceType="m6g.large",
         TagSpecifications=[{"ResourceType": "instance",
                             "Tags": [{"Key": "eks:cluster-name", "Value": "test"}]}],
     )["Instances"][0]["InstanceId"]
+    launched_ago(instance_id, 3600)  # running before the (late) events the tests send
+    return instance_id
 
 
 def handler_for(ec2, kube, metrics: MetricsRecorder) -> DrainService:

@@ -212,6 +212,10 @@ class SpotRebalancer(Construct):
         self._grant_lifecycle_actions(self.events_role)
         if config.capacity_nudge:
             self._grant_capacity_nudge(self.schedule_role)
+        # The census prices the fleet: list prices and current spot prices (neither has resources).
+        self.schedule_role.add_to_policy(iam.PolicyStatement(
+            sid="PriceTheFleet", actions=["pricing:GetProducts", "ec2:DescribeSpotPriceHistory"],
+            resources=["*"]))
 
         self.rules = self._rules(period)
         self._lifecycle_hooks()
@@ -320,9 +324,9 @@ class SpotRebalancer(Construct):
         Validations.of(role).acknowledge(
             _ack(
                 "AwsSolutions-IAM5[Resource::*]",
-                "ec2:DescribeInstances, autoscaling:DescribeAutoScalingGroups and X-Ray's "
-                "PutTraceSegments/PutTelemetryRecords have no resource-level permissions; AWS requires "
-                "Resource *."),
+                "ec2:DescribeInstances, ec2:DescribeSpotPriceHistory, pricing:GetProducts, "
+                "autoscaling:DescribeAutoScalingGroups and X-Ray's PutTraceSegments/PutTelemetryRecords "
+                "have no resource-level permissions; AWS requires Resource *."),
             _ack(
                 f"AwsSolutions-IAM5[Resource::{self._nag_arn('ec2', 'instance/*')}]",
                 f"CreateTags is limited by condition to instances tagged {owned_key}={owned_value} and "

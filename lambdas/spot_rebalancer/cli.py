@@ -239,6 +239,11 @@ def _print_census(result: Census, as_json: bool) -> None:
     print(f"spot share of requested CPU: {share}")
     print(f"pods with a preferred node affinity: {result.pods_with_preferences}, "
           f"misplaced: {result.misplaced_pods}")
+    if result.cost is not None:
+        rows = ", ".join(f"{r.capacity_type} {r.architecture} ${r.per_hour:.4f}" for r in result.cost.rows)
+        unpriced = f"; {len(result.cost.unpriced)} node(s) unpriced" if result.cost.unpriced else ""
+        print(f"cost per hour: ${result.cost.per_hour:.4f} ({rows}); spot saves "
+              f"${result.cost.spot_saving_per_hour:.4f} an hour{unpriced}")
 
 
 def _gib(quantity: int) -> str:

@@ -18,6 +18,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
+from datetime import datetime
 from typing import Any, TypeVar
 
 RECOMMENDATION_ACTIONS = ("none", "taint", "cordon", "drain")
@@ -302,6 +303,106 @@ def read_setting(kind: Kind, name: str, raw: object) -> Any:
         raise ConfigError(name, str(exc)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """When the rebalancer may move pods: from each time `cron` names (in `time_zone`), for
+    `minutes`."""
+
+    cron: str
+    minutes: int
+    time_zone: str = "UTC"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cron": self.cron, "minutes": self.minutes, "timeZone": self.time_zone}
+
+
+_WINDOW_KEYS = {"cron", "minutes", "timeZone"}
+_INSTANCE_TYPE = re.compile(r"[a-z0-9-]+\.[a-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class Windows(Kind):
+    """JSON: [{"cron": "0 22 * * 1-5", "minutes": 240, "timeZone": "Europe/Paris"}, ...]."""
+
+    def read(self, raw: object) -> object:
+        raw = parse_json_or_text(raw)
+        if not isinstance(raw, list):
+            raise BadValue(f'expected a list like [{{"cron": "0 22 * * 1-5", "minutes": 240, '
+                           f'"timeZone": "Europe/Paris"}}], got {raw!r}')
+        windows = []
+        for index, item in enumerate(raw):
+            if not isinstance(item, dict) or not {"cron", "minutes"} <= set(item) <= _WINDOW_KEYS:
+                raise BadValue(f"item {index}: expected the keys cron, minutes and (optionally) timeZone, "
+                               f"got {item!r}")
+            windows.append(Window(item["cron"], item["minutes"], item.get("timeZone", "UTC")))
+        return tuple(windows)
+
+    def check(self, value: object) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from cronsim import CronSim, CronSimError
+
+        if not isinstance(value, tuple) or not all(isinstance(w, Window) for w in value):
+            raise BadValue(f"expected a list of windows, got {value!r}")
+        for index, window in enumerate(value):
+            if not isinstance(window.minutes, int) or isinstance(window.minutes, bool) \
+                    or not 1 <= window.minutes <= 7 * 24 * 60:
+                raise BadValue(f"item {index}: minutes must be a whole number from 1 to {7 * 24 * 60}, "
+                               f"got {window.minutes!r}")
+            try:
+                zone = ZoneInfo(window.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise BadValue(f"item {index}: {window.time_zone!r} is not a time zone") from None
+            try:
+                CronSim(window.cron, datetime.now(zone))
+            except (CronSimError, TypeError):
+                raise BadValue(f"item {index}: {window.cron!r} is not a cron expression "
+                               "(minute hour day-of-month month day-of-week)") from None
+
+    def write(self, value: Any) -> str:
+        return json.dumps([w.to_json() for w in value], separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What an instance type costs an hour (USD) where list prices are not what is paid."""
+
+    on_demand: float | None = None
+    spot: float | None = None
+
+
+@dataclass(frozen=True)
+class Prices(Kind):
+    """JSON: {"m6i.large": {"onDemand": 0.08, "spot": 0.03}, ...} (either price may be left out)."""
+
+    def read(self, raw: object) -> object:
+        raw = parse_json_or_text(raw)
+        if not isinstance(raw, dict):
+            raise BadValue(f'expected an object like {{"m6i.large": {{"onDemand": 0.08}}}}, got {raw!r}')
+        prices = {}
+        for instance_type, price in raw.items():
+            if not isinstance(price, dict) or not price or set(price) - {"onDemand", "spot"}:
+                raise BadValue(f"{instance_type}: expected onDemand and/or spot, got {price!r}")
+            prices[instance_type] = Price(price.get("onDemand"), price.get("spot"))
+        return tuple(sorted(prices.items()))
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, tuple):
+            raise BadValue(f"expected instance types and their prices, got {value!r}")
+        for instance_type, price in value:
+            if not isinstance(instance_type, str) or not _INSTANCE_TYPE.fullmatch(instance_type):
+                raise BadValue(f"{instance_type!r} is not an EC2 instance type")
+            for name, amount in (("onDemand", price.on_demand), ("spot", price.spot)):
+                if amount is not None and (not isinstance(amount, (int, float)) or isinstance(amount, bool)
+                                           or math.isnan(amount) or not 0 <= amount <= 1000):
+                    raise BadValue(f"{instance_type}: {name} must be dollars an hour from 0 to 1000, "
+                                   f"got {amount!r}")
+
+    def write(self, value: Any) -> str:
+        return json.dumps({t: {k: v for k, v in (("onDemand", p.on_demand), ("spot", p.spot))
+                               if v is not None} for t, p in value}, separators=(",", ":"))
+
+
 # --- the schema ----------------------------------------------------------------------------------
 
 
@@ -402,6 +503,11 @@ class Settings:
     # The scheduler that will place a replacement must be one whose rules the planner simulates.
     scheduler_names: tuple[str, ...] = setting(("default-scheduler",), TextList(Text(
         r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", "a scheduler name")))
+    # The rebalancer moves pods only inside one of these windows (none: at any time); drains ignore
+    # them.
+    rebalance_windows: tuple[Window, ...] = setting((), Windows())
+    # Prices that list prices would get wrong (savings plans, private pricing), by instance type.
+    price_overrides: tuple[tuple[str, Price], ...] = setting((), Prices())
     capacity_nudge: bool = setting(False, Flag())
     # New nodes the capacity nudge may ask for in one cycle, over all node groups.
     max_nudge_nodes: int = setting(3, Whole(0, 100))

@@ -25,6 +25,7 @@ from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
 from .objects import Node, ObjectMeta, Pod
 from .pod_rules import RECREATING_KINDS
+from .pricing import PriceList
 from .rebalance import (
     CapacityRequest,
     Census,
@@ -32,6 +33,7 @@ from .rebalance import (
     History,
     MoveRecord,
     Plan,
+    PriceBook,
     Review,
     WorkloadRef,
     census,
@@ -39,6 +41,8 @@ from .rebalance import (
     plan,
     review,
 )
+from .rebalance.cost import INSTANCE_TYPE_LABEL
+from .rebalance.windows import open_window
 from .results import EvictionOutcome, EvictionResult, Step, StepAction, StepOutcome
 from .snapshot import ClusterSnapshot
 from .state import HistoryConflict, HistoryStore
@@ -154,9 +158,11 @@ class CycleResult:
     evicted: tuple[Eviction, ...] = ()  # accepted by the API
     refused: tuple[EvictionResult, ...] = ()  # blocked by a budget, gone or failed
     capacity_added: dict[str, int] = field(default_factory=dict)  # Auto Scaling group -> instances
+    window_open: bool = True  # False: outside every rebalance window, nothing was planned or moved
 
     def summary(self) -> dict[str, object]:
-        return {"planned": len(self.plan.evictions), "evicted": len(self.evicted),
+        return {"windowOpen": self.window_open, "planned": len(self.plan.evictions),
+                "evicted": len(self.evicted),
                 "refused": {f"{r.namespace}/{r.name}": r.outcome.value for r in self.refused},
                 "review": self.review.metrics, "skipped": self.plan.skip_counts(),
                 "capacityAdded": self.capacity_added}
@@ -184,7 +190,8 @@ class Rebalancer:
                  store: HistoryStore | None, *, view: ClusterView | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, autoscaling: AutoScaling | None = None,
-                 ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None) -> None:
+                 ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None,
+                 prices: PriceList | None = None) -> None:
         if view is None:
             if kube is None:
                 raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
@@ -202,6 +209,7 @@ class Rebalancer:
         self.autoscaling = autoscaling
         self.ec2 = ec2
         self.tagger = tagger
+        self.prices = prices
 
     def tick(self) -> TickResult:
         """One period's work: snapshot, sweep, census, cycle; all on one snapshot, its nodes read
@@ -270,7 +278,7 @@ class Rebalancer:
     def census(self, snapshot: ClusterSnapshot | None = None) -> Census:
         """Count the fleet and publish it as metrics (dimensions as the dashboard addresses them)."""
         snapshot = snapshot or self.view.snapshot()
-        result = census(snapshot, self.settings.lifecycle_label_key)
+        result = census(snapshot, self.settings.lifecycle_label_key, self._price_book(snapshot.nodes))
         for row in result.rows:
             dims = {"ClusterName": self.cluster, "CapacityType": row.capacity_type,
                     "Architecture": row.architecture}
@@ -283,7 +291,28 @@ class Rebalancer:
             self.metrics.add("SpotShareRequestedCpu", result.spot_cpu_share * 100, "Percent",
                              ClusterName=self.cluster)
         self.metrics.add("MisplacedPods", result.misplaced_pods, "Count", ClusterName=self.cluster)
+        if result.cost is not None:
+            for cost in result.cost.rows:
+                self.metrics.add("FleetCostPerHour", cost.per_hour, "None", ClusterName=self.cluster,
+                                 CapacityType=cost.capacity_type, Architecture=cost.architecture)
+            self.metrics.add("SpotSavingPerHour", result.cost.spot_saving_per_hour, "None",
+                             ClusterName=self.cluster)
+            self.metrics.add("UnpricedNodes", len(result.cost.unpriced), "Count", ClusterName=self.cluster)
         return result
+
+    def _price_book(self, nodes: list[Node]) -> PriceBook | None:
+        """List and spot prices for the fleet's instance types, with the configured overrides on top;
+        None without either. Prices that cannot be had leave the census without them, never failed."""
+        overrides = dict(self.settings.price_overrides)
+        if self.prices is None:
+            return PriceBook(overrides=overrides) if overrides else None
+        types = {t for n in nodes if (t := n.metadata.labels.get(INSTANCE_TYPE_LABEL))}
+        try:
+            return PriceBook(self.prices.on_demand(types), self.prices.spot(types), overrides)
+        except Exception as exc:  # a Region without the API, no route to it, throttling: the census goes on
+            log.warning("census: no prices this time: %s: %s", type(exc).__name__, exc)
+            self.metrics.add("PricingErrors", 1, ClusterName=self.cluster)
+            return PriceBook(overrides=overrides)
 
     # --- the cycle ------------------------------------------------------------------------------
 
@@ -300,6 +329,12 @@ class Rebalancer:
                      judgement.record.pod, judgement.outcome, judgement.detail,
                      judgement.replacement or "-", judgement.node or "-")
 
+        if self.settings.rebalance_windows and open_window(self.settings.rebalance_windows, now) is None:
+            # Outside every window: last moves are judged and remembered, nothing is moved.
+            if self.kube is not None and not self.settings.dry_run and self.store is not None \
+                    and stored is not None:
+                self._save(judged.history, stored.version, ())
+            return CycleResult(Plan(), judged, window_open=False)
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
         planned = plan_with_controllers(snapshot, self.settings, judged.history, now,
                                         self.view.workload_annotations, node_groups)

@@ -256,7 +256,8 @@ def test_the_state_table_has_the_idempotency_layout_ttl_recovery_and_encryption(
 # ---- permissions -------------------------------------------------------------------------------
 
 RESOURCE_STAR_ALLOWED = {"ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups",
-                         "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+                         "xray:PutTraceSegments", "xray:PutTelemetryRecords", "pricing:GetProducts",
+                         "ec2:DescribeSpotPriceHistory"}
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
@@ -304,6 +305,12 @@ def test_only_the_events_role_completes_lifecycle_actions(synth):
     assert json.dumps(tagged["Resource"]).endswith(':autoScalingGroup:*:autoScalingGroupName/*"]]}')
     assert tagged["Condition"] == {
         "StringEquals": {"autoscaling:ResourceTag/kubernetes.io/cluster/prod": "owned"}}
+
+
+def test_only_the_schedule_role_prices_the_fleet(synth):
+    [prices] = granting(statements(synth, "prod", "Schedule"), "pricing:GetProducts")
+    assert actions_of(prices) == {"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"}
+    assert not granting(statements(synth, "prod", "Events"), "pricing:GetProducts")
 
 
 def test_only_a_schedule_role_with_capacity_nudge_may_change_capacity(synth):

@@ -212,3 +212,28 @@ def test_controller_annotations_hold_moves_back(cluster, api, kube, namespace, n
     assert skips == {"kept": SkipCode.OPTED_OUT, "db": SkipCode.ON_DEMAND_FLOOR}
     reads = {path for (method, path) in cluster.proxy.requests if method == "GET"}
     assert {"/apis/apps/v1/replicasets", "/apis/apps/v1/statefulsets"} <= reads
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["outside the window", "inside the window"])
+def test_the_rebalancer_moves_pods_only_inside_a_window(cluster, api, kube, namespace, nodes, store, inside):
+    from datetime import UTC, datetime, timedelta
+
+    from spot_rebalancer.config import Window
+
+    nodes(lifecycle="on-demand")
+    deployment(api, namespace, "web", affinity=preferred_affinity(CAPACITY, ["SPOT"]))
+    web = wait_for(lambda: running(pods(api, namespace, "web")), "web running")[0]
+    nodes(lifecycle="spot")
+    # A daily window that opened a minute ago, or one that opens twelve hours from now.
+    opened = datetime.now(UTC) - timedelta(minutes=1) if inside else datetime.now(UTC) + timedelta(hours=12)
+    window = Window(f"{opened.minute} {opened.hour} * * *", 60)
+    cluster.proxy.reset_counts()
+
+    settings = replace(SETTINGS, rebalance_windows=(window,))
+    result = Rebalancer(settings, kube, MetricsRecorder(), store).cycle()
+
+    evictions = [path for (method, path) in cluster.proxy.requests if path.endswith("/eviction")]
+    assert result.window_open is inside
+    assert [e.name for e in result.evicted] == ([web["metadata"]["name"]] if inside else [])
+    assert len(evictions) == (1 if inside else 0)
+    assert store.load(CLUSTER).version == 1, "the reviewed history is kept either way"

@@ -140,3 +140,16 @@ def test_tick_table(tmp_path, capsys):
     assert "census:" in out
     assert "spot share of requested CPU: 0.0%" in out
     assert out[-1] == "1 to evict, 1 kept"
+
+
+def test_census_prices_the_fleet_with_the_configured_prices(tmp_path, capsys, monkeypatch):
+    """Offline (a List file), the CLI knows only the prices the settings give."""
+    typed = {"node.kubernetes.io/instance-type": "m6i.large", "topology.kubernetes.io/zone": "eu-west-1a"}
+    path = write_list(tmp_path, [on_demand_node("od-1", labels=typed), spot_node("spot-1", labels=typed)])
+    monkeypatch.setenv("PRICE_OVERRIDES", '{"m6i.large": {"onDemand": 0.096, "spot": 0.04}}')
+    assert main(["census", "--from-file", path, "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["cost"]
+    assert (cost["per_hour"], cost["spot_saving_per_hour"], cost["unpriced"]) == (0.136, 0.056, [])
+    assert main(["census", "--from-file", path]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("cost per hour: $0.1360 (on-demand unknown $0.0960, "
+                                                        "spot unknown $0.0400); spot saves $0.0560 an hour")

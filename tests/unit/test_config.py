@@ -21,7 +21,8 @@ REFUSED = {
     "max_evictions_per_workload": "1.5", "min_pod_age_seconds": "-1", "max_priority": str(2**31),
     "min_on_demand_annotation": "?", "scheduler_names": "A B", "capacity_nudge": "maybe",
     "max_nudge_nodes": "101", "replacement_timeout_seconds": "59", "backoff_base_seconds": "0",
-    "backoff_cap_seconds": "0",
+    "backoff_cap_seconds": "0", "rebalance_windows": '[{"cron": "0 25 * * *", "minutes": 60}]',
+    "price_overrides": '{"m6i.large": {"onDemand": "cheap"}}',
 }
 
 

@@ -24,6 +24,7 @@ def _runtime() -> tuple[Rebalancer, Any]:
 
     from ..aws import AutoScaling, Ec2, boto_config
     from ..eks_auth import client_for_cluster
+    from ..pricing import PriceList, price_list_region
     from ..state import HistoryStore
     from ..tagging import LifecycleTagger
 
@@ -31,14 +32,18 @@ def _runtime() -> tuple[Rebalancer, Any]:
     if not settings.cluster_name or not settings.state_table:
         raise ConfigError("CLUSTER_NAME, STATE_TABLE", "both must be set for the schedule function")
     metrics = MetricsRecorder()
-    ec2 = Ec2(boto3.client("ec2", config=boto_config()))
+    ec2_client = boto3.client("ec2", config=boto_config())
+    ec2 = Ec2(ec2_client)
+    region = ec2_client.meta.region_name
+    prices = PriceList(boto3.client("pricing", region_name=price_list_region(region), config=boto_config()),
+                       ec2_client, region)
     autoscaling = (AutoScaling(boto3.client("autoscaling", config=boto_config()))
                    if settings.capacity_nudge else None)
     store = HistoryStore(boto3.client("dynamodb", config=boto_config()), settings.state_table)
     kube = client_for_cluster(settings.cluster_name)
     tagger = LifecycleTagger(settings, ec2, lambda _cluster: kube, metrics)
     rebalancer = Rebalancer(settings, kube, metrics, store, autoscaling=autoscaling, ec2=ec2,
-                            tagger=tagger)
+                            tagger=tagger, prices=prices)
     return rebalancer, Logger(service="spot-rebalancer")
 
 

@@ -6,6 +6,7 @@ and next cycle calls `review` before planning again.
 
 from .census import Census, CensusRow, census
 from .cluster import NodeGroup
+from .cost import CostRow, FleetCost, PriceBook, fleet_cost
 from .history import (
     MOVE_REASON,
     Backoff,
@@ -29,7 +30,9 @@ __all__ = [
     "CapacityRequest",
     "Census",
     "CensusRow",
+    "CostRow",
     "Eviction",
+    "FleetCost",
     "FloorError",
     "History",
     "Judgement",
@@ -38,11 +41,13 @@ __all__ = [
     "NodeGroup",
     "Outcome",
     "Plan",
+    "PriceBook",
     "Review",
     "Skip",
     "SkipCode",
     "WorkloadRef",
     "census",
+    "fleet_cost",
     "move_records",
     "on_demand_floor",
     "plan",

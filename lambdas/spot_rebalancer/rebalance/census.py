@@ -19,6 +19,7 @@ from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import PlacementIndex
 from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatable, pod_requests
 from ..snapshot import ClusterSnapshot
+from .cost import FleetCost, PriceBook, fleet_cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +39,11 @@ class Census:
     spot_cpu_share: float | None  # spot's share of requested CPU; None when nothing requests any
     pods_with_preferences: int  # running pods with a preferred node affinity
     misplaced_pods: int  # of those, the ones a better eligible node exists for
+    cost: FleetCost | None = None  # with a price book
 
 
-def census(snapshot: ClusterSnapshot, lifecycle_label: str = LIFECYCLE_LABEL) -> Census:
+def census(snapshot: ClusterSnapshot, lifecycle_label: str = LIFECYCLE_LABEL,
+           prices: PriceBook | None = None) -> Census:
     nodes = snapshot.nodes
     index_of = {n.metadata.name: i for i, n in enumerate(nodes)}
     requested = [ZERO] * len(nodes)
@@ -69,4 +72,6 @@ def census(snapshot: ClusterSnapshot, lifecycle_label: str = LIFECYCLE_LABEL) ->
                  for (kind, arch), (count, allocatable, used) in sorted(groups.items()))
     requested_cpu = sum(r.requested_cpu for r in rows)
     spot_cpu = sum(r.requested_cpu for r in rows if r.capacity_type == SPOT)
-    return Census(rows, spot_cpu / requested_cpu if requested_cpu else None, with_preferences, misplaced)
+    cost = fleet_cost(nodes, prices, lifecycle_label) if prices is not None else None
+    share = spot_cpu / requested_cpu if requested_cpu else None
+    return Census(rows, share, with_preferences, misplaced, cost)

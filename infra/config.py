@@ -49,10 +49,6 @@ _EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 _TOPIC_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?"
 
 
-def _is_group_name(name: str) -> bool:
-    return 1 <= len(name) <= 255 and name.strip() == name
-
-
 @dataclass(frozen=True, kw_only=True)
 class SpotRebalancerConfig(Settings):
     """Everything one cluster's deployment needs. Context keys are the field names in camelCase."""
@@ -61,10 +57,6 @@ class SpotRebalancerConfig(Settings):
     # leaves a cycle too little time before the next.
     schedule_minutes: int = setting(5, Whole(2, 60, " (one cycle must finish before the next; under 2 "
                                                    "minutes leaves it too little time)"), env=False)
-    # Auto Scaling groups that get the terminate hook (and the launch hook when asked for); they
-    # also scope the lifecycle and launch rules and the lifecycle permissions.
-    asg_names: tuple[str, ...] = setting((), TextList(
-        Text(noun="an Auto Scaling group name", valid=_is_group_name), unique="a group"), env=False)
     # At most this many event-function invocations at once, however many events arrive (Lambda's SQS
     # event sources accept 2 to 1000).
     events_max_concurrency: int = setting(5, Whole(2, 1000), env=False)

@@ -212,6 +212,8 @@ class SpotRebalancer(Construct):
         self._grant_lifecycle_actions(self.events_role)
         if config.capacity_nudge:
             self._grant_capacity_nudge(self.schedule_role)
+        if config.scale_in_emptied_nodes:
+            self._grant_scale_in(self.schedule_role)
         # The census prices the fleet: list prices and current spot prices (neither has resources).
         self.schedule_role.add_to_policy(iam.PolicyStatement(
             sid="PriceTheFleet", actions=["pricing:GetProducts", "ec2:DescribeSpotPriceHistory"],
@@ -325,8 +327,9 @@ class SpotRebalancer(Construct):
             _ack(
                 "AwsSolutions-IAM5[Resource::*]",
                 "ec2:DescribeInstances, ec2:DescribeSpotPriceHistory, pricing:GetProducts, "
-                "autoscaling:DescribeAutoScalingGroups and X-Ray's PutTraceSegments/PutTelemetryRecords "
-                "have no resource-level permissions; AWS requires Resource *."),
+                "autoscaling:DescribeAutoScalingGroups/DescribeAutoScalingInstances and X-Ray's "
+                "PutTraceSegments/PutTelemetryRecords have no resource-level permissions; AWS requires "
+                "Resource *."),
             _ack(
                 f"AwsSolutions-IAM5[Resource::{self._nag_arn('ec2', 'instance/*')}]",
                 f"CreateTags is limited by condition to instances tagged {owned_key}={owned_value} and "
@@ -376,6 +379,18 @@ class SpotRebalancer(Construct):
             sid="ReadGroupCapacity", actions=["autoscaling:DescribeAutoScalingGroups"], resources=["*"]))
         role.add_to_policy(iam.PolicyStatement(
             sid="RaiseGroupCapacity", actions=["autoscaling:SetDesiredCapacity"],
+            resources=resources, conditions=conditions))
+
+    def _grant_scale_in(self, role: iam.Role) -> None:
+        """Terminate an emptied node through its group (and decrement it): only in the groups this
+        deployment manages, the code's rule too (ownership.manages_group)."""
+        resources, conditions = self._autoscaling_scope(role)
+        role.add_to_policy(iam.PolicyStatement(
+            sid="FindEmptiedNodesGroups",
+            actions=["autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeAutoScalingGroups"],
+            resources=["*"]))
+        role.add_to_policy(iam.PolicyStatement(
+            sid="ScaleInEmptiedNodes", actions=["autoscaling:TerminateInstanceInAutoScalingGroup"],
             resources=resources, conditions=conditions))
 
     def _rules(self, period: Duration) -> dict[str, events.Rule]:

@@ -124,6 +124,18 @@ class Monitoring(Construct):
             expression=f"SEARCH('{query}', 'Average', {int(period.to_seconds())})", label="", period=period)
         return cloudwatch.GraphWidget(title=title, left=[search], stacked=True, width=8)
 
+    def _cost_widgets(self, census: Duration) -> list[cloudwatch.IWidget]:
+        """What the fleet costs, what spot saves, and the on-demand nodes emptied and scaled in."""
+        return [
+            self._fleet("FleetCostPerHour", "Fleet cost ($/hour) by capacity type and architecture"),
+            cloudwatch.GraphWidget(title="Spot saving against on-demand ($/hour)", width=8, left=[
+                self._metric("SpotSavingPerHour", "Average", period=census, label="spot saving")]),
+            cloudwatch.GraphWidget(title="On-demand nodes emptied by moves", width=8,
+                left=[self._metric("OnDemandNodesEmptied", "Sum", label="emptied"),
+                      self._metric("NodesScaledIn", "Sum", label="scaled in")],
+                right=[self._metric("EmptiedNodesCostPerHour", "Sum", label="their cost ($/hour)")]),
+        ]
+
     def _dashboard(self, events_function: lambda_.IFunction, schedule_function: lambda_.IFunction,
                    work_queue: sqs.IQueue, dead_letter_queues: dict[str, sqs.IQueue]) -> cloudwatch.Dashboard:
         census = Duration.minutes(self._config.schedule_minutes)
@@ -157,6 +169,7 @@ class Monitoring(Construct):
                       self._metric("MovesFailed", "Sum", label="failed")],
                 right=[self._metric("MisplacedPods", "Maximum", period=census, label="misplaced pods")]),
         )
+        dashboard.add_widgets(*self._cost_widgets(census))
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Work queue", width=8,
                 left=[work_queue.metric_approximate_number_of_messages_visible(label="waiting")]

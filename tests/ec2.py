@@ -1,5 +1,5 @@
 """EC2 and Auto Scaling on moto, as the tests need them: an instance of a cluster, by its tags, and
-a spot Auto Scaling group."""
+an Auto Scaling group."""
 
 from __future__ import annotations
 
@@ -31,16 +31,19 @@ def launched_ago(instance_id: str, seconds: float, region: str = "eu-west-1",
     instance.launch_time = instance.launch_time - timedelta(seconds=seconds)
 
 
-def spot_group(region: str, desired: int, maximum: int) -> tuple[object, list[str]]:
-    """An Auto Scaling group `ng-spot` whose instances moto launches tagged
+def node_group(region: str, desired: int, maximum: int, *, name: str = "ng-spot", minimum: int = 0,
+               tags: dict[str, str] | None = None) -> tuple[object, list[str]]:
+    """An Auto Scaling group (`ng-spot` unless named) whose instances moto launches tagged
     aws:autoscaling:groupName; its client and its instances' ids."""
     ec2 = boto3.client("ec2", region_name=region)
     autoscaling = boto3.client("autoscaling", region_name=region)
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    autoscaling.create_launch_configuration(LaunchConfigurationName="spot", ImageId=image,
+    autoscaling.create_launch_configuration(LaunchConfigurationName=name, ImageId=image,
                                             InstanceType="m6g.large")
-    autoscaling.create_auto_scaling_group(AutoScalingGroupName="ng-spot", LaunchConfigurationName="spot",
-                                          MinSize=0, MaxSize=maximum, DesiredCapacity=desired,
-                                          AvailabilityZones=[f"{region}a"])
-    described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-spot"])
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name, LaunchConfigurationName=name, MinSize=minimum, MaxSize=maximum,
+        DesiredCapacity=desired, AvailabilityZones=[f"{region}a"],
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": name,
+               "ResourceType": "auto-scaling-group"} for k, v in (tags or {}).items()])
+    described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return autoscaling, [i["InstanceId"] for i in described["AutoScalingGroups"][0]["Instances"]]

@@ -123,6 +123,24 @@ class AutoScaling:
             raise
         return True
 
+    def scale_in(self, instance_id: str, managed: Callable[[str, dict[str, str]], bool]) -> StepOutcome:
+        """Terminate the instance through its Auto Scaling group, decrementing the group's desired
+        capacity, if `managed(group name, group tags)` and the group stays at or above its minimum."""
+        found = self._client.describe_auto_scaling_instances(InstanceIds=[instance_id]).get(
+            "AutoScalingInstances", [])
+        if not found:
+            return StepOutcome.NOT_MANAGED
+        name = found[0]["AutoScalingGroupName"]
+        groups = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[name]).get(
+            "AutoScalingGroups", [])
+        if not groups or not managed(name, {t["Key"]: t.get("Value", "") for t in groups[0].get("Tags", [])}):
+            return StepOutcome.NOT_MANAGED
+        if groups[0]["DesiredCapacity"] - 1 < groups[0]["MinSize"]:
+            return StepOutcome.AT_MINIMUM
+        self._client.terminate_instance_in_auto_scaling_group(InstanceId=instance_id,
+                                                              ShouldDecrementDesiredCapacity=True)
+        return StepOutcome.SCALED_IN
+
     def raise_desired_capacity(self, group: str, by: int) -> int:
         """Add up to `by` instances to the group, never above its max size; returns how many."""
         described = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[group])

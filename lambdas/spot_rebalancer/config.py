@@ -448,6 +448,10 @@ def _default(f: Field[Any]) -> Any:
 S = TypeVar("S", bound="Settings")
 
 
+def _is_group_name(name: str) -> bool:
+    return 1 <= len(name) <= 255 and name.strip() == name
+
+
 def _is_tag_key(key: str) -> bool:
     return 1 <= len(key) <= 128 and not key.lower().startswith("aws:")
 
@@ -482,6 +486,11 @@ class Settings:
     opt_out_annotation: str = setting("spot-rebalancer.io/disable", Text(LABEL_KEY, ANNOTATION_NOUN))
     exclude_from_load_balancers: bool = setting(False, Flag())
     health_lead_time_seconds: int = setting(3600, Whole(0, 14 * 86400))
+    # Auto Scaling groups that get the terminate hook (and the launch hook when asked for); they also
+    # scope the lifecycle and launch rules and what the functions may do to groups. None: any group
+    # tagged kubernetes.io/cluster/<name>=owned.
+    asg_names: tuple[str, ...] = setting((), TextList(
+        Text(noun="an Auto Scaling group name", valid=_is_group_name), unique="a group"))
     # The launch lifecycle hook: the stack puts it on the named groups, the function completes it.
     launch_lifecycle_hook: bool = setting(False, Flag())
     # Lifecycle tag and label.
@@ -508,6 +517,10 @@ class Settings:
     rebalance_windows: tuple[Window, ...] = setting((), Windows())
     # Prices that list prices would get wrong (savings plans, private pricing), by instance type.
     price_overrides: tuple[tuple[str, Price], ...] = setting((), Prices())
+    # Terminate on-demand nodes the rebalancer emptied (only DaemonSet and mirror pods left for the
+    # settle time) through their Auto Scaling group, decrementing it, never below its minimum.
+    scale_in_emptied_nodes: bool = setting(False, Flag())
+    scale_in_settle_seconds: int = setting(600, Whole(60, 86400))
     capacity_nudge: bool = setting(False, Flag())
     # New nodes the capacity nudge may ask for in one cycle, over all node groups.
     max_nudge_nodes: int = setting(3, Whole(0, 100))

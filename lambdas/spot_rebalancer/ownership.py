@@ -56,6 +56,12 @@ def owned_by(tags: Tags, cluster: str) -> bool:
     return _tag_map(tags).get(key) == value
 
 
+def manages_group(name: str, tags: Tags, cluster: str, named: tuple[str, ...]) -> bool:
+    """Whether this deployment may act on an Auto Scaling group: one of the named groups, or, when
+    none are named, one the cluster owns (the scope IAM gives the roles on groups, too)."""
+    return name in named if named else owned_by(tags, cluster)
+
+
 def _tag_map(tags: Tags) -> dict[str, str]:
     if isinstance(tags, Mapping):
         return dict(tags)

@@ -24,6 +24,7 @@ from .drain_policy import node_revert_patch
 from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
 from .objects import Node, ObjectMeta, Pod
+from .ownership import manages_group
 from .pod_rules import RECREATING_KINDS
 from .pricing import PriceList
 from .rebalance import (
@@ -37,15 +38,17 @@ from .rebalance import (
     Review,
     WorkloadRef,
     census,
+    fleet_cost,
     move_records,
     plan,
     review,
 )
 from .rebalance.cost import INSTANCE_TYPE_LABEL
+from .rebalance.scale_in import EmptiedNode, newly_emptied, settled
 from .rebalance.windows import open_window
 from .results import EvictionOutcome, EvictionResult, Step, StepAction, StepOutcome
 from .snapshot import ClusterSnapshot
-from .state import HistoryConflict, HistoryStore
+from .state import HistoryConflict, HistoryStore, StoredHistory
 from .tagging import LifecycleTagger
 from .telemetry import MetricsRecorder
 
@@ -159,13 +162,16 @@ class CycleResult:
     refused: tuple[EvictionResult, ...] = ()  # blocked by a budget, gone or failed
     capacity_added: dict[str, int] = field(default_factory=dict)  # Auto Scaling group -> instances
     window_open: bool = True  # False: outside every rebalance window, nothing was planned or moved
+    emptied: tuple[str, ...] = ()  # on-demand nodes this cycle's moves left with only daemons
+    scaled_in: dict[str, StepOutcome] = field(default_factory=dict)  # node -> what its scale-in did
 
     def summary(self) -> dict[str, object]:
         return {"windowOpen": self.window_open, "planned": len(self.plan.evictions),
                 "evicted": len(self.evicted),
                 "refused": {f"{r.namespace}/{r.name}": r.outcome.value for r in self.refused},
                 "review": self.review.metrics, "skipped": self.plan.skip_counts(),
-                "capacityAdded": self.capacity_added}
+                "capacityAdded": self.capacity_added, "emptied": list(self.emptied),
+                "scaledIn": {node: str(outcome) for node, outcome in self.scaled_in.items()}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,37 +323,76 @@ class Rebalancer:
     # --- the cycle ------------------------------------------------------------------------------
 
     def cycle(self, snapshot: ClusterSnapshot | None = None) -> CycleResult:
-        cluster = self.cluster
         snapshot = snapshot or self.view.snapshot()
         now = self.now()
-        stored = self.store.load(cluster) if self.store is not None else None
-        judged = review(stored.history if stored else History(), snapshot, now, self.settings)
-        self.metrics.add("MovesSucceeded", judged.metrics["MovesSucceeded"], "Count", ClusterName=cluster)
-        self.metrics.add("MovesFailed", judged.metrics["MovesFailed"], "Count", ClusterName=cluster)
+        stored = self.store.load(self.cluster) if self.store is not None else None
+        judged = self._review(stored.history if stored else History(), snapshot, now)
+        acting = self.kube is not None and not self.settings.dry_run
+        history, scaled = self._scale_in(judged.history, snapshot, now) if acting else (judged.history, {})
+        if self.settings.rebalance_windows and open_window(self.settings.rebalance_windows, now) is None:
+            # Outside every window: last moves are judged and remembered, nothing is moved.
+            self._save_history(stored, history, ())
+            return CycleResult(Plan(), judged, window_open=False, scaled_in=scaled)
+        node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
+        planned = plan_with_controllers(snapshot, self.settings, history, now,
+                                        self.view.workload_annotations, node_groups)
+        self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=self.cluster)
+        if self.kube is None or not acting:
+            return CycleResult(planned, judged)
+
+        evicted, refused = self._evict(self.kube, snapshot, planned.evictions)
+        emptied = newly_emptied(snapshot, {e.uid for e in evicted}, now, self.settings.lifecycle_label_key)
+        self._count_emptied(snapshot, emptied)
+        self._save_history(stored, history, move_records(evicted, history, now, snapshot),
+                           emptied if self.settings.scale_in_emptied_nodes else ())
+        added = self._nudge(planned.capacity)
+        return CycleResult(planned, judged, tuple(evicted), tuple(refused), added,
+                           emptied=tuple(e.node for e in emptied), scaled_in=scaled)
+
+    def _review(self, history: History, snapshot: ClusterSnapshot, now: datetime) -> Review:
+        """Judge the last cycles' moves: counted, and each logged."""
+        judged = review(history, snapshot, now, self.settings)
+        for name in ("MovesSucceeded", "MovesFailed"):
+            self.metrics.add(name, judged.metrics[name], "Count", ClusterName=self.cluster)
         for judgement in judged.judgements:
             log.info("move %s/%s: %s (%s; replacement %s on %s)", judgement.record.namespace,
                      judgement.record.pod, judgement.outcome, judgement.detail,
                      judgement.replacement or "-", judgement.node or "-")
+        return judged
 
-        if self.settings.rebalance_windows and open_window(self.settings.rebalance_windows, now) is None:
-            # Outside every window: last moves are judged and remembered, nothing is moved.
-            if self.kube is not None and not self.settings.dry_run and self.store is not None \
-                    and stored is not None:
-                self._save(judged.history, stored.version, ())
-            return CycleResult(Plan(), judged, window_open=False)
-        node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
-        planned = plan_with_controllers(snapshot, self.settings, judged.history, now,
-                                        self.view.workload_annotations, node_groups)
-        self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=cluster)
-        if self.kube is None or self.settings.dry_run:
-            return CycleResult(planned, judged)
+    def _save_history(self, stored: StoredHistory | None, history: History, moves: tuple[MoveRecord, ...],
+                      emptied: tuple[EmptiedNode, ...] = ()) -> None:
+        if self.kube is not None and not self.settings.dry_run and self.store is not None \
+                and stored is not None:
+            self._save(history, stored.version, moves, emptied)
 
-        evicted, refused = self._evict(self.kube, snapshot, planned.evictions)
-        if self.store is not None and stored is not None:
-            moves = move_records(evicted, judged.history, now, snapshot)
-            self._save(judged.history, stored.version, moves)
-        added = self._nudge(planned.capacity)
-        return CycleResult(planned, judged, tuple(evicted), tuple(refused), added)
+    def _scale_in(self, history: History, snapshot: ClusterSnapshot, now: datetime
+                  ) -> tuple[History, dict[str, StepOutcome]]:
+        """Terminate the emptied nodes that have settled through their groups; the history keeps the
+        ones still waiting and those a group could not let go yet (at its minimum)."""
+        emptying = settled(history.emptied, snapshot, now, self.settings.scale_in_settle_seconds)
+        if not emptying.ready or not self.settings.scale_in_emptied_nodes or self.autoscaling is None:
+            return replace(history, emptied=emptying.waiting + emptying.ready), {}
+        named = self.settings.asg_names
+        outcomes = {}
+        for record in emptying.ready:
+            outcomes[record.node] = self.autoscaling.scale_in(
+                record.instance_id, lambda group, tags: manages_group(group, tags, self.cluster, named))
+            log.info("scale-in of %s (%s): %s", record.node, record.instance_id, outcomes[record.node])
+        done = sum(o is StepOutcome.SCALED_IN for o in outcomes.values())
+        self.metrics.add("NodesScaledIn", done, "Count", ClusterName=self.cluster)
+        kept = tuple(e for e in emptying.ready if outcomes[e.node] is not StepOutcome.SCALED_IN)
+        return replace(history, emptied=emptying.waiting + kept), outcomes
+
+    def _count_emptied(self, snapshot: ClusterSnapshot, emptied: tuple[EmptiedNode, ...]) -> None:
+        """How many on-demand nodes this cycle emptied, and what they cost an hour while they stay."""
+        self.metrics.add("OnDemandNodesEmptied", len(emptied), "Count", ClusterName=self.cluster)
+        names = {e.node for e in emptied}
+        nodes = [n for n in snapshot.nodes if n.metadata.name in names]
+        book = self._price_book(nodes) if nodes else None
+        if book is not None:
+            cost = fleet_cost(nodes, book, self.settings.lifecycle_label_key)
+            self.metrics.add("EmptiedNodesCostPerHour", cost.per_hour, "None", ClusterName=self.cluster)
 
     def _evict(self, kube: KubeClient, snapshot: ClusterSnapshot, evictions: tuple[Eviction, ...]
                ) -> tuple[list[Eviction], list[EvictionResult]]:
@@ -368,13 +413,14 @@ class Rebalancer:
                      result.outcome.value, result.message)
         return evicted, refused
 
-    def _save(self, history: History, version: int, records: tuple[MoveRecord, ...]) -> None:
+    def _save(self, history: History, version: int, records: tuple[MoveRecord, ...],
+              emptied: tuple[EmptiedNode, ...] = ()) -> None:
         """Save the reviewed history with this cycle's moves; on a conflict keep the other writer's
         history and add these moves to it, which loses nothing either cycle learned."""
         assert self.store is not None
         for _ in range(SAVE_ATTEMPTS):
             try:
-                self.store.save(self.cluster, history.with_moves(records), version)
+                self.store.save(self.cluster, history.with_moves(records, emptied), version)
                 return
             except HistoryConflict:
                 latest = self.store.load(self.cluster)

@@ -21,6 +21,7 @@ class StepAction(enum.StrEnum):
     TAG = "tag"
     LABEL = "label"
     REVERT = "revert"
+    SCALE_IN = "scale-in"
 
 
 class StepOutcome(enum.StrEnum):
@@ -40,6 +41,10 @@ class StepOutcome(enum.StrEnum):
     # A revert's.
     REVERTED = "reverted"
     DRY_RUN = "dry-run"
+    # A scale-in's.
+    SCALED_IN = "scaled-in"
+    AT_MINIMUM = "at-minimum"  # its group would go below its minimum size
+    NOT_MANAGED = "not-managed"  # in no group, or one this deployment does not manage
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "asgNames": BATCH_GROUPS,
         "launchLifecycleHook": True,
         "capacityNudge": True,
+        "scaleInEmptiedNodes": True,
+        "scaleInSettleSeconds": 900,
         "lifecycleDefaultResult": "ABANDON",
         "drainTimeoutSeconds": 900,
         "recommendationPolicies": [

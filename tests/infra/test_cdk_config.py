@@ -63,6 +63,8 @@ BAD_INPUTS = [
     ({"maxEvictionsPerNamespace": 1.5}, "maxEvictionsPerNamespace", "whole number"),
     ({"minPodAgeSeconds": -5}, "minPodAgeSeconds", "from 0"),
     ({"capacityNudge": 1}, "capacityNudge", "true or false"),
+    ({"scaleInEmptiedNodes": "sometimes"}, "scaleInEmptiedNodes", "true or false"),
+    ({"scaleInSettleSeconds": 30}, "scaleInSettleSeconds", "from 60 to 86400"),
     ({"eventsMaxConcurrency": 1}, "eventsMaxConcurrency", "from 2 to 1000"),
     ({"scheduleMemoryMb": 64}, "scheduleMemoryMb", "from 128 to 10240"),
     ({"asgNames": ["a", "a"]}, "asgNames", "twice"),

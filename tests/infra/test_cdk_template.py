@@ -128,6 +128,8 @@ def test_the_environment_is_what_the_functions_parse_into_the_configured_setting
     assert settings.lifecycle_default_result == "ABANDON"
     assert settings.launch_lifecycle_hook is True
     assert settings.capacity_nudge is True
+    assert (settings.scale_in_emptied_nodes, settings.scale_in_settle_seconds) == (True, 900)
+    assert settings.asg_names == tuple(BATCH_GROUPS), "scale-in acts only on the named groups"
     assert settings.dry_run is False
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "SpotRebalancer"
     assert env["POWERTOOLS_SERVICE_NAME"] == "spot-rebalancer"
@@ -256,6 +258,7 @@ def test_the_state_table_has_the_idempotency_layout_ttl_recovery_and_encryption(
 # ---- permissions -------------------------------------------------------------------------------
 
 RESOURCE_STAR_ALLOWED = {"ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups",
+                         "autoscaling:DescribeAutoScalingInstances",
                          "xray:PutTraceSegments", "xray:PutTelemetryRecords", "pricing:GetProducts",
                          "ec2:DescribeSpotPriceHistory"}
 
@@ -319,6 +322,18 @@ def test_only_a_schedule_role_with_capacity_nudge_may_change_capacity(synth):
     assert not granting(statements(synth, "batch", "Events"), "autoscaling:SetDesiredCapacity")
     assert not granting(statements(synth, "prod", "Schedule"), "autoscaling:SetDesiredCapacity")
     assert not granting(statements(synth, "prod", "Schedule"), "autoscaling:DescribeAutoScalingGroups")
+
+
+def test_only_a_schedule_role_with_scale_in_may_terminate_through_a_group(synth):
+    [terminate] = granting(statements(synth, "batch", "Schedule"),
+                           "autoscaling:TerminateInstanceInAutoScalingGroup")
+    assert actions_of(terminate) == {"autoscaling:TerminateInstanceInAutoScalingGroup"}
+    assert [json.dumps(arn).split(":autoScalingGroup:*:autoScalingGroupName/")[1][:-4]
+            for arn in terminate["Resource"]] == BATCH_GROUPS
+    for cluster, function in (("batch", "Events"), ("prod", "Schedule")):
+        assert not granting(statements(synth, cluster, function),
+                            "autoscaling:TerminateInstanceInAutoScalingGroup")
+        assert not granting(statements(synth, cluster, function), "autoscaling:DescribeAutoScalingInstances")
 
 
 def test_queue_and_table_access_come_from_grants_on_exactly_those_resources(synth):
@@ -474,14 +489,15 @@ def test_an_existing_topic_is_used_instead_of_a_new_one(synth):
         assert alarm["AlarmActions"] == [EXISTING_TOPIC]
 
 
-def test_the_dashboard_shows_fleet_mix_latency_drains_and_moves(synth):
+def test_the_dashboard_shows_fleet_mix_cost_latency_drains_and_moves(synth):
     dashboard = synth.resource("prod", "AWS::CloudWatch::Dashboard")["Properties"]
     assert dashboard["DashboardName"] == "SpotRebalancer-prod"
     body = json.dumps(dashboard["DashboardBody"])
     assert "SEARCH('{SpotRebalancer,Architecture,CapacityType,ClusterName} MetricName=" in body
     for metric in ("Nodes", "RequestedCpu", "SpotShareRequestedCpu", "EventToCordonLatency", "DrainDuration",
                    "PodsEvicted", "EvictionsBlockedByPdb", "MovesPlanned", "MovesSucceeded", "MovesFailed",
-                   "MisplacedPods"):
+                   "MisplacedPods", "FleetCostPerHour", "SpotSavingPerHour", "OnDemandNodesEmptied",
+                   "NodesScaledIn", "EmptiedNodesCostPerHour"):
         assert metric in body, metric
     # Evictions are shown by who evicted, as the code publishes them: drains and moves apart.
     text = "".join(part for part in dashboard["DashboardBody"]["Fn::Join"][1] if isinstance(part, str))

@@ -12,7 +12,7 @@ from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.telemetry import MetricsRecorder
-from tests.ec2 import spot_group
+from tests.ec2 import node_group
 from tests.kube.workloads import deployment, pods, preferred_affinity, running, wait_for
 
 CAPACITY = "eks.amazonaws.com/capacityType"
@@ -22,7 +22,7 @@ SETTINGS = Settings(cluster_name="test", min_pod_age_seconds=0, capacity_nudge=T
 
 def test_full_spot_group_is_raised_by_the_nodes_needed_within_its_max(api, kube, namespace, nodes):
     with mock_aws():
-        autoscaling, (instance,) = spot_group(REGION, desired=1, maximum=2)
+        autoscaling, (instance,) = node_group(REGION, desired=1, maximum=2)
         spot = nodes(lifecycle="spot", cpu="1", instance_id=instance)
         deployment(api, namespace, "filler", cpu="900m")
         wait_for(lambda: [p for p in running(pods(api, namespace, "filler"))

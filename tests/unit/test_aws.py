@@ -7,7 +7,8 @@ from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2, LifecycleAction, boto_config
 from spot_rebalancer.ownership import cluster_from_tags
-from tests.ec2 import spot_group
+from spot_rebalancer.results import StepOutcome
+from tests.ec2 import node_group
 
 REGION = "eu-west-1"
 
@@ -114,12 +115,34 @@ def test_lifecycle_calls_carry_the_hook_and_token():
 
 def test_raise_desired_capacity_stops_at_max_size():
     with mock_aws():
-        client, _ = spot_group(REGION, desired=2, maximum=3)
+        client, _ = node_group(REGION, desired=2, maximum=3)
         asg = AutoScaling(client)
         assert asg.raise_desired_capacity("ng-spot", 5) == 1
         assert asg.raise_desired_capacity("ng-spot", 5) == 0
         group = client.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-spot"])
         assert group["AutoScalingGroups"][0]["DesiredCapacity"] == 3
+
+
+def test_scale_in_terminates_through_a_managed_group_and_never_below_its_minimum():
+    with mock_aws():
+        client, (first, second) = node_group(REGION, desired=2, maximum=3, minimum=1, name="ng-od",
+                                             tags={"kubernetes.io/cluster/prod": "owned"})
+        asg = AutoScaling(client)
+        seen: list[tuple[str, dict[str, str]]] = []
+
+        def managed(group: str, tags: dict[str, str]) -> bool:
+            seen.append((group, tags))
+            return tags.get("kubernetes.io/cluster/prod") == "owned"
+
+        assert asg.scale_in(first, lambda _group, _tags: False) is StepOutcome.NOT_MANAGED
+        assert asg.scale_in("i-0000000000000dead", managed) is StepOutcome.NOT_MANAGED
+        assert asg.scale_in(first, managed) is StepOutcome.SCALED_IN
+        assert seen[-1] == ("ng-od", {"kubernetes.io/cluster/prod": "owned"})
+        group = client.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-od"])["AutoScalingGroups"][0]
+        assert group["DesiredCapacity"] == 1, "the group is decremented, not refilled"
+        assert asg.scale_in(second, managed) is StepOutcome.AT_MINIMUM
+        group = client.describe_auto_scaling_groups(AutoScalingGroupNames=["ng-od"])["AutoScalingGroups"][0]
+        assert (group["DesiredCapacity"], [i["InstanceId"] for i in group["Instances"]]) == (1, [second])
 
 
 @pytest.mark.parametrize(("message", "ended"), [

@@ -38,7 +38,7 @@ def _runtime() -> tuple[Rebalancer, Any]:
     prices = PriceList(boto3.client("pricing", region_name=price_list_region(region), config=boto_config()),
                        ec2_client, region)
     autoscaling = (AutoScaling(boto3.client("autoscaling", config=boto_config()))
-                   if settings.capacity_nudge else None)
+                   if settings.capacity_nudge or settings.scale_in_emptied_nodes else None)
     store = HistoryStore(boto3.client("dynamodb", config=boto_config()), settings.state_table)
     kube = client_for_cluster(settings.cluster_name)
     tagger = LifecycleTagger(settings, ec2, lambda _cluster: kube, metrics)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..config import Settings
@@ -20,6 +20,7 @@ from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_score
 from ..scheduling.resources import is_terminal
 from ..snapshot import ClusterSnapshot
+from .scale_in import EmptiedNode
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import WorkloadRef, workload_of
 
@@ -84,13 +85,14 @@ class History:
 
     in_flight: tuple[MoveRecord, ...] = ()
     backoffs: tuple[Backoff, ...] = ()
+    emptied: tuple[EmptiedNode, ...] = ()  # on-demand nodes the rebalancer emptied, waiting to settle
 
     def backing_off(self, now: datetime) -> dict[tuple[WorkloadRef, str], Backoff]:
         """The back-offs still running at `now`, by (workload, reason)."""
         return {(b.workload, b.reason): b for b in self.backoffs if b.until > now}
 
-    def with_moves(self, records: Iterable[MoveRecord]) -> History:
-        return History(in_flight=self.in_flight + tuple(records), backoffs=self.backoffs)
+    def with_moves(self, records: Iterable[MoveRecord], emptied: Iterable[EmptiedNode] = ()) -> History:
+        return replace(self, in_flight=self.in_flight + tuple(records), emptied=self.emptied + tuple(emptied))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ def review(history: History, snapshot: ClusterSnapshot, now: datetime,
         judgements.append(_judge(record, replacement, nodes, now, settings))
     return Review(tuple(judgements), History(
         in_flight=tuple(j.record for j in judgements if j.outcome is Outcome.IN_FLIGHT),
-        backoffs=_next_backoffs(history.backoffs, judgements, now, settings)))
+        backoffs=_next_backoffs(history.backoffs, judgements, now, settings), emptied=history.emptied))
 
 
 def _by_key(backoffs: Iterable[Backoff]) -> dict[tuple[WorkloadRef, str], Backoff]:

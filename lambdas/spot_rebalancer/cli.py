@@ -1,8 +1,9 @@
 """The `spot-rebalancer` command: the functions the Lambdas run, as a dry run over a live cluster
 (--kubeconfig) or a `kubectl get nodes,pods,pdb -A -o json` file (--from-file).
 
-Bad input (unreadable files, malformed events or lists, bad settings) is reported on stderr with
-exit code 2.
+Bad input (unreadable files, malformed events or lists, bad settings, an unusable kubeconfig) is
+reported on stderr in one line with exit code 2; a live cluster that cannot be reached or answers
+with an error, in one line with exit code 1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .config import ConfigError, Settings
 from .drain import DRAIN_REASONS
 from .drain_policy import plan_drain
 from .events import Event, EventError, Ignored, InstanceEvent, parse_event
-from .kube import KubeClient
+from .kube import KubeApiError, KubeClient
 from .nodes import match_node
 from .quantity import QuantityError
 from .rebalance import Census, NaiveClockError, Plan
@@ -30,6 +31,7 @@ from .results import Step, StepAction
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
 from .telemetry import MetricsRecorder
 
+EXIT_API_ERROR = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -44,8 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except (UsageError, EventError, SnapshotError, ConfigError, QuantityError,
             NaiveClockError, OSError) as exc:
-        print(f"spot-rebalancer: {exc}", file=sys.stderr)
+        _complain(exc)
         return EXIT_BAD_INPUT
+    except KubeApiError as exc:
+        _complain(exc)
+        return EXIT_API_ERROR
+
+
+def _complain(exc: Exception) -> None:
+    """One line on stderr: loaders (YAML, urllib3) put line breaks and nested causes in messages."""
+    print(f"spot-rebalancer: {' '.join(str(exc).split())}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,11 +1,12 @@
 """`spot-rebalancer plan` and `census` on a `kubectl get -o json` List file."""
 
 import json
+import socket
 
 import msgspec
 import pytest
 
-from spot_rebalancer.cli import EXIT_BAD_INPUT, main
+from spot_rebalancer.cli import EXIT_API_ERROR, EXIT_BAD_INPUT, main
 from spot_rebalancer.config import Settings
 from tests.unit.builders import PREFER_SPOT, make_pdb, make_pod, on_demand_node, spot_node, taint
 
@@ -153,3 +154,35 @@ def test_census_prices_the_fleet_with_the_configured_prices(tmp_path, capsys, mo
     assert main(["census", "--from-file", path]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == ("cost per hour: $0.1360 (on-demand unknown $0.0960, "
                                                         "spot unknown $0.0400); spot saves $0.0560 an hour")
+
+
+BROKEN_KUBECONFIGS = {
+    "yaml-syntax": "apiVersion: v1\nkind: Config\nclusters: [unclosed\n",
+    "no-current-context": "hello: world\n",
+    "not-a-mapping": "- just\n- a list\n",
+}
+
+
+@pytest.mark.parametrize("content", BROKEN_KUBECONFIGS.values(), ids=BROKEN_KUBECONFIGS.keys())
+def test_an_unusable_kubeconfig_is_one_line_and_exit_2(tmp_path, capsys, content):
+    path = tmp_path / "kubeconfig"
+    path.write_text(content)
+    assert main(["plan", "--kubeconfig", str(path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"spot-rebalancer: {path}: unusable kubeconfig")
+
+
+def test_an_unreachable_api_server_is_one_line_and_exit_1(tmp_path, capsys):
+    with socket.socket() as closed:  # bound, never listening: connections are refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        path = tmp_path / "kubeconfig"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                   "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+        assert main(["census", "--kubeconfig", str(path)]) == EXIT_API_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(port) in err and "Traceback" not in err

@@ -32,7 +32,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from spot_rebalancer.ownership import owned_tag
-from spot_rebalancer.state import HISTORY_KEY_PREFIX, history_key
+from spot_rebalancer.state_keys import HISTORY_KEY_PREFIX, history_key
 from spot_rebalancer.telemetry import NAMESPACE
 
 from .bundling import lambda_code

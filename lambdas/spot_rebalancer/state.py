@@ -17,17 +17,12 @@ from typing import Any
 import msgspec
 
 from .rebalance import History
+from .state_keys import history_key
 
-HISTORY_KEY_PREFIX = "history#"
 # Longer than any back-off (six hours) and any replacement timeout, so nothing still useful expires.
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 
 _decode_history = msgspec.json.Decoder(History).decode
-
-
-def history_key(cluster: str) -> str:
-    """The `id` of a cluster's history item (the stack limits the schedule role to it)."""
-    return f"{HISTORY_KEY_PREFIX}{cluster}"
 
 
 class HistoryConflict(RuntimeError):

@@ -3,7 +3,11 @@ default (a Ready node with room; a Running, Ready pod of a ReplicaSet, an hour o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import msgspec
 
 from spot_rebalancer.objects import (
     Affinity,
@@ -176,3 +180,14 @@ def make_pdb(name: str, match_labels: Mapping[str, str] | None, disruptions_allo
         spec=PodDisruptionBudgetSpec(selector=selector(match_labels) if match_labels is not None else None),
         status=PodDisruptionBudgetStatus(disruptions_allowed=disruptions_allowed),
     )
+
+
+def write_list(directory: Path, nodes: Iterable[Node] = (), pods: Iterable[Pod] = (),
+               pdbs: Iterable[PodDisruptionBudget] = ()) -> str:
+    """A `kubectl get nodes,pods,pdb -A -o json` List file of these objects; its path."""
+    items = ([{"kind": "Node", **msgspec.to_builtins(n)} for n in nodes]
+             + [{"kind": "Pod", **msgspec.to_builtins(p)} for p in pods]
+             + [{"kind": "PodDisruptionBudget", **msgspec.to_builtins(b)} for b in pdbs])
+    path = directory / "list.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    return str(path)

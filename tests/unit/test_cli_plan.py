@@ -8,18 +8,17 @@ import pytest
 
 from spot_rebalancer.cli import EXIT_API_ERROR, EXIT_BAD_INPUT, main
 from spot_rebalancer.config import Settings
-from tests.unit.builders import PREFER_SPOT, make_pdb, make_pod, on_demand_node, spot_node, taint
+from tests.unit.builders import (
+    PREFER_SPOT,
+    make_pdb,
+    make_pod,
+    on_demand_node,
+    spot_node,
+    taint,
+    write_list,
+)
 
 GI = 2**30
-
-
-def write_list(tmp_path, nodes=(), pods=(), pdbs=()) -> str:
-    items = ([{"kind": "Node", **msgspec.to_builtins(n)} for n in nodes]
-             + [{"kind": "Pod", **msgspec.to_builtins(p)} for p in pods]
-             + [{"kind": "PodDisruptionBudget", **msgspec.to_builtins(b)} for b in pdbs])
-    path = tmp_path / "list.json"
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-    return str(path)
 
 
 def fleet(tmp_path) -> str:

@@ -28,8 +28,8 @@ from spot_rebalancer.config import (
     Text,
     TextList,
     Whole,
+    cluster_overrides,
     context_keys,
-    parse_json_or_text,
     read_setting,
     setting,
 )
@@ -180,13 +180,7 @@ def _cluster_names(raw: object) -> tuple[str, ...]:
 
 
 def _overrides(raw: object, names: tuple[str, ...]) -> dict[str, Any]:
-    try:
-        overrides = parse_json_or_text(raw or {})
-    except ValueError as exc:
-        raise ConfigError("clusterOverrides", str(exc)) from None
-    if not isinstance(overrides, dict):
-        raise ConfigError("clusterOverrides",
-                          f"expected an object mapping cluster names to settings, got {overrides!r}")
+    overrides = cluster_overrides(raw)
     strays = sorted(set(overrides) - set(names))
     if strays:
         raise ConfigError("clusterOverrides", f"names cluster(s) not in clusterName: {', '.join(strays)}")

@@ -8,6 +8,8 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from spot_rebalancer.deployment import SCHEDULE_FUNCTION_OUTPUT
+
 from .config import SpotRebalancerConfig
 from .construct import KUBERNETES_GROUP, SpotRebalancer
 
@@ -27,6 +29,8 @@ class SpotRebalancerStack(Stack):
         CfnOutput(self, "RbacCommand", value=f"kubectl apply -f {RBAC_MANIFEST}",
                   description="Run once per cluster, as a cluster administrator, from the repository root")
         CfnOutput(self, "WorkQueueUrl", value=self.rebalancer.work_queue.queue_url)
+        CfnOutput(self, SCHEDULE_FUNCTION_OUTPUT, value=self.rebalancer.schedule_function.function_name,
+                  description="Its environment holds the deployed settings: spot-rebalancer plan --stack")
         CfnOutput(self, "AlarmTopicArn", value=self.rebalancer.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.rebalancer.monitoring.dashboard.dashboard_name)
         if config.vpc_attached and not config.security_group_ids:

@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from .config import ConfigError, Settings
+from .deployment import DeploymentError, context_settings, stack_settings
 from .drain import DRAIN_REASONS
 from .drain_policy import plan_drain
 from .events import Event, EventError, Ignored, InstanceEvent, parse_event
@@ -44,11 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, EventError, SnapshotError, ConfigError, QuantityError,
+    except (UsageError, EventError, SnapshotError, ConfigError, QuantityError, DeploymentError,
             NaiveClockError, OSError) as exc:
         _complain(exc)
         return EXIT_BAD_INPUT
     except KubeApiError as exc:
+        _complain(exc)
+        return EXIT_API_ERROR
+    except Exception as exc:
+        if not _aws_error(exc):
+            raise
         _complain(exc)
         return EXIT_API_ERROR
 
@@ -56,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _complain(exc: Exception) -> None:
     """One line on stderr: loaders (YAML, urllib3) put line breaks and nested causes in messages."""
     print(f"spot-rebalancer: {' '.join(str(exc).split())}", file=sys.stderr)
+
+
+def _aws_error(exc: Exception) -> bool:
+    """An AWS API or transport error (--stack): its own message says enough."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, (BotoCoreError, ClientError))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +118,34 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--kubeconfig", help="read the live cluster through this kubeconfig")
     source.add_argument("--from-file", help="a `kubectl get nodes,pods,pdb -A -o json` List")
     parser.add_argument("--context", help="kubeconfig context")
+    settings = parser.add_argument_group(
+        "settings", "what the dry run runs with; by default the defaults, with environment variables named "
+                    "after the settings (MAX_EVICTIONS_PER_CYCLE...) over them")
+    settings.add_argument("--stack", help="the settings a deployed stack's functions run with (needs "
+                                          "cloudformation:DescribeStacks, lambda:GetFunctionConfiguration)")
+    settings.add_argument("-c", "--cdk-context", action="append", default=[], metavar="KEY=VALUE",
+                          help="the settings `cdk synth -c KEY=VALUE` would deploy, over cdk.json's context "
+                               "(repeatable)")
+    settings.add_argument("--cdk-json", type=Path, help="the CDK app's cdk.json (default: ./cdk.json, when "
+                                                        "-c is given and it exists)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from_context = bool(args.cdk_context or args.cdk_json)
+    if args.stack and from_context:
+        raise UsageError("--stack reads what is deployed, -c and --cdk-json what would be: give one or "
+                         "the other")
+    if args.stack:
+        import boto3
+
+        from .aws import boto_config
+
+        return stack_settings(args.stack, boto3.client("cloudformation", config=boto_config()),
+                              boto3.client("lambda", config=boto_config()))
+    if from_context:
+        default = Path("cdk.json")
+        return context_settings(args.cdk_json or (default if default.is_file() else None), args.cdk_context)
+    return Settings.from_env()
 
 
 def read_snapshot(args: argparse.Namespace) -> ClusterSnapshot:
@@ -131,7 +172,7 @@ def _rebalancer(args: argparse.Namespace, settings: Settings, now: Callable[[], 
 
 
 def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    settings = Settings.from_env()
+    settings = _settings(args)
     try:
         raw = Path(args.event).read_bytes()
     except OSError as exc:
@@ -171,7 +212,7 @@ def _print_steps(steps: list[Step], as_json: bool) -> None:
 
 
 def _plan(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    settings = Settings.from_env()
+    settings = _settings(args)
     if args.max_evictions is not None:
         settings = dataclasses.replace(settings, max_evictions_per_cycle=args.max_evictions)
     result = _rebalancer(args, settings, now).cycle()
@@ -206,12 +247,12 @@ def _print_plan(result: Plan, as_json: bool) -> None:
 
 
 def _census(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    _print_census(_rebalancer(args, Settings.from_env(), now).census(), args.json)
+    _print_census(_rebalancer(args, _settings(args), now).census(), args.json)
     return 0
 
 
 def _tick(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    result = _rebalancer(args, Settings.from_env(), now).tick()
+    result = _rebalancer(args, _settings(args), now).tick()
     if args.json:
         print(json.dumps({**result.summary(), "census": msgspec.to_builtins(result.census),
                           "plan": _plan_json(result.cycle.plan)}))

@@ -592,3 +592,16 @@ class Settings:
 
 def context_keys(cls: type) -> frozenset[str]:
     return frozenset(entry.context for entry in schema(cls) if entry.context)
+
+
+def cluster_overrides(raw: object) -> dict[str, Any]:
+    """The `clusterOverrides` context value: cluster name to the settings that differ for it (JSON from
+    cdk.json, or its text from -c)."""
+    try:
+        overrides = parse_json_or_text(raw or {})
+    except ValueError as exc:
+        raise ConfigError("clusterOverrides", str(exc)) from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("clusterOverrides",
+                          f"expected an object mapping cluster names to settings, got {overrides!r}")
+    return overrides

@@ -17,6 +17,7 @@ from infra.construct import (
     TERMINATE_HOOK_NAME,
 )
 from spot_rebalancer.config import RecommendationPolicy, Settings
+from spot_rebalancer.deployment import SCHEDULE_FUNCTION_OUTPUT
 from spot_rebalancer.ownership import owned_by, owned_tag
 
 CLUSTERS = ("prod", "batch", "ops_private")
@@ -510,3 +511,9 @@ def test_outputs_tell_the_operator_what_to_do_next(synth):
     assert outputs["RbacCommand"]["Value"] == "kubectl apply -f infra/rbac/spot-rebalancer.yaml"
     assert set(outputs) >= {"EventsRoleArn", "ScheduleRoleArn", "WorkQueueUrl", "AlarmTopicArn",
                             "DashboardName"}
+
+
+def test_an_output_names_the_function_whose_environment_the_cli_reads(synth):
+    output = synth.templates["prod"]["Outputs"][SCHEDULE_FUNCTION_OUTPUT]
+    assert output["Value"] == {"Ref": synth.logical_id("prod", "AWS::Lambda::Function",
+                                                       "SpotRebalancerScheduleFunction")}

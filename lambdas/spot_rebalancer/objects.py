@@ -179,6 +179,10 @@ class Volume(_Obj):
     empty_dir: dict | None = None
 
 
+class PodResourceClaim(_Obj):
+    name: str = ""
+
+
 class PodSpec(_Obj):
     node_name: str = ""
     node_selector: dict[str, str] = {}
@@ -193,16 +197,32 @@ class PodSpec(_Obj):
     termination_grace_period_seconds: int | None = None
     volumes: list[Volume] = []
     scheduler_name: str = ""
+    resources: ResourceRequirements | None = None  # pod-level requests (1.34+: on by default)
+    resource_claims: list[PodResourceClaim] = []  # dynamic resource allocation
 
 
 class PodCondition(_Obj):
     type: str
     status: str
+    reason: str = ""
+
+
+class ContainerStatus(_Obj):
+    """What the kubelet reports of a container's resources, which differ from the spec while an
+    in-place resize is under way."""
+
+    name: str = ""
+    allocated_resources: dict[str, str | int | float] = {}
+    resources: ResourceRequirements | None = None
 
 
 class PodStatus(_Obj):
     phase: str = ""
     conditions: list[PodCondition] = []
+    nominated_node_name: str = ""
+    container_statuses: list[ContainerStatus] = []
+    init_container_statuses: list[ContainerStatus] = []
+    resize: str = ""  # before 1.33: "Infeasible" etc.; 1.33+ says it with conditions
 
 
 class Pod(_Obj, tag_field="kind", tag=True):

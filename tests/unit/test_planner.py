@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spot_rebalancer.config import Settings
-from spot_rebalancer.objects import TopologySpreadConstraint
+from spot_rebalancer.objects import PodResourceClaim, TopologySpreadConstraint
 from spot_rebalancer.rebalance import (
     Backoff,
     History,
@@ -37,6 +37,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 OPTIONS = Settings()
 ARM = {"kubernetes.io/arch": "arm64"}
 AMD = {"kubernetes.io/arch": "amd64"}
+SMALL = {"cpu": "2", "memory": "8Gi", "pods": "10"}
 WEB = WorkloadRef("default", "ReplicaSet", "web-7d4b9")
 
 
@@ -240,6 +241,38 @@ def test_moves_in_one_cycle_consume_the_targets_room():
     result = run(nodes, pods)
     assert moves(result) == [("a-1", "od", "spot")]
     assert skips(result) == {"b-1": SkipCode.NO_ROOM}
+
+
+def test_room_a_move_frees_is_not_counted_on_by_a_later_move_of_the_cycle():
+    """All moves of a cycle are evicted at once: the scheduler counts the evicted pod until it is
+    gone, so the spot-preferring pod may not take the room the arm-preferring one leaves."""
+    nodes = [on_demand_node("od", labels=AMD), spot_node("spot", labels=AMD, allocatable=SMALL),
+             on_demand_node("arm", labels=ARM)]
+    pods = [web("a-1", "spot", owner="a", requests={"cpu": "1500m"},
+                preferred=[prefer(100, "kubernetes.io/arch", "arm64")]),
+            web("b-1", "od", owner="b", requests={"cpu": "1500m"})]
+    result = run(nodes, pods)
+    assert moves(result) == [("a-1", "spot", "arm")]
+    assert skips(result) == {"b-1": SkipCode.NO_ROOM}
+
+
+def test_room_held_for_a_nominated_pod_of_no_lower_priority_is_not_taken():
+    """The scheduler adds pending pods nominated to a node (by preemption) of priority >= the
+    incoming pod's to the node when filtering (its addGENominatedPods)."""
+    nodes = [on_demand_node("od"), spot_node("spot", allocatable=SMALL)]
+    for nominee_priority, moved in ((0, False), (10, False), (-1, True)):
+        nominee = make_pod("nominee", "", requests={"cpu": "1500m"}, phase="Pending", ready=False,
+                           priority=nominee_priority)
+        nominee.status.nominated_node_name = "spot"
+        result = run(nodes, [web("web-1", "od", requests={"cpu": "1"}, priority=0), nominee])
+        assert bool(result.evictions) is moved, nominee_priority
+
+
+def test_a_pod_with_resource_claims_is_not_moved():
+    pod = web("p", "od")
+    pod.spec.resource_claims = [PodResourceClaim(name="gpu")]
+    result = run([on_demand_node("od"), spot_node("spot")], [pod])
+    assert skips(result) == {"p": SkipCode.UNSUPPORTED_CONSTRAINT}
 
 
 def test_the_biggest_gain_goes_first():

@@ -1,5 +1,10 @@
 """The cluster as the planner simulates it: each node's free room, pods, host ports and repelling
-pods, built in one pass over the snapshot and updated as moves are planned."""
+pods, and the room pending pods nominated to it hold, built in one pass over the snapshot and
+updated as moves are planned.
+
+A planned move adds the replacement to its target but leaves the evicted pod on its source: every
+move of a cycle is evicted at once, and the scheduler counts an evicted pod's requests, ports and
+anti-affinity until it is gone, so no later move may count on the room an earlier one frees."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from ..scheduling.capacity_type import ON_DEMAND, capacity_type
 from ..scheduling.eligibility import ineligibility
 from ..scheduling.interpod import anti_affinity_conflict, hostname_anti_affinity, wide_anti_affinity
 from ..scheduling.ports import HostPort, host_ports, port_conflict
-from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatable, pod_requests, shortfall
+from ..scheduling.resources import ZERO, Resources, held_requests, is_terminal, node_allocatable, shortfall
 from ..scheduling.spread import spread_allows
 from ..scheduling.volume_zone import zone_allows
 from ..snapshot import ClusterSnapshot
@@ -69,6 +74,17 @@ class NodeState:
     pods: list[Pod] = field(default_factory=list)  # non-terminal pods bound here
     ports: list[HostPort] = field(default_factory=list)
     repellers: list[Pod] = field(default_factory=list)  # pods here with hostname anti-affinity
+    # Pending pods nominated to this node by preemption: (priority, requests). The scheduler holds
+    # their room against pods of no higher priority.
+    nominated: list[tuple[int, Resources]] = field(default_factory=list)
+
+    def room_for(self, priority: int) -> Resources:
+        """The free room a pod of this priority may take."""
+        free = self.free
+        for nominated_priority, requests in self.nominated:
+            if nominated_priority >= priority:
+                free = free - requests
+        return free
 
     @property
     def name(self) -> str:
@@ -98,13 +114,16 @@ class ClusterState:
                 continue
             workload = workload_of(pod)
             state = self.by_name.get(pod.spec.node_name)
+            nominee = self.by_name.get(pod.status.nominated_node_name)
+            if state is None and nominee is not None and pod.metadata.deletion_timestamp is None:
+                nominee.nominated.append((pod.spec.priority or 0, held_requests(pod)))
             if workload is not None and pod.metadata.deletion_timestamp is None:
                 self.replicas[workload] += 1
                 if state is not None and state.capacity_type == ON_DEMAND and pod.ready:
                     self.on_demand[workload] += 1
             if state is None:
                 continue
-            requests = pod_requests(pod)
+            requests = held_requests(pod)
             self._place(pod, requests, host_ports(pod), state)
             if wide_anti_affinity(pod):
                 self.wide_repellers.append(pod)
@@ -119,15 +138,6 @@ class ClusterState:
         if hostname_anti_affinity(pod):
             state.repellers.append(pod)
 
-    @staticmethod
-    def _remove(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
-        state.free = state.free + requests
-        state.pods.remove(pod)
-        for port in ports:
-            state.ports.remove(port)
-        if pod in state.repellers:
-            state.repellers.remove(pod)
-
     def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
                 target: NodeState, pinned: bool) -> Blocker | None:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
@@ -137,7 +147,7 @@ class ClusterState:
             return Blocker(BlockerKind.VOLUME_ZONE)
         if pinned and not spread_allows(pod, source.node, target.node):
             return Blocker(BlockerKind.TOPOLOGY_SPREAD)
-        short = shortfall(requests, target.free)
+        short = shortfall(requests, target.room_for(pod.spec.priority or 0))
         if short:
             return insufficient(short[0])
         if ports and port_conflict(ports, target.ports) is not None:
@@ -149,8 +159,7 @@ class ClusterState:
 
     def move(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
              target: NodeState) -> None:
-        """Simulate the pod's replacement running on target instead of source."""
-        self._remove(pod, requests, ports, source)
+        """Simulate the pod's replacement running on target; the evicted pod stays on source."""
         self._place(pod, requests, ports, target)
         workload = workload_of(pod)
         if workload is not None and pod.ready:

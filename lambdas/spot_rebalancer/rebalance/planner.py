@@ -26,6 +26,7 @@ from ..config import Settings
 from ..objects import Pod, collector_paused
 from ..pod_rules import PodRule, opts_out, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
+from ..scheduling.dynamic_resources import unproven_claims
 from ..scheduling.eligibility import own_taint
 from ..scheduling.interpod import unsupported_constraint, wide_anti_affinity, wide_repeller
 from ..scheduling.labels import SelectorError
@@ -282,7 +283,7 @@ class _Planner:
         if backoff is not None:
             return SkipCode.BACKING_OFF, (f"{backoff.failures} failed move(s) of {workload}; "
                                           f"backing off until {backoff.until.isoformat()}")
-        constraint = unsupported_constraint(pod) or unsupported_spread(pod)
+        constraint = unsupported_constraint(pod) or unsupported_spread(pod) or unproven_claims(pod)
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
         return None

@@ -22,8 +22,18 @@ from .labels import SelectorError, requirement_matches
 
 NODE_NAME_FIELD = "metadata.name"
 
-# What Go's strconv.ParseInt accepts (Python's int() also takes spaces and underscores).
+# What Go's strconv.ParseInt(s, 10, 64) accepts (Python's int() also takes spaces and underscores,
+# and has no range).
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _int64(text: str) -> int | None:
+    """The label value as Gt and Lt read it: a base-10 64-bit integer, or None."""
+    if not _INTEGER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value in _INT64 else None
 
 
 def node_affinity(pod: Pod) -> NodeAffinity | None:
@@ -45,17 +55,19 @@ def required_terms(pod: Pod) -> list[NodeSelectorTerm] | None:
 
 
 def label_requirement_matches(requirement: NodeSelectorRequirement, labels: Mapping[str, str]) -> bool:
-    """A matchExpressions requirement; Gt and Lt compare integers and fail on non-integer labels."""
+    """A matchExpressions requirement; Gt and Lt compare 64-bit integers, and a label that is not
+    one (or is out of range) never matches."""
     operator = requirement.operator
     if operator not in ("Gt", "Lt"):
         return requirement_matches(requirement.key, operator, requirement.values, labels)
-    if len(requirement.values) != 1 or not _INTEGER.fullmatch(requirement.values[0]):
-        raise SelectorError(f"{requirement.key}: operator {operator} needs exactly one integer value")
-    value = labels.get(requirement.key)
-    if value is None or not _INTEGER.fullmatch(value):
+    bound = _int64(requirement.values[0]) if len(requirement.values) == 1 else None
+    if bound is None:
+        raise SelectorError(f"{requirement.key}: operator {operator} needs exactly one 64-bit integer value")
+    text = labels.get(requirement.key)
+    value = _int64(text) if text is not None else None
+    if value is None:
         return False
-    bound = int(requirement.values[0])
-    return int(value) > bound if operator == "Gt" else int(value) < bound
+    return value > bound if operator == "Gt" else value < bound
 
 
 def field_requirement_matches(requirement: NodeSelectorRequirement, node_name: str) -> bool:

@@ -1,8 +1,8 @@
 """Resource requests and node room, counted the scheduler's way (NodeResourcesFit's filter).
 
 CPU is in millicores, everything else in whole units. A pod needs the larger of its app containers'
-sum and its heaviest init step, plus its overhead, plus one pod slot; a node's free room is its
-allocatable minus what its non-terminal pods request.
+sum and its heaviest init step (or its pod-level requests), plus its overhead, plus one pod slot; a
+node's free room is its allocatable minus what its non-terminal pods hold, counting in-place resizes.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from operator import add, sub
 
-from ..objects import Container, Node, Pod
+from ..objects import Container, ContainerStatus, Node, Pod
 from ..quantity import QuantityError, milli, units
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+HUGEPAGES_PREFIX = "hugepages-"
 
 _Extended = tuple[tuple[str, int], ...]
 _Items = tuple[tuple[str, str | int | float], ...]  # a resource list's items, as given
@@ -91,30 +92,88 @@ ONE_POD = Resources(pods=1)
 
 
 def pod_requests(pod: Pod) -> Resources:
-    """What the scheduler reserves for the pod.
+    """What the scheduler reserves for a new pod of this spec (a replacement, say).
 
     Native sidecars (init containers with `restartPolicy: Always`) keep running, so they add to the
     app containers and to every init step after them; a regular init step needs its own requests on
     top of the sidecars started before it. The pod needs the larger of the app phase and its heaviest
-    init step, plus overhead, plus one pod slot. Replicas ask alike, so the answer is memoised per
-    set of container requests.
+    init step; pod-level requests (`spec.resources`) replace that for CPU, memory and hugepages; then
+    overhead, plus one pod slot. Replicas ask alike, so the answer is memoised per set of requests.
     """
     spec = pod.spec
     try:
-        return _pod_requests(tuple(_items(c) for c in spec.containers),
-                             tuple((_items(c), c.restart_policy == "Always") for c in spec.init_containers),
-                             tuple(spec.overhead.items()))
+        return _pod_requests(_aggregate(tuple(_items(c) for c in spec.containers), _init_items(pod)),
+                             _pod_level(pod), tuple(spec.overhead.items()))
     except QuantityError as exc:
         raise QuantityError(f"pod {pod.metadata.namespace}/{pod.metadata.name}: requests: {exc}") from None
+
+
+def held_requests(pod: Pod) -> Resources:
+    """What the scheduler counts for a pod already bound to a node.
+
+    With in-place resize (1.33+) that is, resource by resource, the largest of the spec's, the
+    allocated (`allocatedResources`) and the actuated (`resources`) aggregates of its containers'
+    statuses; while a resize is infeasible, the spec is left out. Without container resources in
+    its status it is the spec's.
+    """
+    status = pod.status
+    if not any(s.allocated_resources or (s.resources is not None and s.resources.requests)
+               for s in (*status.container_statuses, *status.init_container_statuses)):
+        return pod_requests(pod)
+    spec = pod.spec
+    by_name = {s.name: s for s in (*status.init_container_statuses, *status.container_statuses)}
+    infeasible = resize_infeasible(pod)
+    try:
+        aggregates = []
+        for pick in (_allocated_items, _actuated_items):
+            containers = tuple(pick(c, by_name.get(c.name), infeasible) for c in spec.containers)
+            inits = tuple((pick(c, by_name.get(c.name), infeasible), c.restart_policy == "Always")
+                          for c in spec.init_containers)
+            aggregates.append(_aggregate(containers, inits))
+        need = aggregates[0].max(aggregates[1])
+        if not infeasible:
+            need = need.max(_aggregate(tuple(_items(c) for c in spec.containers), _init_items(pod)))
+        return _pod_requests(need, _pod_level(pod), tuple(spec.overhead.items()))
+    except QuantityError as exc:
+        raise QuantityError(f"pod {pod.metadata.namespace}/{pod.metadata.name}: requests: {exc}") from None
+
+
+def resize_infeasible(pod: Pod) -> bool:
+    """Whether the kubelet refused the pod's in-place resize: the PodResizePending condition's
+    reason (1.33+) or the older `status.resize`."""
+    for condition in pod.status.conditions:
+        if condition.type == "PodResizePending":
+            return condition.reason == "Infeasible"
+    return pod.status.resize == "Infeasible"
+
+
+def _allocated_items(container: Container, status: ContainerStatus | None, infeasible: bool) -> _Items:
+    if status is not None and status.allocated_resources:
+        return tuple(status.allocated_resources.items())
+    return () if infeasible else _items(container)
+
+
+def _actuated_items(container: Container, status: ContainerStatus | None, infeasible: bool) -> _Items:
+    if status is not None and status.resources is not None and status.resources.requests:
+        return tuple(status.resources.requests.items())
+    return _allocated_items(container, status, infeasible)
 
 
 def _items(container: Container) -> _Items:
     return tuple(container.resources.requests.items())
 
 
+def _init_items(pod: Pod) -> tuple[tuple[_Items, bool], ...]:
+    return tuple((_items(c), c.restart_policy == "Always") for c in pod.spec.init_containers)
+
+
+def _pod_level(pod: Pod) -> _Items:
+    resources = pod.spec.resources
+    return tuple(resources.requests.items()) if resources is not None else ()
+
+
 @lru_cache(maxsize=4096)
-def _pod_requests(containers: tuple[_Items, ...], init_containers: tuple[tuple[_Items, bool], ...],
-                  overhead: _Items) -> Resources:
+def _aggregate(containers: tuple[_Items, ...], init_containers: tuple[tuple[_Items, bool], ...]) -> Resources:
     total = ZERO
     for items in containers:
         total = total + _from_items(items)
@@ -131,7 +190,25 @@ def _pod_requests(containers: tuple[_Items, ...], init_containers: tuple[tuple[_
         heaviest_init = heaviest_init.max(step)
     if init_containers:
         total = total.max(heaviest_init)
+    return total
+
+
+@lru_cache(maxsize=4096)
+def _pod_requests(containers: Resources, pod_level: _Items, overhead: _Items) -> Resources:
+    total = containers
+    if pod_level:
+        total = _with_pod_level(total, _from_items(pod_level), {name for name, _ in pod_level})
     return total + _from_items(overhead) + ONE_POD
+
+
+def _with_pod_level(total: Resources, pod_level: Resources, named: set[str]) -> Resources:
+    """Pod-level requests replace the containers' sum for the resources they name among CPU, memory
+    and hugepages; other names there (ephemeral storage, say) are ignored, as by the scheduler."""
+    extended = dict(total.extended)
+    extended.update((name, value) for name, value in pod_level.extended if name.startswith(HUGEPAGES_PREFIX))
+    return Resources(pod_level.cpu if "cpu" in named else total.cpu,
+                     pod_level.memory if "memory" in named else total.memory,
+                     total.ephemeral_storage, total.pods, tuple(sorted(extended.items())))
 
 
 def node_allocatable(node: Node) -> Resources:

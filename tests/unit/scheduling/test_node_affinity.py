@@ -108,3 +108,24 @@ def test_referenced_node_keys():
                    preferred=[prefer(1, "zone", "a"), ON_NODE_A])
     assert referenced_node_keys(pod) == (frozenset({"pool", "arch", "zone"}), True)
     assert referenced_node_keys(make_pod("p")) == (frozenset(), False)
+
+
+@pytest.mark.parametrize(("label", "node_term", "expected"), [
+    ("9223372036854775807", term(requirement("n", "Gt", "9223372036854775806")), True),
+    ("9223372036854775808", term(requirement("n", "Gt", "1")), False),
+    ("-9223372036854775809", term(requirement("n", "Lt", "1")), False),
+    ("-9223372036854775808", term(requirement("n", "Lt", "-9223372036854775807")), True),
+    ("1_000", term(requirement("n", "Gt", "1")), False),
+    (" 5", term(requirement("n", "Gt", "1")), False),
+], ids=["the largest int64 compares", "a label above int64 never matches",
+        "a label below int64 never matches",
+        "the smallest int64 compares", "underscores are not digits to ParseInt", "nor are spaces"])
+def test_gt_and_lt_compare_labels_as_64_bit_integers(label, node_term, expected):
+    """apimachinery's Requirement.Matches reads both sides with strconv.ParseInt(v, 10, 64); a label
+    that fails to parse (out of range included) does not match."""
+    assert term_matches(node_term, {"n": label}, "node-a") is expected
+
+
+def test_a_gt_bound_beyond_64_bits_is_refused_as_the_api_server_would():
+    with pytest.raises(SelectorError):
+        term_matches(term(requirement("n", "Gt", "9223372036854775808")), {"n": "1"}, "node-a")

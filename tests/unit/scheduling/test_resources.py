@@ -1,8 +1,11 @@
+import msgspec
 import pytest
 
-from spot_rebalancer.quantity import QuantityError
+from spot_rebalancer.objects import ContainerStatus, PodCondition, ResourceRequirements
+from spot_rebalancer.quantity import QuantityError, milli
 from spot_rebalancer.scheduling.resources import (
     Resources,
+    held_requests,
     is_terminal,
     node_allocatable,
     pod_requests,
@@ -123,3 +126,86 @@ def test_terminal_pods_hold_nothing(phase, expected):
         "zero extended request"])
 def test_shortfall(requests, free, short):
     assert shortfall(requests, free) == short
+
+
+# --- pod-level resources and in-place resize, rows from kube-scheduler's own tables -------------------
+# component-helpers' resource helpers, which NodeResourcesFit calls: TestPodLevelResourceRequests and
+# TestPodResourceRequests (in Mi and m, as there; plus the pod slot the scheduler also counts).
+
+MI = 2**20
+
+
+def with_pod_level(pod, requests):
+    return msgspec.structs.replace(pod, spec=msgspec.structs.replace(
+        pod.spec, resources=ResourceRequirements(requests=requests)))
+
+
+def with_statuses(pod, statuses, init_statuses=(), conditions=(), resize=""):
+    status = msgspec.structs.replace(pod.status, container_statuses=list(statuses),
+                                     init_container_statuses=list(init_statuses),
+                                     conditions=[*pod.status.conditions, *conditions], resize=resize)
+    return msgspec.structs.replace(pod, status=status)
+
+
+@pytest.mark.parametrize(("pod_level", "pod_kwargs", "expected"), [
+    ({"memory": "2Mi"}, {"containers": []}, Resources(memory=2 * MI, pods=1)),
+    ({"memory": "2Mi"}, {"containers": [container({"cpu": "2m"})]}, Resources(cpu=2, memory=2 * MI, pods=1)),
+    ({"storage": "2Mi"}, {"containers": [container({"storage": "3Mi"})]},
+     Resources(pods=1, extended=(("storage", 3 * MI),))),
+    ({"storage": "2Mi"}, {"containers": [container({"memory": "3Mi"})]}, Resources(memory=3 * MI, pods=1)),
+    ({"memory": "6Mi", "cpu": "8m"}, {"containers": [container({"memory": "3Mi", "cpu": "2m"})]},
+     Resources(cpu=8, memory=6 * MI, pods=1)),
+    ({"memory": "15Mi", "cpu": "18m"},
+     {"containers": [container({"memory": "3Mi", "cpu": "2m"})],
+      "init_containers": [container({"memory": "5Mi", "cpu": "4m"}, restart_policy="Always"),
+                          container({"memory": "6Mi", "cpu": "8m"})]},
+     Resources(cpu=18, memory=15 * MI, pods=1)),
+    # Hugepages are a pod-level resource too; the pod's overhead still comes on top.
+    ({"hugepages-2Mi": "4Mi"},
+     {"containers": [container({"hugepages-2Mi": "2Mi"})], "overhead": {"cpu": "1"}},
+     Resources(cpu=1000, pods=1, extended=(("hugepages-2Mi", 4 * MI),))),
+], ids=["TestPodLevelResourceRequests: pod level memory resource with SkipPodLevelResources false",
+        "TestPodLevelResourceRequests: pod level memory and container level cpu resources",
+        "TestPodLevelResourceRequests: pod level unsupported resources set at both pod-level and "
+        "container-level",
+        "TestPodLevelResourceRequests: pod level unsupported resources set at pod-level",
+        "TestPodLevelResourceRequests: both container-level and pod-level resources set",
+        "TestPodLevelResourceRequests: pod-level resources, container-level resources, init and sidecar "
+        "container set", "hugepages at pod level, overhead on top"])
+def test_pod_level_requests_replace_the_containers_sum(pod_level, pod_kwargs, expected):
+    pod = with_pod_level(make_pod("p", **pod_kwargs), pod_level)
+    assert pod_requests(pod) == expected
+    assert held_requests(pod) == expected
+
+
+def resized_pod(spec_cpu, status_cpu=None, allocated_cpu=None, **kwargs):
+    pod = make_pod("p", containers=[container({"cpu": spec_cpu}, name="container-1")])
+    status = ContainerStatus(
+        name="container-1", allocated_resources={"cpu": allocated_cpu} if allocated_cpu else {},
+        resources=ResourceRequirements(requests={"cpu": status_cpu}) if status_cpu else None)
+    return with_statuses(pod, [status], **kwargs)
+
+
+INFEASIBLE = PodCondition(type="PodResizePending", status="True", reason="Infeasible")
+DEFERRED = PodCondition(type="PodResizePending", status="True", reason="Deferred")
+
+
+@pytest.mark.parametrize(("pod", "held"), [
+    (resized_pod("4", status_cpu="2", conditions=[INFEASIBLE]), 2000),
+    (resized_pod("4", status_cpu="2", resize="Infeasible"), 2000),
+    (resized_pod("4", status_cpu="2"), 4000),
+    (resized_pod("1", status_cpu="2"), 2000),
+    (resized_pod("1", allocated_cpu="3"), 3000),
+    (resized_pod("1", status_cpu="2", allocated_cpu="3", conditions=[DEFERRED]), 3000),
+    (resized_pod("4", allocated_cpu="1", status_cpu="1", conditions=[INFEASIBLE]), 1000),
+], ids=["TestPodResourceRequests: resized, infeasible (1.33+ condition)",
+        "TestPodResourceRequests: resized, infeasible (status.resize before 1.33)",
+        "TestPodResourceRequests: resized, no resize status",
+        "scaled down in the spec, not yet actuated: the status counts",
+        "allocated above the spec counts",
+        "deferred: the largest of spec, actuated and allocated",
+        "infeasible: the spec is left out"])
+def test_a_bound_pod_holds_the_largest_of_spec_status_and_allocated_while_resizing(pod, held):
+    assert held_requests(pod) == Resources(cpu=held, pods=1)
+    # A replacement is a new pod: only its spec counts.
+    assert pod_requests(pod) == Resources(cpu=milli(pod.spec.containers[0].resources.requests["cpu"]), pods=1)

@@ -45,13 +45,20 @@ class _Generator:
     def __init__(self, seed: int) -> None:
         self.random = random.Random(seed)
         self.created = _stamp(NOW - timedelta(days=1))
+        self.suffixes: set[str] = set()
 
     def uid(self) -> str:
         hex32 = f"{self.random.getrandbits(128):032x}"
         return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
     def suffix(self, length: int) -> str:
-        return "".join(self.random.choices("bcdfghjklmnpqrstvwxz2456789", k=length))
+        """A random suffix never drawn before: names made with it are unique (at 5,000 nodes a
+        DaemonSet's five-letter pod suffixes collide, and the API server would never list a pod twice)."""
+        while True:
+            drawn = "".join(self.random.choices("bcdfghjklmnpqrstvwxz2456789", k=length))
+            if drawn not in self.suffixes:
+                self.suffixes.add(drawn)
+                return drawn
 
     def node(self, index: int) -> dict:
         rng = self.random

@@ -83,13 +83,12 @@ def _stage_read_list(data: bytes) -> dict:
 
 def _stage_plan(data: bytes) -> dict:
     from spot_rebalancer.config import Settings
-    from spot_rebalancer.rebalance import History, RebalanceOptions, plan
+    from spot_rebalancer.rebalance import History, plan
     from spot_rebalancer.snapshot import read_list
 
     snapshot, decode_seconds = _timed(read_list, data)
     del data  # a caller that planned would not keep the bytes; `_stage_main` holds no other reference
-    options = RebalanceOptions.from_settings(Settings())
-    result, seconds = _timed(plan, snapshot, options, History(), NOW)
+    result, seconds = _timed(plan, snapshot, Settings(), History(), NOW)
     return {"seconds": seconds, "decode_seconds": decode_seconds, "evictions": len(result.evictions),
             "skipped": len(result.skipped)}
 

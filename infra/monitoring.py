@@ -136,6 +136,16 @@ class Monitoring(Construct):
                 right=[self._metric("EmptiedNodesCostPerHour", "Sum", label="their cost ($/hour)")]),
         ]
 
+    def _prediction_misses(self) -> cloudwatch.GraphWidget:
+        """Moves whose replacement did not land where the planner predicted the scheduler would put
+        it, as a share of the moves that settled: the field measure of the prediction."""
+        misses = cloudwatch.MathExpression(
+            expression="100 * failed / (succeeded + failed)", label="prediction misses (%)",
+            using_metrics={"failed": self._metric("MovesFailed", "Sum"),
+                           "succeeded": self._metric("MovesSucceeded", "Sum")})
+        return cloudwatch.GraphWidget(title="Prediction misses: failed / settled moves (%)", width=8,
+                                      left=[misses], left_y_axis=cloudwatch.YAxisProps(min=0, max=100))
+
     def _dashboard(self, events_function: lambda_.IFunction, schedule_function: lambda_.IFunction,
                    work_queue: sqs.IQueue, dead_letter_queues: dict[str, sqs.IQueue]) -> cloudwatch.Dashboard:
         census = Duration.minutes(self._config.schedule_minutes)
@@ -169,6 +179,7 @@ class Monitoring(Construct):
                       self._metric("MovesFailed", "Sum", label="failed")],
                 right=[self._metric("MisplacedPods", "Maximum", period=census, label="misplaced pods")]),
         )
+        dashboard.add_widgets(self._prediction_misses())
         dashboard.add_widgets(*self._cost_widgets(census))
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Work queue", width=8,

@@ -403,6 +403,42 @@ class Prices(Kind):
                                if v is not None} for t, p in value}, separators=(",", ":"))
 
 
+# The default scheduler profile's score plugins and their weights since Kubernetes 1.31 (EKS runs
+# the default profile); the planner predicts a replacement's node with them.
+DEFAULT_SCORE_WEIGHTS: dict[str, int] = {
+    "TaintToleration": 3, "NodeAffinity": 2, "PodTopologySpread": 2, "InterPodAffinity": 2,
+    "NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1, "ImageLocality": 1,
+}
+# A KubeSchedulerConfiguration takes plugin weights from 1 to 100; 0 here leaves the plugin out.
+MAX_SCORE_WEIGHT = 100
+
+
+class ScoreWeights(Kind):
+    """JSON: {"TaintToleration": 3, ...}, the default profile's weights for the plugins named (0 turns
+    a plugin off); plugins left out keep their default."""
+
+    def read(self, raw: object) -> object:
+        raw = parse_json_or_text(raw)
+        if not isinstance(raw, dict):
+            raise BadValue(f'expected an object like {{"TaintToleration": 3}}, got {raw!r}')
+        return tuple(sorted({**DEFAULT_SCORE_WEIGHTS, **raw}.items()))
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, tuple):
+            raise BadValue(f"expected score plugins and their weights, got {value!r}")
+        names = [name for name, _ in value]
+        if sorted(names) != sorted(DEFAULT_SCORE_WEIGHTS):
+            unknown = sorted(set(map(str, names)) - set(DEFAULT_SCORE_WEIGHTS))
+            raise BadValue(f"knows the plugins {', '.join(sorted(DEFAULT_SCORE_WEIGHTS))}"
+                           + (f"; got {', '.join(unknown)}" if unknown else f"; got {names!r}"))
+        for name, weight in value:
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_SCORE_WEIGHT:
+                raise BadValue(f"{name}: must be a whole number from 0 to {MAX_SCORE_WEIGHT}, got {weight!r}")
+
+    def write(self, value: Any) -> str:
+        return json.dumps(dict(value), separators=(",", ":"), sort_keys=True)
+
+
 # --- the schema ----------------------------------------------------------------------------------
 
 
@@ -512,6 +548,10 @@ class Settings:
     # The scheduler that will place a replacement must be one whose rules the planner simulates.
     scheduler_names: tuple[str, ...] = setting(("default-scheduler",), TextList(Text(
         r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", "a scheduler name")))
+    # The score weights of that scheduler's profile: a move is planned only where the replacement,
+    # scored with them, lands on a node its preferred affinity favours.
+    scheduler_score_weights: tuple[tuple[str, int], ...] = setting(
+        tuple(sorted(DEFAULT_SCORE_WEIGHTS.items())), ScoreWeights())
     # The rebalancer moves pods only inside one of these windows (none: at any time); drains ignore
     # them.
     rebalance_windows: tuple[Window, ...] = setting((), Windows())

@@ -146,6 +146,9 @@ class TopologySpreadConstraint(_Obj):
     when_unsatisfiable: str = "DoNotSchedule"
     label_selector: LabelSelector | None = None
     min_domains: Positive | None = None
+    match_label_keys: list[str] = []
+    node_affinity_policy: str = "Honor"
+    node_taints_policy: str = "Ignore"
 
 
 # --- pods --------------------------------------------------------------------------------------

@@ -504,6 +504,10 @@ def test_the_dashboard_shows_fleet_mix_cost_latency_drains_and_moves(synth):
     text = "".join(part for part in dashboard["DashboardBody"]["Fn::Join"][1] if isinstance(part, str))
     for source in ("drain", "move"):
         assert f'"PodsEvicted","ClusterName","prod","Source","{source}"' in text, source
+    # Prediction misses: failed moves over settled ones, as a percentage.
+    assert '{"label":"prediction misses (%)","expression":"100 * failed / (succeeded + failed)"}' in text
+    for metric, name in (("MovesFailed", "failed"), ("MovesSucceeded", "succeeded")):
+        assert f'"{metric}","ClusterName","prod",{{"id":"{name}","visible":false,"stat":"Sum"}}' in text
 
 
 def test_outputs_tell_the_operator_what_to_do_next(synth):

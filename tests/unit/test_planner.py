@@ -415,9 +415,23 @@ def test_floor_from_the_workloads_annotations():
 def test_a_floor_still_allows_moves_between_on_demand_nodes():
     pod = web("api-1", "od-x86", annotations={"spot-rebalancer.io/min-on-demand": "1"},
               preferred=[prefer(50, "kubernetes.io/arch", "arm64"), PREFER_SPOT])
+    full = {"cpu": "1", "memory": "16Gi", "pods": "110"}
+    nodes = [on_demand_node("od-x86", labels=AMD), on_demand_node("od-arm", labels=ARM),
+             spot_node("spot-arm", labels=ARM, allocatable=full)]
+    filler = make_pod("filler", "spot-arm", requests={"cpu": "1"}, owner=None)
+    assert moves(run(nodes, [pod, filler])) == [("api-1", "od-x86", "od-arm")]
+
+
+def test_a_floor_is_not_left_to_a_scheduler_that_would_pick_spot():
+    """The replacement of a pod held on on-demand by its floor would score highest on a spot node
+    with room: the scheduler, not the plan, picks the node, so it is not moved at all."""
+    pod = web("api-1", "od-x86", annotations={"spot-rebalancer.io/min-on-demand": "1"},
+              preferred=[prefer(50, "kubernetes.io/arch", "arm64"), PREFER_SPOT])
     nodes = [on_demand_node("od-x86", labels=AMD), on_demand_node("od-arm", labels=ARM),
              spot_node("spot-arm", labels=ARM)]
-    assert moves(run(nodes, [pod])) == [("api-1", "od-x86", "od-arm")]
+    result = run(nodes, [pod])
+    assert skips(result) == {"api-1": SkipCode.SCHEDULER_ELSEWHERE}
+    assert "spot-arm" in result.skipped[0].detail and "(not on-demand)" in result.skipped[0].detail
 
 
 def test_an_unreadable_floor_leaves_the_pod_alone():

@@ -41,6 +41,7 @@ class _DirectPlacement:
     """A pod's scores and fit, asked of the predicates node by node."""
 
     def __init__(self, pod, cluster) -> None:
+        self.pod, self.nodes = pod, [n.node for n in cluster.nodes]
         self.scores = [preferred_score(pod, n.node) for n in cluster.nodes]
         fitting = [n for n in cluster.nodes if n.eligible and fits_required(pod, n.node)
                    and untolerated_taint(pod.spec.tolerations, n.node.spec.taints) is None]
@@ -49,6 +50,14 @@ class _DirectPlacement:
 
     def score(self, node_index: int) -> int:
         return self.scores[node_index]
+
+    def fits(self, node_index: int) -> bool:
+        node = self.nodes[node_index]
+        return (fits_required(self.pod, node)
+                and untolerated_taint(self.pod.spec.tolerations, node.spec.taints) is None)
+
+    def matches_affinity(self, node_index: int) -> bool:
+        return fits_required(self.pod, self.nodes[node_index])
 
 
 class _DirectBudgets(DisruptionBudgets):

@@ -17,9 +17,22 @@ from typing import NamedTuple
 from ..objects import Node, Pod
 from ..scheduling.capacity_type import ON_DEMAND, capacity_type
 from ..scheduling.eligibility import ineligibility
-from ..scheduling.interpod import anti_affinity_conflict, hostname_anti_affinity, wide_anti_affinity
+from ..scheduling.interpod import (
+    anti_affinity_conflict,
+    hostname_anti_affinity,
+    scoring_terms,
+    wide_anti_affinity,
+)
 from ..scheduling.ports import HostPort, host_ports, port_conflict
-from ..scheduling.resources import ZERO, Resources, held_requests, is_terminal, node_allocatable, shortfall
+from ..scheduling.resources import (
+    ZERO,
+    Resources,
+    held_requests,
+    is_terminal,
+    node_allocatable,
+    scoring_requests,
+    shortfall,
+)
 from ..scheduling.spread import spread_allows
 from ..scheduling.volume_zone import zone_allows
 from ..snapshot import ClusterSnapshot
@@ -70,6 +83,7 @@ class NodeState:
     capacity_type: str
     group: NodeGroup | None  # for the capacity nudge
     free: Resources
+    allocatable: Resources = ZERO
     daemon_requests: Resources = ZERO  # what DaemonSet pods take: a new node of its group pays it too
     pods: list[Pod] = field(default_factory=list)  # non-terminal pods bound here
     ports: list[HostPort] = field(default_factory=list)
@@ -77,6 +91,9 @@ class NodeState:
     # Pending pods nominated to this node by preemption: (priority, requests). The scheduler holds
     # their room against pods of no higher priority.
     nominated: list[tuple[int, Resources]] = field(default_factory=list)
+    # CPU and memory as the scheduler's resource scores count its pods (requests defaulted).
+    scoring_cpu: int = 0
+    scoring_memory: int = 0
 
     def room_for(self, priority: int) -> Resources:
         """The free room a pod of this priority may take."""
@@ -99,7 +116,7 @@ class ClusterState:
             NodeState(index=i, node=n, eligible=ineligibility(n) is None,
                       capacity_type=capacity_type(n, lifecycle_label),
                       group=_node_group(n, node_groups),
-                      free=node_allocatable(n))
+                      free=node_allocatable(n), allocatable=node_allocatable(n))
             for i, n in enumerate(snapshot.nodes)]
         self.by_name = {n.name: n for n in self.nodes}
         # Per workload: live replicas, and those Ready on on-demand nodes (what a floor protects).
@@ -107,32 +124,50 @@ class ClusterState:
         self.on_demand: Counter[WorkloadRef] = Counter()
         # Pods with required anti-affinity over zones or wider: pods they select are not moved.
         self.wide_repellers: list[Pod] = []
+        # Pods whose pod affinity terms InterPodAffinity's score weighs: pods they select are not moved.
+        self.affinity_scorers: list[Pod] = []
         # Bumped by every simulated move, so cached "no room" verdicts know when they are stale.
         self.version = 0
+        # Per controller (by uid), the pods topology spread counts on each node (by index): running
+        # or pending there, not being deleted; a move takes one from its source and adds it to its
+        # target. The scheduler's default spreading selects a pod's ReplicaSet or StatefulSet.
+        self.spread_counts: dict[str, Counter[int]] = {}
+        # Pods evicted by the moves planned so far, with their source's index: still on the node
+        # for room, ports and anti-affinity, no longer counted for spreading.
+        self.evicted: set[tuple[int, int]] = set()
         for pod in snapshot.pods:
             if is_terminal(pod):
                 continue
             workload = workload_of(pod)
             state = self.by_name.get(pod.spec.node_name)
-            nominee = self.by_name.get(pod.status.nominated_node_name)
-            if state is None and nominee is not None and pod.metadata.deletion_timestamp is None:
-                nominee.nominated.append((pod.spec.priority or 0, held_requests(pod)))
+            if state is None and pod.status.nominated_node_name:
+                nominee = self.by_name.get(pod.status.nominated_node_name)
+                if nominee is not None and pod.metadata.deletion_timestamp is None:
+                    nominee.nominated.append((pod.spec.priority or 0, held_requests(pod)))
             if workload is not None and pod.metadata.deletion_timestamp is None:
                 self.replicas[workload] += 1
                 if state is not None and state.capacity_type == ON_DEMAND and pod.ready:
                     self.on_demand[workload] += 1
             if state is None:
                 continue
+            owner = pod.metadata.controller
+            if owner is not None and owner.uid and pod.metadata.deletion_timestamp is None:
+                self.spread_counts.setdefault(owner.uid, Counter())[state.index] += 1
             requests = held_requests(pod)
             self._place(pod, requests, host_ports(pod), state)
             if wide_anti_affinity(pod):
                 self.wide_repellers.append(pod)
+            if scoring_terms(pod):
+                self.affinity_scorers.append(pod)
             if workload is not None and workload.kind == "DaemonSet":
                 state.daemon_requests = state.daemon_requests + requests
 
     @staticmethod
     def _place(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
         state.free = state.free - requests
+        cpu, memory = scoring_requests(pod, requests)
+        state.scoring_cpu += cpu
+        state.scoring_memory += memory
         state.pods.append(pod)
         state.ports.extend(ports)
         if hostname_anti_affinity(pod):
@@ -161,6 +196,12 @@ class ClusterState:
              target: NodeState) -> None:
         """Simulate the pod's replacement running on target; the evicted pod stays on source."""
         self._place(pod, requests, ports, target)
+        self.evicted.add((id(pod), source.index))
+        owner = pod.metadata.controller
+        if owner is not None and owner.uid in self.spread_counts:
+            counts = self.spread_counts[owner.uid]
+            counts[source.index] -= 1
+            counts[target.index] += 1
         workload = workload_of(pod)
         if workload is not None and pod.ready:
             self.on_demand[workload] += ((target.capacity_type == ON_DEMAND)

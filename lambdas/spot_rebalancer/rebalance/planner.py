@@ -28,7 +28,13 @@ from ..pod_rules import PodRule, opts_out, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.dynamic_resources import unproven_claims
 from ..scheduling.eligibility import own_taint
-from ..scheduling.interpod import unsupported_constraint, wide_anti_affinity, wide_repeller
+from ..scheduling.interpod import (
+    scoring_neighbour,
+    unscored_affinity,
+    unsupported_constraint,
+    wide_anti_affinity,
+    wide_repeller,
+)
 from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
@@ -41,6 +47,7 @@ from .budgets import DisruptionBudgets
 from .cluster import Blocker, BlockerKind, ClusterState, NodeGroup, NodeState, insufficient
 from .history import MOVE_REASON, Eviction, History
 from .nudge import CapacityRequest, RoomWanted, capacity_requests
+from .prediction import Predictor
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
@@ -76,6 +83,8 @@ class SkipCode(enum.StrEnum):
     ON_DEMAND_FLOOR = "on-demand-floor"
     NO_ROOM = "no-room"  # better nodes exist; some lack room (more nodes would help)
     CONSTRAINED = "constrained"  # better nodes exist; ports, anti-affinity or domains rule them all out
+    # better nodes take it, but the scheduler's scoring would put its replacement on one no better
+    SCHEDULER_ELSEWHERE = "scheduler-elsewhere"
 
 
 _RULE_SKIPS: dict[PodRule, tuple[SkipCode, str]] = {
@@ -181,6 +190,8 @@ class _Planner:
         self.per_namespace: Counter[str] = Counter()
         self.per_workload: Counter[WorkloadRef] = Counter()
         self.failed_searches: dict[tuple, _Search] = {}
+        self.failed_predictions: dict[tuple, str] = {}
+        self.predictor = Predictor(self.cluster, dict(settings.scheduler_score_weights))
         self.repelled: dict[tuple[str, frozenset], str] = {}
         # Per list of nodes of one score level (kept by the placements): as of `cluster.version`, the
         # most room any of them offers and the nodes roomiest first; and their node groups.
@@ -283,7 +294,8 @@ class _Planner:
         if backoff is not None:
             return SkipCode.BACKING_OFF, (f"{backoff.failures} failed move(s) of {workload}; "
                                           f"backing off until {backoff.until.isoformat()}")
-        constraint = unsupported_constraint(pod) or unsupported_spread(pod) or unproven_claims(pod)
+        constraint = (unsupported_constraint(pod) or unsupported_spread(pod) or unproven_claims(pod)
+                      or unscored_affinity(pod))
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
         return None
@@ -304,15 +316,19 @@ class _Planner:
         return _RULE_SKIPS[rule]
 
     def _repelled_widely(self, pod: Pod) -> str:
-        """Why another pod's zone-wide (or wider) anti-affinity makes the pod's moves unpredictable,
-        or "". Replicas share labels, so the answer is kept per namespace and label set."""
+        """Why another pod's zone-wide (or wider) anti-affinity, or the pod affinity terms another pod
+        scores it with, make the pod's moves unpredictable, or "". Replicas share labels, so the
+        answer is kept per namespace and label set."""
         key = (pod.metadata.namespace, frozenset(pod.metadata.labels.items()))
         reason = self.repelled.get(key)
         if reason is None:
             other = wide_repeller(pod, self.cluster.wide_repellers)
-            reason = self.repelled[key] = "" if other is None else (
+            neighbour = scoring_neighbour(pod, self.cluster.affinity_scorers) if other is None else None
+            reason = self.repelled[key] = (
                 f"{other.metadata.namespace}/{other.metadata.name} repels it by required anti-affinity "
-                f"on {wide_anti_affinity(other)[0].topology_key}, which is not simulated")
+                f"on {wide_anti_affinity(other)[0].topology_key}, which is not simulated" if other is not None
+                else f"{neighbour.metadata.namespace}/{neighbour.metadata.name}'s pod affinity terms select "
+                     "it, and the score they give is not simulated" if neighbour is not None else "")
         return reason
 
     def _floor(self, pod: Pod, workload: WorkloadRef) -> int:
@@ -337,8 +353,37 @@ class _Planner:
             if search.target is None:
                 self._refuse_search(c, search, at_floor)
                 return None
-            c.target, c.target_score = search.target, search.score
+            # A better node takes it: now where would the scheduler put the replacement?
+            verdict = self._predict(c, at_floor)
+            if isinstance(verdict, str):
+                self._refuse(c, SkipCode.SCHEDULER_ELSEWHERE, verdict)
+                return None
+            c.target, c.target_score = verdict
         return c.target_score - c.score
+
+    def _predict(self, c: _Candidate, on_demand_only: bool) -> tuple[NodeState, int] | str:
+        """The node the replacement goes to and its preferred score (the lowest over a tie), or why
+        the scheduler's choice would not be better. Failures are shared like failed searches."""
+        key = (self._search_inputs(c), c.source.name, self.cluster.version)
+        failed = self.failed_predictions.get(key)
+        if failed is not None:
+            return failed
+        prediction = self.predictor.predict(c.pod, c.requests, c.ports, c.source, c.placement, c.pinned)
+        assert prediction is not None, "the search found a node that takes the pod"
+        nodes, placement = prediction.nodes, c.placement
+        worse = [n for n in nodes if not n.eligible or placement.score(n.index) <= c.score
+                 or (on_demand_only and n.capacity_type != ON_DEMAND)]
+        if not worse:
+            return nodes[0], min(placement.score(n.index) for n in nodes)
+        shown = ", ".join(n.name for n in nodes[:3]) + (f" and {len(nodes) - 3} more" * (len(nodes) > 3))
+        first = worse[0]
+        why = (" (not a node moves may target)" if not first.eligible
+               else " (not on-demand)" if on_demand_only and first.capacity_type != ON_DEMAND else "")
+        reason = self.failed_predictions[key] = (
+            f"the scheduler would score {shown} highest ({prediction.score}, of {prediction.feasible} "
+            f"feasible nodes): {first.name} scores {placement.score(first.index)} by preferred affinity"
+            f"{why}, against {c.score} on {c.source.name}")
+        return reason
 
     def _over_a_cap(self, c: _Candidate) -> tuple[SkipCode, str] | None:
         """The first cap or budget one more move of this pod would exceed."""

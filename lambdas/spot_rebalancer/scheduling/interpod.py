@@ -6,7 +6,8 @@ the hostname domain is taken to be the node itself (EKS gives every node its own
 and a term with a namespaceSelector is taken to reach every namespace, since a snapshot has no
 namespace labels. Constraints this module does not evaluate (required pod affinity, anti-affinity
 over zones or other wide topologies, either the pod's own or other pods' against it) are reported
-by `unsupported_constraint` and `wide_repeller` so callers can leave such pods alone.
+by `unsupported_constraint` and `wide_repeller` so callers can leave such pods alone; so are, by
+`unscored_affinity` and `scoring_neighbour`, the terms InterPodAffinity's score would weigh.
 """
 
 from __future__ import annotations
@@ -43,6 +44,41 @@ def unsupported_constraint(pod: Pod) -> str | None:
         return "required pod affinity"
     for term in wide_anti_affinity(pod):
         return f"required pod anti-affinity on {term.topology_key or 'no topology key'}"
+    return None
+
+
+def scoring_terms(pod: Pod) -> list[PodAffinityTerm]:
+    """The pod's terms InterPodAffinity's score reads when other pods are placed: its preferred
+    affinity and anti-affinity, and its required affinity (weighed as the hard affinity weight)."""
+    affinity = pod.spec.affinity
+    if affinity is None:
+        return []
+    terms: list[PodAffinityTerm] = []
+    for group in (affinity.pod_affinity, affinity.pod_anti_affinity):
+        if group is not None:
+            weighted = group.preferred_during_scheduling_ignored_during_execution
+            terms.extend(t.pod_affinity_term for t in weighted)
+    if affinity.pod_affinity is not None:
+        terms.extend(affinity.pod_affinity.required_during_scheduling_ignored_during_execution)
+    return terms
+
+
+def unscored_affinity(pod: Pod) -> str | None:
+    """Why InterPodAffinity's score of the pod's replacement is not simulated: its own preferred
+    pod affinity or anti-affinity terms."""
+    affinity = pod.spec.affinity
+    for name, group in (("affinity", affinity and affinity.pod_affinity),
+                        ("anti-affinity", affinity and affinity.pod_anti_affinity)):
+        if group and group.preferred_during_scheduling_ignored_during_execution:
+            return f"preferred pod {name}"
+    return None
+
+
+def scoring_neighbour(pod: Pod, others: Iterable[Pod]) -> Pod | None:
+    """The first of the other pods whose InterPodAffinity scoring terms select the pod, if any."""
+    for other in others:
+        if any(term_selects(t, other.metadata.namespace, pod) for t in scoring_terms(other)):
+            return other
     return None
 
 

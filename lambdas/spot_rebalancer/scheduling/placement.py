@@ -48,16 +48,19 @@ class Placement:
     """One scheduling signature's view of the fleet: each node's preferred score and whether the
     node passes its node selector, required node affinity and taints."""
 
-    __slots__ = ("_class_fits", "_class_score", "_classes", "_levels", "best_score")
+    __slots__ = ("_class_affinity", "_class_fits", "_class_score", "_classes", "_levels", "best_score")
 
     def __init__(self, pod: Pod, nodes: Sequence[Node], classes: _NodeClasses) -> None:
         self._classes = classes
+        self._class_affinity: list[bool] = []
         self._class_fits: list[bool] = []
         self._class_score: list[int] = []
         for index in classes.representatives:
             node = nodes[index]
-            self._class_fits.append(fits_required(pod, node)
-                                    and untolerated_taint(pod.spec.tolerations, node.spec.taints) is None)
+            affinity = fits_required(pod, node)
+            self._class_affinity.append(affinity)
+            self._class_fits.append(affinity and untolerated_taint(pod.spec.tolerations,
+                                                                   node.spec.taints) is None)
             self._class_score.append(preferred_score(pod, node))
         reachable = [self._class_score[c] for c, members in enumerate(classes.eligible_members)
                      if members and self._class_fits[c]]
@@ -70,6 +73,11 @@ class Placement:
 
     def fits(self, node_index: int) -> bool:
         return self._class_fits[self._classes.node_class[node_index]]
+
+    def matches_affinity(self, node_index: int) -> bool:
+        """The node selector and required node affinity alone, taints aside (what topology spread
+        counts under its default nodeAffinityPolicy Honor and nodeTaintsPolicy Ignore)."""
+        return self._class_affinity[self._classes.node_class[node_index]]
 
     def levels_above(self, score: int) -> list[tuple[int, list[int]]]:
         """Eligible nodes the pod may run on that score more than `score`, grouped by score, best

@@ -113,12 +113,11 @@ def held_requests(pod: Pod) -> Resources:
 
     With in-place resize (1.33+) that is, resource by resource, the largest of the spec's, the
     allocated (`allocatedResources`) and the actuated (`resources`) aggregates of its containers'
-    statuses; while a resize is infeasible, the spec is left out. Without container resources in
-    its status it is the spec's.
+    statuses; while a resize is infeasible, the spec is left out. While the statuses say what the
+    spec says (always, outside a resize) it is the spec's.
     """
     status = pod.status
-    if not any(s.allocated_resources or (s.resources is not None and s.resources.requests)
-               for s in (*status.container_statuses, *status.init_container_statuses)):
+    if not _resizing(pod):
         return pod_requests(pod)
     spec = pod.spec
     by_name = {s.name: s for s in (*status.init_container_statuses, *status.container_statuses)}
@@ -136,6 +135,57 @@ def held_requests(pod: Pod) -> Resources:
         return _pod_requests(need, _pod_level(pod), tuple(spec.overhead.items()))
     except QuantityError as exc:
         raise QuantityError(f"pod {pod.metadata.namespace}/{pod.metadata.name}: requests: {exc}") from None
+
+
+def _resizing(pod: Pod) -> bool:
+    """Whether a container's status reports requests other than its spec's (compared as given: a
+    respelled quantity only costs the longer way)."""
+    status = pod.status
+    statuses = [s for s in (*status.container_statuses, *status.init_container_statuses)
+                if s.allocated_resources or s.resources is not None]
+    if not statuses:
+        return False
+    spec = pod.spec
+    requested = {c.name: c.resources.requests for c in (*spec.init_containers, *spec.containers)}
+    for container_status in statuses:
+        own = requested.get(container_status.name)
+        if container_status.allocated_resources and container_status.allocated_resources != own:
+            return True
+        actuated = container_status.resources
+        if actuated is not None and actuated.requests and actuated.requests != own:
+            return True
+    return False
+
+
+def scoring_requests(pod: Pod, requests: Resources) -> tuple[int, int]:
+    """CPU millicores and memory bytes as NodeResourcesFit's score counts a pod whose requests are
+    `requests`: a container (or init container) that requests no CPU counts 100m, one that requests
+    no memory 200Mi; pod-level requests and overhead apply as for `pod_requests`."""
+    spec = pod.spec
+    if spec.resources is None and not spec.init_containers:
+        for container in spec.containers:
+            asked = container.resources.requests
+            if "cpu" not in asked or "memory" not in asked:
+                break
+        else:
+            return requests.cpu, requests.memory  # nothing to default: the common case, kept cheap
+    try:
+        containers = tuple(_defaulted(_items(c)) for c in spec.containers)
+        inits = tuple((_defaulted(items), sidecar) for items, sidecar in _init_items(pod))
+        need = _pod_requests(_aggregate(containers, inits), _pod_level(pod), tuple(spec.overhead.items()))
+    except QuantityError as exc:
+        raise QuantityError(f"pod {pod.metadata.namespace}/{pod.metadata.name}: requests: {exc}") from None
+    return need.cpu, need.memory
+
+
+_DEFAULT_CPU = ("cpu", "100m")
+_DEFAULT_MEMORY = ("memory", 200 * 1024 * 1024)
+
+
+def _defaulted(items: _Items) -> _Items:
+    names = {name for name, _ in items}
+    return (items + ((_DEFAULT_CPU,) if "cpu" not in names else ())
+            + ((_DEFAULT_MEMORY,) if "memory" not in names else ()))
 
 
 def resize_infeasible(pod: Pod) -> bool:

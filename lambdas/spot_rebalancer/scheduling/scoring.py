@@ -1,0 +1,135 @@
+"""The default scheduler profile's score plugins (kube-scheduler 1.31+), with their normalisation.
+
+Each plugin gives a feasible node a raw score, normalised over all feasible nodes to 0-100 and
+multiplied by the plugin's weight; the node with the highest sum wins, ties broken at random. The
+arithmetic is the scheduler's: int64 division, truncation where it truncates and Go's rounding
+(half away from zero) where it rounds, so that ties come out as ties. What each function takes is
+what the plugin reads; `rebalance.prediction` feeds them the simulated cluster.
+
+Modelled: TaintToleration (PreferNoSchedule taints), NodeAffinity (preferred terms), PodTopologySpread
+(ScheduleAnyway constraints, or the system defaults), NodeResourcesFit (LeastAllocated over CPU and
+memory, weight 1 each) and NodeResourcesBalancedAllocation. InterPodAffinity and ImageLocality score
+0 here: pods whose moves their scores could sway are not moved (see the planner), and images are not
+in a snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from ..objects import Taint, Toleration
+from .taints import tolerates
+
+MAX_NODE_SCORE = 100
+
+TAINT_TOLERATION = "TaintToleration"
+NODE_AFFINITY = "NodeAffinity"
+POD_TOPOLOGY_SPREAD = "PodTopologySpread"
+NODE_RESOURCES_FIT = "NodeResourcesFit"
+BALANCED_ALLOCATION = "NodeResourcesBalancedAllocation"
+# The system default spread constraints (ScheduleAnyway) for pods without their own.
+HOSTNAME_KEY = "kubernetes.io/hostname"
+ZONE_KEY = "topology.kubernetes.io/zone"
+SYSTEM_DEFAULT_SPREAD = ((HOSTNAME_KEY, 3), (ZONE_KEY, 5))
+
+
+def intolerable_preferences(tolerations: Sequence[Toleration], taints: Iterable[Taint]) -> int:
+    """TaintToleration's raw score: the node's PreferNoSchedule taints that none of the pod's
+    tolerations with an empty or PreferNoSchedule effect tolerates."""
+    preferring = [t for t in tolerations if t.effect in ("", "PreferNoSchedule")]
+    return sum(1 for taint in taints
+               if taint.effect == "PreferNoSchedule" and not any(tolerates(t, taint) for t in preferring))
+
+
+def least_requested(requested: int, capacity: int) -> int:
+    """One resource's share left free on a 0-100 scale (0 when over capacity or none)."""
+    if capacity == 0 or requested > capacity:
+        return 0
+    return (capacity - requested) * MAX_NODE_SCORE // capacity
+
+
+def least_allocated(cpu: tuple[int, int], memory: tuple[int, int]) -> int:
+    """NodeResourcesFit's LeastAllocated score from (requested, allocatable) of CPU and memory, each
+    of weight 1; requested counts the node's pods and the incoming one with the non-zero defaults."""
+    return (least_requested(*cpu) + least_requested(*memory)) // 2
+
+
+def balanced_allocation(cpu: tuple[int, int], memory: tuple[int, int]) -> int:
+    """NodeResourcesBalancedAllocation from (requested, allocatable) of CPU and memory (requests as
+    given, no defaults): 100 times one minus the standard deviation of the used fractions, each
+    capped at 1; a resource the node has none of is left out."""
+    fractions = [min(requested / allocatable, 1.0) for requested, allocatable in (cpu, memory)
+                 if allocatable != 0]
+    deviation = abs(fractions[0] - fractions[1]) / 2 if len(fractions) == 2 else 0.0
+    return int((1 - deviation) * MAX_NODE_SCORE)
+
+
+def normalize(scores: Sequence[int], reverse: bool = False) -> list[int]:
+    """The scheduler's DefaultNormalizeScore: scale to 0-100 by the highest score, reversed on
+    request; all zero stays zero (or becomes 100 reversed)."""
+    highest = max(scores, default=0)
+    if highest == 0:
+        return [MAX_NODE_SCORE if reverse else 0 for _ in scores]
+    scaled = [MAX_NODE_SCORE * s // highest for s in scores]
+    return [MAX_NODE_SCORE - s for s in scaled] if reverse else scaled
+
+
+def topology_weight(domains: int) -> float:
+    """How much a pod counts in a topology of that many domains (smaller ones are not watered down)."""
+    return math.log(domains + 2)
+
+
+def go_round(value: float) -> int:
+    """math.Round in Go: halves away from zero (Python's round goes to even)."""
+    return math.floor(value + 0.5) if value >= 0 else -math.floor(-value + 0.5)
+
+
+def spread_score(counts: Iterable[tuple[int, int, float]]) -> int:
+    """PodTopologySpread's raw score of a node from, per constraint whose key the node has, the
+    matching pods in its domain, the constraint's maxSkew and its topology's weight."""
+    return go_round(sum(count * weight + (max_skew - 1) for count, max_skew, weight in counts))
+
+
+def normalize_spread(scores: Sequence[int | None]) -> list[int]:
+    """PodTopologySpread's normalisation: fewer matching pods score higher; nodes left out of the
+    counting (None: missing a constraint's key) score 0."""
+    counted = [s for s in scores if s is not None]
+    if not counted:
+        return [0 for _ in scores]
+    lowest, highest = min(counted), max(counted)
+    if highest == 0:
+        return [0 if s is None else MAX_NODE_SCORE for s in scores]
+    return [0 if s is None else MAX_NODE_SCORE * (highest + lowest - s) // highest for s in scores]
+
+
+def spread_scores(constraints: Sequence[tuple[str, int]], labels: Sequence[Mapping[str, str]],
+                  own_counts: Sequence[Sequence[int]], domain_counts: Sequence[Mapping[str, int]],
+                  require_all: bool) -> list[int]:
+    """PodTopologySpread's normalised scores of the feasible nodes.
+
+    `constraints` are the pod's ScheduleAnyway (topology key, maxSkew) pairs, `labels` each feasible
+    node's labels, `own_counts[i][k]` the pods constraint k selects on feasible node i (what a
+    hostname constraint reads) and `domain_counts[k]` the pods it selects per domain over every node
+    it counts. With `require_all` (a pod's own constraints, not the system defaults) a node missing
+    one of the keys is left out. A topology's weight grows with its domains among the feasible
+    nodes (a node without the key counting as the domain "").
+    """
+    ignored = [require_all and any(key not in node for key, _ in constraints) for node in labels]
+    counted = [node for node, left_out in zip(labels, ignored, strict=True) if not left_out]
+    weights = [topology_weight(len(counted) if key == HOSTNAME_KEY
+                               else len({node.get(key, "") for node in counted}))
+               for key, _ in constraints]
+    raw: list[int | None] = []
+    for index, node in enumerate(labels):
+        if ignored[index]:
+            raw.append(None)
+            continue
+        parts = []
+        for k, (key, max_skew) in enumerate(constraints):
+            value = node.get(key)
+            if value is not None:
+                count = own_counts[index][k] if key == HOSTNAME_KEY else domain_counts[k].get(value, 0)
+                parts.append((count, max_skew, weights[k]))
+        raw.append(spread_score(parts))
+    return normalize_spread(raw)

@@ -21,7 +21,7 @@ import msgspec
 from .config import ConfigError, Settings
 from .deployment import DeploymentError, context_settings, stack_settings
 from .drain import DRAIN_REASONS
-from .drain_policy import plan_drain
+from .drain_policy import plan_drain, waiting_step
 from .events import Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeApiError, KubeClient
 from .nodes import match_node
@@ -196,6 +196,9 @@ def _handle_one(event: Event, snapshot: ClusterSnapshot, settings: Settings, now
     node = match_node(snapshot.nodes, event.instance_id)
     if node is None:
         return [Step(StepAction.IGNORE, reason=f"{event.instance_id}: not a node of this cluster")]
+    waiting = waiting_step(reason.spec, event.deadline, settings, now, node.metadata.name)
+    if waiting is not None:
+        return [waiting]  # as the function decides: nothing now, the drain at its start
     pods = [p for p in snapshot.pods if p.spec.node_name == node.metadata.name]
     plan = plan_drain(reason, node, pods, settings, now, event_deadline=event.deadline, started=now)
     return plan.steps(now)

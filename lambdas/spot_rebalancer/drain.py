@@ -28,6 +28,7 @@ from .drain_policy import (
     decision_step,
     drain_starts_at,
     plan_drain,
+    waiting_step,
 )
 from .events import Event, EventKind, Ignored, InstanceEvent, LifecycleHook
 from .evictions import Evictions, EvictionSchedule, Source
@@ -92,7 +93,7 @@ class DrainService:
     def handle(self, event: Event, *, budget_seconds: float | None = None,
                started_at: datetime | None = None) -> HandleResult:
         """Act on one event. `budget_seconds` is this invocation's time; `started_at` is when the
-        drain began (a continuation passes the first invocation's time)."""
+        drain began (a continuation of a drain under way passes it; None until a drain starts)."""
         invocation_end = (None if budget_seconds is None else
                           self.now() + timedelta(seconds=budget_seconds - INVOCATION_RESERVE_SECONDS))
         result = HandleResult()
@@ -115,15 +116,18 @@ class DrainService:
         reason = DRAIN_REASONS.get(event.kind)
         if reason is None or not isinstance(event, InstanceEvent):
             return self._ignore(result, f"{event.kind} is not an interruption")
-        starts_at = drain_starts_at(reason.spec, event.deadline, self.settings)
-        if starts_at is not None and starts_at > self.now():
-            result.continue_at = starts_at
-            result.steps.append(Step(StepAction.CONTINUE, reason=f"drain at {starts_at.isoformat()}"))
-            return Ending.WAITING
+        # Every hop of a chain checks the instance first: one that is gone ends the chain.
         target = self.targets.resolve(event.instance_id, live=True, since=event.time)
         if isinstance(target, Miss):
             return self._ignore(result, target.value, event.instance_id)
-        started = started_at or self.now()
+        waiting = waiting_step(reason.spec, event.deadline, self.settings, self.now(),
+                               target.node.metadata.name)
+        if waiting is not None:
+            result.continue_at = drain_starts_at(reason.spec, event.deadline, self.settings)
+            result.steps.append(waiting)
+            return Ending.WAITING
+        # A drain's clock starts when the drain starts, not when its event first arrived.
+        started = result.started_at = started_at or self.now()
         if self.settings.dry_run:
             node = target.node
             planned = plan_drain(reason, node, target.kube.list_pods(node.metadata.name), self.settings,

@@ -186,6 +186,16 @@ def drain_starts_at(spec: DrainSpec, event_deadline: datetime | None, settings: 
     return None
 
 
+def waiting_step(spec: DrainSpec, event_deadline: datetime | None, settings: Settings, now: datetime,
+                 node_name: str = "") -> Step | None:
+    """The step of a drain whose start is still to come (continued then, nothing touched now), or
+    None when it starts now. The function and the CLI's dry run decide by this one rule."""
+    starts_at = drain_starts_at(spec, event_deadline, settings)
+    if starts_at is None or starts_at <= now:
+        return None
+    return Step(StepAction.CONTINUE, node_name, reason=f"drain at {starts_at.isoformat()}")
+
+
 # --- which pods --------------------------------------------------------------------------------
 
 

@@ -70,6 +70,7 @@ class HandleResult:
 
     steps: list[Step] = field(default_factory=list)
     continue_at: datetime | None = None
+    started_at: datetime | None = None  # when its drain began; None while none has (a lead time)
 
 
 class EvictionOutcome(enum.Enum):

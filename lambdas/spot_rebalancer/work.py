@@ -3,7 +3,7 @@ carried forward through the queue.
 
 Each message is one EventBridge event as the rule delivered it, or a continuation this function
 queued itself: {"continuation": {"event": <the event>, "instanceId": ..., "startedAt": ...,
-"attempt": n}}.
+"attempt": n}}, where startedAt (when the drain began) is left out while the drain has not begun.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ class Work:
 
     def continuation(self) -> dict:
         instance = self.event.instance_id if isinstance(self.event, InstanceEvent) else ""
-        started = (self.started_at or datetime.now(UTC)).isoformat()
-        return {"continuation": {"event": self.raw, "instanceId": instance, "startedAt": started,
-                                 "attempt": self.attempt + 1}}
+        carried: dict[str, Any] = {"event": self.raw, "instanceId": instance, "attempt": self.attempt + 1}
+        if self.started_at is not None:
+            carried["startedAt"] = self.started_at.isoformat()
+        return {"continuation": carried}
 
 
 def read_message(body: str) -> list[Work]:
@@ -59,7 +60,8 @@ def read_message(body: str) -> list[Work]:
     if not continuation:
         return [Work(raw, event) for event in events]
     instance = continuation.get("instanceId")
-    started = datetime.fromisoformat(continuation["startedAt"])
+    # No startedAt: a chain waiting for its drain's start (a lead time), not a drain under way.
+    started = datetime.fromisoformat(continuation["startedAt"]) if continuation.get("startedAt") else None
     work = [Work(raw, event, int(continuation["attempt"]), started)
             for event in events if isinstance(event, InstanceEvent) and event.instance_id == instance]
     if not work:
@@ -98,8 +100,7 @@ class EventsWorker:
         if result.continue_at is None:
             return
         wait = (result.continue_at - datetime.now(UTC)).total_seconds()
-        started = work.started_at or datetime.now(UTC)
         self.sqs.send_message(QueueUrl=self.settings.work_queue_url,
                               MessageBody=json.dumps(Work(work.raw, work.event, work.attempt,
-                                                          started).continuation()),
+                                                          result.started_at).continuation()),
                               DelaySeconds=int(min(SQS_MAX_DELAY_SECONDS, max(0, wait))))

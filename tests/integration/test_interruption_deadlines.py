@@ -21,7 +21,9 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.drain import DrainService
 from spot_rebalancer.drain_policy import GRACE_SAFETY_MARGIN_SECONDS
 from spot_rebalancer.events import parse_event
+from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
+from spot_rebalancer.work import EventsWorker, read_message
 from tests.ec2 import launched_ago
 from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
 
@@ -149,6 +151,50 @@ def test_a_scheduled_retirement_drains_once_its_lead_time_has_come(
         assert result.continue_at is not None
         assert abs(result.continue_at - expected) < timedelta(minutes=1)
         assert not after["spec"].get("taints")
+
+
+def test_a_retirement_announced_days_ahead_drains_with_its_whole_timeout_when_its_time_comes(
+        api, kube, cluster, namespace, nodes, ec2, instance, monkeypatch):
+    """Reproduced with the worker and simulated time: the hops waiting for the drain carried the
+    first invocation's time, so at the drain time its deadline was ten days past, every pod got
+    1 s of grace and the drain ended as a missed deadline."""
+    node = nodes(lifecycle="on-demand", instance_id=instance)
+    deployment(api, namespace, "web", replicas=2, grace=20)
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "web running")
+    nodes(lifecycle="on-demand")
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="work")["QueueUrl"]
+    settings = Settings(cluster_name="test", drain_timeout_seconds=60, health_lead_time_seconds=3600,
+                        work_queue_url=queue)
+    clock = [datetime.now(UTC)]
+    metrics = MetricsRecorder()
+    drains = DrainService(settings, Ec2(ec2), AutoScaling(boto3.client("autoscaling", region_name=REGION)),
+                          lambda _cluster: kube, metrics, now=lambda: clock[0])
+    worker = EventsWorker(settings, drains, LifecycleTagger(settings, Ec2(ec2), lambda _c: kube, metrics),
+                          LaunchCompleter(settings, Ec2(ec2), drains.autoscaling, lambda _c: kube), sqs,
+                          metrics)
+    (work,) = read_message(json.dumps(health_retirement(instance, timedelta(days=10))))
+
+    assert worker.act(work, 100)["continued"]
+    (message,) = [m["Body"] for m in sqs.receive_message(QueueUrl=queue).get("Messages", [])]
+    assert "startedAt" not in json.loads(message)["continuation"], "no drain has begun"
+    assert not api.get(f"/api/v1/nodes/{node.name}")["spec"].get("unschedulable")
+
+    clock[0] = work.event.deadline - timedelta(minutes=30)  # the drain's time has come
+    monkeypatch.setattr(cluster.nodes, "deletion_delay", 2)
+    watch = GraceWatch(api, namespace, node.name)
+    watch.start()
+    try:
+        (hop,) = read_message(message)
+        done = worker.act(hop, 100)
+    finally:
+        watch.done.set()
+        watch.join()
+
+    assert not done["continued"]
+    assert sorted(watch.seen.values()) == [20, 20], "the pods' own grace: the deadline is a minute off"
+    assert metrics.total("DeadlineMissed") == 0
+    assert not pods_on(api, namespace, node.name)
 
 
 def test_a_pending_instance_is_ignored_quietly(api, kube, nodes, ec2, instance):

@@ -30,6 +30,7 @@ from spot_rebalancer.drain_policy import (
     node_revert_patch,
     recorded_action,
     retry_times,
+    waiting_step,
 )
 from spot_rebalancer.events import EventKind
 from spot_rebalancer.evictions import EvictionSchedule, evict_one
@@ -182,6 +183,16 @@ def test_drain_deadline_by_spec(reason, event_deadline, expected):
 def test_only_health_scheduled_changes_wait_for_their_lead_time(reason, event_deadline, expected):
     lead_time = Settings(health_lead_time_seconds=7200)
     assert drain_starts_at(reason.spec, event_deadline, lead_time) == expected
+
+
+def test_a_drain_whose_start_is_to_come_waits_and_says_until_when():
+    lead_time = Settings(health_lead_time_seconds=7200)
+    spec = DrainReason.SCHEDULED_MAINTENANCE.spec
+    step = waiting_step(spec, NEXT_WEEK, lead_time, NOW, "node-1")
+    assert (step.action, step.node, step.reason) == (
+        "continue", "node-1", f"drain at {(NEXT_WEEK - timedelta(hours=2)).isoformat()}")
+    assert waiting_step(spec, NEXT_WEEK, lead_time, NEXT_WEEK - timedelta(hours=2)) is None
+    assert waiting_step(DrainReason.SPOT_INTERRUPTION.spec, TWO_MINUTES, lead_time, NOW) is None
 
 
 # --- against kubectl drain --ignore-daemonsets --delete-emptydir-data --force --------------------

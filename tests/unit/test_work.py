@@ -30,3 +30,18 @@ def test_a_continuation_for_an_instance_its_event_does_not_name_fails():
     sends it to the dead-letter queue, where someone can look at it."""
     with pytest.raises(EventError, match="continuation for 'i-0fedcba9876543210', which its event does not"):
         read_message(continuation("i-0fedcba9876543210"))
+
+
+def test_a_chain_waiting_for_its_drain_carries_no_start_and_one_under_way_keeps_its_own():
+    """A continuation once carried its first invocation's time for a drain that had not begun: a
+    change announced days ahead then began its drain with a deadline days in the past."""
+    event = json.loads((EVENTS / "health-instance-retirement.json").read_text())
+    (work,) = read_message(json.dumps(event))
+    waiting = work.continuation()["continuation"]
+    assert "startedAt" not in waiting
+    (hop,) = read_message(json.dumps({"continuation": waiting}))
+    assert (hop.started_at, hop.attempt) == (None, 1)
+    (under_way,) = read_message(continuation("i-0c3e5a7b9d1f24680"))
+    assert under_way.started_at is not None
+    carried = type(under_way)(under_way.raw, under_way.event, 2, under_way.started_at).continuation()
+    assert carried["continuation"]["startedAt"] == "2024-03-14T09:27:00+00:00"

@@ -1,0 +1,83 @@
+"""`spot-rebalancer handle --dry-run` on every sample event: each shows the decision the events
+function makes, its node read from a `kubectl get -o json` List file."""
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from spot_rebalancer.cli import main
+from tests.unit.builders import make_pod, spot_node
+
+EVENTS = Path(__file__).parents[1] / "events"
+INSTANCE_ID = re.compile(r"\bi-(?:[0-9a-f]{17}|[0-9a-f]{8})\b")
+
+
+def write_cluster(tmp_path, instance_ids) -> str:
+    """One node per instance, each with a web pod and an agent."""
+    nodes = [spot_node(f"node-{i}", provider_id=f"aws:///eu-west-1a/{i}") for i in instance_ids]
+    pods = [make_pod(f"web-{n}", f"node-{i}") for n, i in enumerate(instance_ids)]
+    pods += [make_pod(f"agent-{n}", f"node-{i}", owner=("DaemonSet", "agent"))
+             for n, i in enumerate(instance_ids)]
+    items = ([{"kind": "Node", **msgspec.to_builtins(n)} for n in nodes]
+             + [{"kind": "Pod", **msgspec.to_builtins(p)} for p in pods])
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    return str(path)
+
+
+def handle(tmp_path, capsys, raw: dict) -> list[dict]:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(raw))
+    cluster = write_cluster(tmp_path, dict.fromkeys(INSTANCE_ID.findall(json.dumps(raw))))
+    assert main(["handle", "--event", str(event), "--from-file", cluster, "--dry-run", "--json"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def sample(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+DRAIN = ["taint", "cordon", "skip", "evict"]
+DECISIONS = {
+    "spot-interruption-terminate.json": DRAIN,
+    "spot-interruption-hibernate.json": DRAIN,
+    "rebalance-recommendation.json": ["taint"],  # the default recommendation action
+    "lifecycle-terminate.json": DRAIN,
+    "lifecycle-launch.json": ["ignore"],
+    "launch-successful.json": ["ignore"],
+    "state-change-stopping.json": DRAIN,
+    "state-change-shutting-down.json": DRAIN,
+    "state-change-running.json": ["ignore"],
+    "state-change-terminated.json": ["ignore"],
+    "health-instance-retirement.json": DRAIN,  # its start (in 2024) has long come
+    "health-stop-scheduled-several.json": DRAIN * 2,
+    "health-store-drive-degraded-backup.json": DRAIN,
+    "health-operational-issue-public.json": ["ignore"],
+}
+
+
+def test_every_sample_has_its_decision():
+    assert set(DECISIONS) == {p.name for p in EVENTS.glob("*.json")} - {"scheduled-event.json"}
+
+
+@pytest.mark.parametrize("name", sorted(DECISIONS))
+def test_each_sample_shows_its_decision(tmp_path, capsys, name):
+    steps = handle(tmp_path, capsys, sample(name))
+    assert [s["action"] for s in steps] == DECISIONS[name]
+
+
+def test_a_scheduled_change_days_away_waits_for_its_drain_time_as_the_function_does(tmp_path, capsys):
+    """The dry run once planned a drain now for a change ten days off, which the function leaves
+    alone until its lead time."""
+    raw = sample("health-instance-retirement.json")
+    starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    raw["detail"]["startTime"] = format_datetime(starts, usegmt=True)
+    (step,) = handle(tmp_path, capsys, raw)
+    assert step["action"] == "continue"
+    assert step["reason"] == f"drain at {(starts - timedelta(seconds=3600)).isoformat()}"
+    assert step["node"] == "node-i-07d1e3f5a9b2c4680"

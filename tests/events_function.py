@@ -152,8 +152,22 @@ class EventsFunction:
             if not messages:
                 return bodies
 
+    def delayed(self) -> list[tuple[str, int]]:
+        return delayed_messages(self.queue_url)
+
     def idempotency_records(self) -> list[dict]:
         return boto3.client("dynamodb", region_name=REGION).scan(TableName=self.table)["Items"]
+
+
+def delayed_messages(queue_url: str) -> list[tuple[str, int]]:
+    """Every body on a moto queue with the delay it was sent with, taken off the queue: a test does
+    not wait out SQS delays, so it reads moto's queue itself."""
+    from moto.sqs.models import sqs_backends
+
+    queue = sqs_backends[ACCOUNT][REGION].get_queue(queue_url.rsplit("/", 1)[-1])
+    taken = [(m.body, round((m.delayed_until - m.sent_timestamp) / 1000)) for m in queue._messages]
+    queue._messages.clear()
+    return taken
 
 
 def function_environment(monkeypatch: Any, kube_for: Callable[[str], Any], **environment: str) -> str:

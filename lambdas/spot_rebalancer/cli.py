@@ -20,15 +20,15 @@ import msgspec
 
 from .config import ConfigError, Settings
 from .deployment import DeploymentError, context_settings, stack_settings
-from .drain import DRAIN_REASONS
-from .drain_policy import plan_drain, waiting_step
+from .drain import UNDOING_KINDS, closed_change, drain_reason
+from .drain_policy import plan_drain, plan_undo, waiting_step
 from .events import Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeApiError, KubeClient
 from .nodes import match_node
 from .quantity import QuantityError
 from .rebalance import Census, NaiveClockError, Plan
 from .rebalancer import CycleResult, Rebalancer, SnapshotView, TickResult
-from .results import Step, StepAction
+from .results import Step, StepAction, StepOutcome
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
 from .telemetry import MetricsRecorder
 
@@ -187,15 +187,18 @@ def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: date
 
 
 def _handle_one(event: Event, snapshot: ClusterSnapshot, settings: Settings, now: datetime) -> list[Step]:
-    reason = DRAIN_REASONS.get(event.kind)
+    reason = drain_reason(event)
     if isinstance(event, Ignored):
         return [Step(StepAction.IGNORE, reason=event.why)]
-    if reason is None or not isinstance(event, InstanceEvent):
+    undoes = event.kind in UNDOING_KINDS
+    if (reason is None and not undoes) or not isinstance(event, InstanceEvent):
         return [Step(StepAction.IGNORE, reason=f"{event.kind} is not an interruption")]
     # No EC2 here: the node is found by its providerID alone.
     node = match_node(snapshot.nodes, event.instance_id)
     if node is None:
         return [Step(StepAction.IGNORE, reason=f"{event.instance_id}: not a node of this cluster")]
+    if reason is None:
+        return plan_undo(node, now, settings, closed_change=closed_change(event)).steps(StepOutcome.DRY_RUN)
     waiting = waiting_step(reason.spec, event.deadline, settings, now, node.metadata.name)
     if waiting is not None:
         return [waiting]  # as the function decides: nothing now, the drain at its start

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -22,19 +22,34 @@ from .drain_policy import (
     DrainPlan,
     DrainReason,
     Finish,
+    NodePatch,
     backoff_seconds,
     blocked_pods,
     capped_grace_seconds,
     decision_step,
     drain_starts_at,
+    node_revert_patch,
     plan_drain,
+    plan_undo,
+    scheduled_change_patch,
+    scheduled_change_reason,
+    scheduled_changes,
     waiting_step,
 )
-from .events import Event, EventKind, Ignored, InstanceEvent, LifecycleHook
+from .events import (
+    Event,
+    EventKind,
+    HealthNotice,
+    Ignored,
+    InstanceEvent,
+    LifecycleHook,
+    SpotInterruption,
+    StateChange,
+)
 from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
-from .objects import Pod
-from .results import EvictionOutcome, EvictionResult, HandleResult, Step, StepAction
+from .objects import Node, Pod
+from .results import EvictionOutcome, EvictionResult, HandleResult, Step, StepAction, StepOutcome
 from .targets import Miss, Target, TargetResolver
 from .telemetry import MetricsRecorder
 
@@ -43,15 +58,39 @@ PATCH_ATTEMPTS = 5
 # Leave this much of an invocation's time for recording the outcome and re-enqueueing.
 INVOCATION_RESERVE_SECONDS = 10
 
-# The event kinds that drain a node, and why.
-DRAIN_REASONS: dict[EventKind, DrainReason] = {
-    EventKind.SPOT_INTERRUPTION: DrainReason.SPOT_INTERRUPTION,
+# A `running` instance's or a closed change's node is looked at this often, this many times, for
+# the instance to be back; then the sweep takes over.
+UNDO_ATTEMPTS = 10
+UNDO_DELAY = timedelta(seconds=60)
+
+# The event kinds whose reason does not depend on the event's details.
+_DRAIN_REASONS: dict[EventKind, DrainReason] = {
     EventKind.REBALANCE_RECOMMENDATION: DrainReason.REBALANCE_RECOMMENDATION,
     EventKind.ASG_TERMINATION: DrainReason.ASG_TERMINATION,
-    EventKind.INSTANCE_STOPPING: DrainReason.INSTANCE_STOPPING,
-    EventKind.SCHEDULED_MAINTENANCE: DrainReason.SCHEDULED_MAINTENANCE,
     EventKind.DEGRADED_HARDWARE: DrainReason.DEGRADED_HARDWARE,
 }
+
+
+# The events that undo what drains did: an instance that runs again, a Health change that closed.
+UNDOING_KINDS = (EventKind.INSTANCE_RUNNING, EventKind.SCHEDULED_CHANGE_CLOSED)
+
+
+def closed_change(event: Event) -> str:
+    """The ARN of the Health scheduled change the event says is closed, else ""."""
+    closed = isinstance(event, HealthNotice) and event.kind is EventKind.SCHEDULED_CHANGE_CLOSED
+    return event.event_arn if closed and isinstance(event, HealthNotice) else ""
+
+
+def drain_reason(event: Event) -> DrainReason | None:
+    """Why the event drains its node; None for events that drain nothing."""
+    if isinstance(event, SpotInterruption):
+        return DrainReason.SPOT_INTERRUPTION if event.action == "terminate" else DrainReason.SPOT_STOP
+    if isinstance(event, StateChange) and event.kind is EventKind.INSTANCE_STOPPING:
+        stops = event.state == "stopping"
+        return DrainReason.INSTANCE_STOPPING if stops else DrainReason.INSTANCE_SHUTTING_DOWN
+    if isinstance(event, HealthNotice) and event.kind is EventKind.SCHEDULED_MAINTENANCE:
+        return scheduled_change_reason(event.event_type_code)
+    return _DRAIN_REASONS.get(event.kind)
 
 
 class Ending(enum.Enum):
@@ -91,14 +130,15 @@ class DrainService:
         self.sleep = sleep
 
     def handle(self, event: Event, *, budget_seconds: float | None = None,
-               started_at: datetime | None = None) -> HandleResult:
+               started_at: datetime | None = None, attempt: int = 0) -> HandleResult:
         """Act on one event. `budget_seconds` is this invocation's time; `started_at` is when the
-        drain began (a continuation of a drain under way passes it; None until a drain starts)."""
+        drain began (a continuation of a drain under way passes it; None until a drain starts);
+        `attempt` counts the hops of its chain (0: the event as it arrived)."""
         invocation_end = (None if budget_seconds is None else
                           self.now() + timedelta(seconds=budget_seconds - INVOCATION_RESERVE_SECONDS))
         result = HandleResult()
         lifecycle = lifecycle_action(event)
-        begun = self.begin(event, lifecycle, started_at, result)
+        begun = self.begin(event, lifecycle, started_at, result, attempt)
         if isinstance(begun, Ending):
             self._finish(lifecycle, begun, result)
         else:
@@ -108,23 +148,33 @@ class DrainService:
     # --- resolve, plan, mark --------------------------------------------------------------------
 
     def begin(self, event: Event, lifecycle: LifecycleAction | None, started_at: datetime | None,
-              result: HandleResult) -> DrainJob | Ending:
+              result: HandleResult, attempt: int = 0) -> DrainJob | Ending:
         """Resolve the event's target, plan its drain and mark its node; the drain to run, or how
         the event ended already."""
         if isinstance(event, Ignored):
             return self._ignore(result, event.why, event.instance_id)
-        reason = DRAIN_REASONS.get(event.kind)
+        reason = drain_reason(event)
         if reason is None or not isinstance(event, InstanceEvent):
             return self._ignore(result, f"{event.kind} is not an interruption")
         # Every hop of a chain checks the instance first: one that is gone ends the chain.
         target = self.targets.resolve(event.instance_id, live=True, since=event.time)
         if isinstance(target, Miss):
             return self._ignore(result, target.value, event.instance_id)
+        change = event if isinstance(event, HealthNotice) else None
+        if (change is not None and attempt > 0 and started_at is None
+                and change.event_arn not in scheduled_changes(target.node)):
+            # A hop of the chain that waited for the drain: the change was closed meanwhile.
+            return self._ignore(result, f"{change.event_type_code} is no longer pending on its node",
+                                event.instance_id)
         waiting = waiting_step(reason.spec, event.deadline, self.settings, self.now(),
                                target.node.metadata.name)
         if waiting is not None:
-            result.continue_at = drain_starts_at(reason.spec, event.deadline, self.settings)
+            drain_at = drain_starts_at(reason.spec, event.deadline, self.settings)
+            result.continue_at = drain_at
             result.steps.append(waiting)
+            if change is not None and not self.settings.dry_run:
+                self._patch(target.kube, target.node,
+                            lambda node: scheduled_change_patch(node, change.event_arn, drain_at))
             return Ending.WAITING
         # A drain's clock starts when the drain starts, not when its event first arrived.
         started = result.started_at = started_at or self.now()
@@ -228,6 +278,58 @@ class DrainService:
         to_leave = {d.pod.metadata.uid for d in plan.decisions if d.action in (Action.EVICT, Action.WAIT)}
         return not pods_remaining(kube, node_name, to_leave)
 
+    # --- undo ---------------------------------------------------------------------------------------
+
+    def undo(self, event: Event, attempt: int = 0) -> HandleResult:
+        """Call off the drain a closed Health change still had pending, and undo what a drain did to
+        the instance's node once its revert rule says so (the instance runs again, the change is
+        closed). While the node is not back yet, looked at again UNDO_ATTEMPTS times, then left to
+        the sweep."""
+        result = HandleResult()
+        if not isinstance(event, InstanceEvent):
+            self._ignore(result, f"{event.kind} carries no instance")
+            return result
+        target = self.targets.resolve(event.instance_id, live=True)
+        if isinstance(target, Miss):
+            self._ignore(result, target.value, event.instance_id)
+            return result
+        kube, node, now = target.kube, target.node, self.now()
+        closed = closed_change(event)
+        plan = plan_undo(node, now, self.settings, closed_change=closed)
+        if self.settings.dry_run:
+            result.steps.extend(plan.steps(StepOutcome.DRY_RUN))
+            return result
+        cancelled = plan.cancel and self._patch(kube, node, lambda n: scheduled_change_patch(n, closed, None))
+        if cancelled:
+            node = kube.get_node(node.metadata.name) or node
+        reverted = plan.revert and self._patch(kube, node, lambda n: node_revert_patch(
+            n, now, self.settings, change_closed=bool(closed)))
+        done = replace(plan, cancel=cancelled or None, revert=reverted or None,
+                       waits=plan.waits and attempt + 1 < UNDO_ATTEMPTS)
+        if done.waits:
+            result.continue_at = now + UNDO_DELAY
+        result.steps.extend(done.steps(StepOutcome.REVERTED))
+        return result
+
+    def _patch(self, kube: KubeClient, node: Node,
+               make: Callable[[Node], NodePatch | None]) -> NodePatch | None:
+        """Apply `make(node)` to the node, made again from the node read afresh when it changed in
+        between (409); the patch applied, or None when there was nothing to do."""
+        for _ in range(PATCH_ATTEMPTS):
+            patch = make(node)
+            if patch is None:
+                return None
+            try:
+                kube.patch_node(node.metadata.name, patch.body)
+            except KubeApiError as exc:
+                if exc.status != 409:
+                    raise
+                node = kube.get_node(node.metadata.name) or node
+                continue
+            return patch
+        raise KubeApiError("PATCH", f"/api/v1/nodes/{node.metadata.name}", 409,
+                           f"node kept changing over {PATCH_ATTEMPTS} attempts")
+
     # --- finish -----------------------------------------------------------------------------------
 
     def _ignore(self, result: HandleResult, why: str, instance_id: str = "") -> Ending:
@@ -254,7 +356,7 @@ class DrainService:
 
 def lifecycle_action(event: Event) -> LifecycleAction | None:
     """The Auto Scaling lifecycle action the event's drain finishes, if its spec says so."""
-    reason = DRAIN_REASONS.get(event.kind)
+    reason = drain_reason(event)
     if (isinstance(event, LifecycleHook) and reason is not None
             and reason.spec.finish is Finish.LIFECYCLE_ACTION):
         return LifecycleAction(event.group, event.hook, event.token, event.instance_id)

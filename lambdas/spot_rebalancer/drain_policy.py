@@ -57,7 +57,7 @@ import msgspec
 from .config import Settings
 from .objects import Node, Pod, PodDisruptionBudget
 from .pod_rules import PodRule, pod_rules
-from .results import EvictionOutcome, EvictionResult, Step, StepAction
+from .results import EvictionOutcome, EvictionResult, Step, StepAction, StepOutcome
 from .scheduling.labels import selector_matches
 
 STUCK_TERMINATING_SECONDS = 60
@@ -77,17 +77,23 @@ BACKOFF_CAP_SECONDS = 30.0
 
 TAINT_KEY_PREFIX = "spot-rebalancer/"
 ACTION_ANNOTATION = "spot-rebalancer.io/action"
+# AWS Health changes whose drain is still to come, as JSON {event ARN: drain time}: a hop of the
+# waiting chain that no longer finds its change here (closed since, or removed by hand) stops.
+SCHEDULED_CHANGES_ANNOTATION = "spot-rebalancer.io/scheduled-changes"
 EXCLUDE_FROM_LOAD_BALANCERS_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
 class DrainReason(enum.StrEnum):
     """Why a node is drained (also the suffix of the taint it gets)."""
 
-    SPOT_INTERRUPTION = "spot-interruption"
+    SPOT_INTERRUPTION = "spot-interruption"  # the spot instance is terminated
+    SPOT_STOP = "spot-stop"  # the spot instance is stopped or hibernated: it may start again
     REBALANCE_RECOMMENDATION = "rebalance-recommendation"
     ASG_TERMINATION = "asg-termination"
-    INSTANCE_STOPPING = "instance-stopping"
-    SCHEDULED_MAINTENANCE = "scheduled-maintenance"
+    INSTANCE_STOPPING = "instance-stopping"  # EC2 state stopping: it may start again
+    INSTANCE_SHUTTING_DOWN = "instance-shutting-down"  # EC2 state shutting-down: it is terminated
+    SCHEDULED_RETIREMENT = "scheduled-retirement"  # a Health change that ends the instance
+    SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # a Health change the instance lives through
     DEGRADED_HARDWARE = "degraded-hardware"
 
     @property
@@ -130,9 +136,15 @@ class Finish(enum.Enum):
     LIFECYCLE_ACTION = "lifecycle-action"
 
 
-class Revert(enum.Enum):
-    NEVER = "never"  # the instance goes away
-    AFTER_TTL = "after-ttl"  # the sweep undoes it after settings.recommendation_ttl_seconds
+class Revert(enum.IntEnum):
+    """When what a drain did to its node is undone; a node marked for several reasons keeps the
+    record of the one undone last (the higher value)."""
+
+    AFTER_TTL = 0  # the sweep undoes it after settings.recommendation_ttl_seconds
+    # Once the instance runs again: its node Ready with another boot id (the machine restarted), or,
+    # for a Health change, the change closed and the node Ready.
+    WHEN_BACK = 1
+    NEVER = 2  # the instance goes away
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +164,9 @@ DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
     DrainSpec(DrainReason.SPOT_INTERRUPTION, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.NEVER),
+    DrainSpec(DrainReason.SPOT_STOP, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.WHEN_BACK),
     DrainSpec(DrainReason.REBALANCE_RECOMMENDATION, forced=False, marking=Marking.RECOMMENDATION_POLICY,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.AFTER_TTL),
@@ -160,14 +175,49 @@ DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
               revert=Revert.NEVER),
     DrainSpec(DrainReason.INSTANCE_STOPPING, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.WHEN_BACK),
+    DrainSpec(DrainReason.INSTANCE_SHUTTING_DOWN, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.NEVER),
-    DrainSpec(DrainReason.SCHEDULED_MAINTENANCE, forced=True, marking=Marking.CORDON,
+    DrainSpec(DrainReason.SCHEDULED_RETIREMENT, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.HEALTH, finish=Finish.NOTHING,
               revert=Revert.NEVER),
+    # The instance is rebooted or loses power or network for a while: its pods cannot stay.
+    DrainSpec(DrainReason.SCHEDULED_MAINTENANCE, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.HEALTH, finish=Finish.NOTHING,
+              revert=Revert.WHEN_BACK),
     DrainSpec(DrainReason.DEGRADED_HARDWARE, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.NEVER),
 )}
+
+
+# AWS Health scheduled changes to EC2 instances by what they do to the instance (the README lists
+# them): retirement, stop and termination end it; reboots and network or power maintenance keep it.
+SCHEDULED_CHANGE_REASONS: dict[str, DrainReason] = {
+    **dict.fromkeys(("AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
+                     "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED",
+                     "AWS_EC2_INSTANCE_STOP_SCHEDULED", "AWS_EC2_INSTANCE_TERMINATION_SCHEDULED"),
+                    DrainReason.SCHEDULED_RETIREMENT),
+    **dict.fromkeys(("AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED",
+                     "AWS_EC2_SYSTEM_REBOOT_MAINTENANCE_SCHEDULED",
+                     "AWS_EC2_INSTANCE_NETWORK_MAINTENANCE_SCHEDULED",
+                     "AWS_EC2_INSTANCE_POWER_MAINTENANCE_SCHEDULED"),
+                    DrainReason.SCHEDULED_MAINTENANCE),
+}
+_ENDING_WORDS = ("RETIREMENT", "STOP", "TERMINATION")
+
+
+def scheduled_change_reason(event_type_code: str) -> DrainReason:
+    """The drain for a Health scheduled change, by its code; a code not in the table ends the
+    instance if its name says so (retirement, stop, termination), else the instance lives through it."""
+    known = SCHEDULED_CHANGE_REASONS.get(event_type_code)
+    if known is not None:
+        return known
+    words = event_type_code.split("_")
+    if any(word in words for word in _ENDING_WORDS):
+        return DrainReason.SCHEDULED_RETIREMENT
+    return DrainReason.SCHEDULED_MAINTENANCE
 
 
 def drain_deadline(spec: DrainSpec, event_deadline: datetime | None, settings: Settings,
@@ -421,15 +471,18 @@ class NodeAction(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     cordoned: bool = False  # whether we set spec.unschedulable
     was_cordoned: bool = False  # unschedulable before our first action: then never uncordon
     load_balancer_label_added: bool = False
+    # The node's boot id when we acted: another one, on a Ready node, means the machine started again.
+    boot_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class NodePatch:
     """A strategic merge patch for one node (labels and annotations merge by name; the taint list
-    is sent whole)."""
+    is sent whole), and why it is made."""
 
     node_name: str
     body: dict[str, Any]
+    why: str = ""
 
 
 _decode_action = msgspec.json.Decoder(NodeAction).decode
@@ -483,12 +536,15 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
     cordon = mark.cordon
     add_label = (cordon and settings.exclude_from_load_balancers
                  and EXCLUDE_FROM_LOAD_BALANCERS_LABEL not in node.metadata.labels)
+    boot_id = node.status.node_info.boot_id
     record = NodeAction(reason=reason, at=now, taints=(reason.taint_key,), cordoned=cordon,
-                        was_cordoned=node.spec.unschedulable, load_balancer_label_added=add_label)
+                        was_cordoned=node.spec.unschedulable, load_balancer_label_added=add_label,
+                        boot_id=boot_id)
     previous = recorded_action(node)
     if previous is not None:
-        # A later discretionary action must not turn a forced drain into one the sweep reverts.
-        keep = previous.reason.forced and not reason.forced
+        # A later action must not make an earlier one undone sooner: a recommendation after a
+        # forced drain, a stop after a termination.
+        keep = previous.reason.spec.revert > reason.spec.revert
         record = NodeAction(
             reason=previous.reason if keep else reason,
             at=previous.at if keep else now,
@@ -497,6 +553,7 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
             # Until we cordon, the node's cordon is the user's.
             was_cordoned=previous.was_cordoned if previous.cordoned else node.spec.unschedulable,
             load_balancer_label_added=add_label or previous.load_balancer_label_added,
+            boot_id=previous.boot_id if keep else boot_id,
         )
     metadata: dict[str, Any] = {"annotations": {ACTION_ANNOTATION: msgspec.json.encode(record).decode()}}
     if add_label:
@@ -508,16 +565,33 @@ def node_drain_patch(node: Node, reason: DrainReason, settings: Settings, now: d
     return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
 
 
-def node_revert_patch(node: Node, now: datetime, settings: Settings) -> NodePatch | None:
-    """Undo an action whose reason's spec reverts it after the TTL (a rebalance recommendation's)
-    once the recommendation TTL has passed without a forced drain, and never while its drain may
-    still be under way: remove our taints and label, uncordon only if the node was schedulable before
-    us, and drop the record. None when there is nothing (yet) to undo."""
-    record = recorded_action(node)
-    if record is None or record.reason.spec.revert is not Revert.AFTER_TTL:
+def revert_due(record: NodeAction, node: Node, now: datetime, settings: Settings, *,
+               change_closed: bool = False) -> str | None:
+    """Why the recorded action is to be undone now, by its reason's revert rule; None while it is
+    not (yet). `change_closed`: AWS Health says the scheduled change that caused it is over."""
+    revert = record.reason.spec.revert
+    if revert is Revert.AFTER_TTL:
+        # Never while its drain may still be under way.
+        wait = max(settings.recommendation_ttl_seconds, settings.drain_timeout_seconds)
+        return "rebalance recommendation expired" if now >= record.at + timedelta(seconds=wait) else None
+    if revert is not Revert.WHEN_BACK or not node.ready:
         return None
-    wait = max(settings.recommendation_ttl_seconds, settings.drain_timeout_seconds)
-    if now < record.at + timedelta(seconds=wait):
+    boot_id = node.status.node_info.boot_id
+    if boot_id and boot_id != record.boot_id:
+        return f"{record.reason}: the instance runs again"
+    if change_closed and record.reason is DrainReason.SCHEDULED_MAINTENANCE:
+        return f"{record.reason}: the change is closed"
+    return None
+
+
+def node_revert_patch(node: Node, now: datetime, settings: Settings, *,
+                      change_closed: bool = False) -> NodePatch | None:
+    """Undo the recorded action once `revert_due` says so: remove our taints and label, uncordon
+    only if the node was schedulable before us, and drop the record. None when there is nothing
+    (yet) to undo."""
+    record = recorded_action(node)
+    why = None if record is None else revert_due(record, node, now, settings, change_closed=change_closed)
+    if record is None or why is None:
         return None
     metadata: dict[str, Any] = {"annotations": {ACTION_ANNOTATION: None}}
     if record.load_balancer_label_added:
@@ -525,7 +599,70 @@ def node_revert_patch(node: Node, now: datetime, settings: Settings) -> NodePatc
     spec: dict[str, Any] = {"taints": _taints_without(node, set(record.taints))}
     if record.cordoned and not record.was_cordoned:
         spec["unschedulable"] = False
-    return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}))
+    return NodePatch(node.metadata.name, _with_resource_version(node, {"metadata": metadata, "spec": spec}),
+                     why)
+
+
+@dataclass(frozen=True, slots=True)
+class UndoPlan:
+    """What a `running` instance or a closed Health change undoes on the instance's node."""
+
+    node_name: str
+    cancel: NodePatch | None  # drops the closed change the node still had pending
+    revert: NodePatch | None  # undoes the recorded action, now due
+    waits: bool  # the recorded action is undone once the instance is back, which it is not yet
+
+    def steps(self, outcome: StepOutcome) -> list[Step]:
+        """The plan as steps; `outcome` is the revert's (done, or a dry run)."""
+        steps = []
+        if self.cancel is not None:
+            steps.append(Step(StepAction.CANCEL, self.node_name, reason=self.cancel.why))
+        if self.revert is not None:
+            steps.append(Step(StepAction.REVERT, self.node_name, reason=self.revert.why, outcome=outcome))
+        if self.waits:
+            steps.append(Step(StepAction.CONTINUE, self.node_name, reason="undone once the instance is back"))
+        return steps or [Step(StepAction.IGNORE, self.node_name, reason="nothing to undo")]
+
+
+def plan_undo(node: Node, now: datetime, settings: Settings, *, closed_change: str = "") -> UndoPlan:
+    """What to undo on the node now; `closed_change` is the ARN of the Health change that closed."""
+    cancel = scheduled_change_patch(node, closed_change, None) if closed_change else None
+    revert = node_revert_patch(node, now, settings, change_closed=bool(closed_change))
+    record = recorded_action(node)
+    waits = revert is None and record is not None and record.reason.spec.revert is Revert.WHEN_BACK
+    return UndoPlan(node.metadata.name, cancel, revert, waits)
+
+
+_decode_changes = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def scheduled_changes(node: Node) -> dict[str, str]:
+    """The pending Health changes recorded on the node (event ARN -> drain time); none when unreadable."""
+    raw = node.metadata.annotations.get(SCHEDULED_CHANGES_ANNOTATION)
+    if raw is None:
+        return {}
+    try:
+        return _decode_changes(raw)
+    except msgspec.DecodeError:
+        return {}
+
+
+def scheduled_change_patch(node: Node, event_arn: str, drain_at: datetime | None) -> NodePatch | None:
+    """Record the Health change `event_arn` as pending on the node until `drain_at`, or (None) drop
+    it; None when the node already says so."""
+    changes = scheduled_changes(node)
+    if drain_at is None:
+        if changes.pop(event_arn, None) is None:
+            return None
+        why = f"{event_arn}: closed"
+    else:
+        if changes.get(event_arn) == drain_at.isoformat():
+            return None
+        changes[event_arn] = drain_at.isoformat()
+        why = f"{event_arn}: drain at {drain_at.isoformat()}"
+    value = msgspec.json.encode(changes).decode() if changes else None
+    body = {"metadata": {"annotations": {SCHEDULED_CHANGES_ANNOTATION: value}}}
+    return NodePatch(node.metadata.name, _with_resource_version(node, body), why)
 
 
 def _taints_without(node: Node, keys: set[str]) -> list[dict[str, Any]]:

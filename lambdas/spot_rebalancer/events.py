@@ -6,8 +6,9 @@ are decoded by msgspec into typed structs, so a missing field, a wrong type or a
 surfaces as `EventError` naming the event and the field, never as a KeyError deep in a handler.
 
 Events that arrive but need no action (an instance that is already `terminated` when its spot warning
-is still on the way, a closed or non-EC2 Health event) come back as `Ignored`, so they are
-acknowledged quietly instead of failing and being retried.
+is still on the way, a closed Health issue, a non-EC2 Health event) come back as `Ignored`, so they
+are acknowledged quietly instead of failing and being retried. A closed Health scheduled change, and
+an instance a scheduled change says is resolved, come back as SCHEDULED_CHANGE_CLOSED.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class EventKind(enum.StrEnum):
     INSTANCE_STOPPING = "instance-stopping"  # state stopping or shutting-down
     INSTANCE_RUNNING = "instance-running"
     SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # AWS Health scheduledChange
+    # An AWS Health scheduledChange closed, or one that no longer affects the instance: what is
+    # pending is called off and what was done is undone.
+    SCHEDULED_CHANGE_CLOSED = "scheduled-change-closed"
     DEGRADED_HARDWARE = "degraded-hardware"  # AWS Health issue naming the instance
     IGNORED = "ignored"
 
@@ -309,19 +313,28 @@ def _health(env: _Envelope) -> tuple[Event, ...]:
         return ignored(f"{detail.event_type_code} concerns {detail.service}, not EC2")
     if kind is None:
         return ignored(f"{detail.event_type_code} is in category {detail.event_type_category}")
-    if detail.status_code == "closed":
+    change = kind is EventKind.SCHEDULED_MAINTENANCE
+    closed = detail.status_code == "closed"
+    if closed and not change:
         return ignored(f"{detail.event_type_code} is closed")
     start = _health_time(detail.start_time, env.id)
-    instance_ids = _affected_instances(env.resources, detail.affected_entities)
-    if not instance_ids:
+    affected, settled = _affected_instances(env.resources, detail.affected_entities)
+    if closed:
+        affected, settled = [], affected + settled
+    if not change:
+        settled = []
+    if not affected and not settled:
         return ignored(f"{detail.event_type_code} names no EC2 instance that is still affected")
-    deadline = start if kind is EventKind.SCHEDULED_MAINTENANCE else None
-    return tuple(
-        HealthNotice(**common, kind=kind, instance_id=instance_id, deadline=deadline,
-                     event_arn=detail.event_arn, event_type_code=detail.event_type_code,
-                     category=detail.event_type_category, start_time=start,
-                     communication_id=detail.communication_id, backup=detail.backup_event == "true")
-        for instance_id in instance_ids)
+
+    def notice(instance_id: str, kind: EventKind) -> HealthNotice:
+        return HealthNotice(**common, kind=kind, instance_id=instance_id,
+                            deadline=start if kind is EventKind.SCHEDULED_MAINTENANCE else None,
+                            event_arn=detail.event_arn, event_type_code=detail.event_type_code,
+                            category=detail.event_type_category, start_time=start,
+                            communication_id=detail.communication_id, backup=detail.backup_event == "true")
+
+    return (*(notice(i, kind) for i in affected),
+            *(notice(i, EventKind.SCHEDULED_CHANGE_CLOSED) for i in settled))
 
 
 def _health_time(value: str, event_id: str) -> datetime:
@@ -334,13 +347,17 @@ def _health_time(value: str, event_id: str) -> datetime:
     return _in_range(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed, "startTime", event_id)
 
 
-def _affected_instances(resources: Iterable[str], entities: Iterable[_HealthEntity]) -> list[str]:
-    """Instance ids named by `resources` and `affectedEntities`, in order, without duplicates or
-    entities already resolved. Either may hold a bare id or an instance ARN."""
+def _affected_instances(resources: Iterable[str], entities: Iterable[_HealthEntity]
+                        ) -> tuple[list[str], list[str]]:
+    """Instance ids named by `resources` and `affectedEntities`, in order, without duplicates: those
+    still affected, and those whose entity is settled (resolved). Either may hold a bare id or an
+    instance ARN."""
+    entities = list(entities)
     settled = {_instance_id(e.entity_value) for e in entities if e.status in _SETTLED_ENTITY_STATUSES}
     candidates = [_instance_id(r) for r in resources]
     candidates += [_instance_id(e.entity_value) for e in entities]
-    return [i for i in dict.fromkeys(candidates) if i and i not in settled]
+    named = [i for i in dict.fromkeys(candidates) if i]
+    return [i for i in named if i not in settled], [i for i in named if i in settled]
 
 
 def _instance_id(value: str) -> str:

@@ -252,9 +252,14 @@ class NodeCondition(_Obj):
     status: str
 
 
+class NodeSystemInfo(_Obj):
+    boot_id: str = field(default="", name="bootID")  # changes each time the machine starts
+
+
 class NodeStatus(_Obj):
     allocatable: dict[str, str | int | float] = {}
     conditions: list[NodeCondition] = []
+    node_info: NodeSystemInfo = field(default_factory=NodeSystemInfo)
 
 
 class Node(_Obj, tag_field="kind", tag=True):

@@ -1,10 +1,11 @@
 """The scheduled work on one cluster, a tick: the sweep, the census and the rebalance cycle.
 
-A tick reads one snapshot; the sweep undoes expired rebalance-recommendation actions and puts
-lifecycle labels right; the census counts the fleet; the cycle judges last cycle's moves against the
-snapshot, plans, evicts what the plan names (once each: a PodDisruptionBudget that refuses now is
-asked again next cycle, with a fresh plan), records the accepted moves and saves the history. The
-pure decisions live in `rebalance`; this module only reads, writes and counts.
+A tick reads one snapshot; the sweep undoes what drains did once it is due (a recommendation past
+its TTL, an instance that runs again) and puts lifecycle labels right; the census counts the fleet;
+the cycle judges last cycle's moves against the snapshot, plans, evicts what the plan names (once
+each: a PodDisruptionBudget that refuses now is asked again next cycle, with a fresh plan), records
+the accepted moves and saves the history. The pure decisions live in `rebalance`; this module only
+reads, writes and counts.
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ class Rebalancer:
     # --- the sweep ------------------------------------------------------------------------------
 
     def sweep(self, nodes: list[Node] | None = None) -> SweepResult:
-        """Undo rebalance-recommendation actions past their TTL, then put right lifecycle labels,
+        """Undo what drains did once their revert rule says so (a rebalance recommendation past its
+        TTL, a survivable event's node back with a new boot id), then put right lifecycle labels,
         on `nodes` (as just listed) or on the nodes listed now. A node whose revert fails is
         reported and counted; the others are swept all the same."""
         steps: list[Step] = []
@@ -268,8 +270,7 @@ class Rebalancer:
         patch = node_revert_patch(node, now, self.settings)
         if patch is None:
             return None
-        step = Step(StepAction.REVERT, patch.node_name, reason="rebalance recommendation expired",
-                    outcome=StepOutcome.DRY_RUN)
+        step = Step(StepAction.REVERT, patch.node_name, reason=patch.why, outcome=StepOutcome.DRY_RUN)
         if self.kube is None or self.settings.dry_run:
             return step
         try:

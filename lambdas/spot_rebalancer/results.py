@@ -21,6 +21,7 @@ class StepAction(enum.StrEnum):
     TAG = "tag"
     LABEL = "label"
     REVERT = "revert"
+    CANCEL = "cancel"  # a drain still to come called off
     SCALE_IN = "scale-in"
 
 

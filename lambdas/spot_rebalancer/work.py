@@ -71,6 +71,12 @@ def read_message(body: str) -> list[Work]:
     return work
 
 
+def merged(first: HandleResult, second: HandleResult) -> HandleResult:
+    """Two services' results on one event: both steps, continued when the sooner one asks."""
+    wanted = [at for at in (first.continue_at, second.continue_at) if at is not None]
+    return HandleResult([*first.steps, *second.steps], min(wanted) if wanted else None)
+
+
 class EventsWorker:
     def __init__(self, settings: Settings, drains: DrainService,
                  tagger: LifecycleTagger, launches: LaunchCompleter, sqs: Any,
@@ -85,13 +91,18 @@ class EventsWorker:
     def act(self, work: Work, budget_seconds: float | None) -> dict:
         """Act on one event and queue its continuation if it needs one; returns what was done."""
         event = work.event
-        if event.kind in TAGGING_KINDS:
+        if event.kind is EventKind.INSTANCE_RUNNING:
+            # Tagged and labelled, and what a drain did while it was stopped undone once it is back.
+            result = merged(self.tagger.handle(event, work.attempt), self.drains.undo(event, work.attempt))
+        elif event.kind in TAGGING_KINDS:
             result = self.tagger.handle(event, work.attempt)
+        elif event.kind is EventKind.SCHEDULED_CHANGE_CLOSED:
+            result = self.drains.undo(event, work.attempt)
         elif event.kind is EventKind.ASG_LAUNCH and isinstance(event, LifecycleHook):
             result = self.launches.handle(event, work.attempt)
         else:
-            result = self.drains.handle(event, budget_seconds=budget_seconds,
-                                               started_at=work.started_at)
+            result = self.drains.handle(event, budget_seconds=budget_seconds, started_at=work.started_at,
+                                        attempt=work.attempt)
         self._continue(work, result)
         return {"steps": [step.as_json() for step in result.steps],
                 "continued": result.continue_at is not None}

@@ -25,6 +25,7 @@ from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
 from spot_rebalancer.work import EventsWorker, read_message
 from tests.ec2 import launched_ago
+from tests.events_function import delayed_messages
 from tests.kube.workloads import daemonset, deployment, pods, running, wait_for
 
 EVENTS = Path(__file__).parents[1] / "events"
@@ -69,7 +70,7 @@ def pods_on(api, namespace: str, node: str) -> list[dict]:
 
 
 class GraceWatch(threading.Thread):
-    """The deletionGracePeriodSeconds of every pod seen terminating on the node."""
+    """The deletionGracePeriodSeconds each pod seen terminating on the node was evicted with."""
 
     def __init__(self, api, namespace: str, node: str) -> None:
         super().__init__(daemon=True)
@@ -81,7 +82,9 @@ class GraceWatch(threading.Thread):
         while not self.done.wait(0.1):
             for pod in pods_on(self.api, self.namespace, self.node):
                 if pod["metadata"].get("deletionTimestamp"):
-                    self.seen[pod["metadata"]["name"]] = pod["metadata"]["deletionGracePeriodSeconds"]
+                    # The first seen: the simulator's final deletion sets it to 0.
+                    meta = pod["metadata"]
+                    self.seen.setdefault(meta["name"], meta["deletionGracePeriodSeconds"])
 
 
 def test_a_late_spot_warning_caps_grace_periods_so_pods_are_gone_before_the_instance(
@@ -176,7 +179,7 @@ def test_a_retirement_announced_days_ahead_drains_with_its_whole_timeout_when_it
     (work,) = read_message(json.dumps(health_retirement(instance, timedelta(days=10))))
 
     assert worker.act(work, 100)["continued"]
-    (message,) = [m["Body"] for m in sqs.receive_message(QueueUrl=queue).get("Messages", [])]
+    ((message, _delay),) = delayed_messages(queue)
     assert "startedAt" not in json.loads(message)["continuation"], "no drain has begun"
     assert not api.get(f"/api/v1/nodes/{node.name}")["spec"].get("unschedulable")
 

@@ -30,8 +30,11 @@ REASONS = {
     "spot-interruption": ("spot-interruption-terminate.json", True),
     "rebalance-recommendation": ("rebalance-recommendation.json", False),
     "asg-termination": ("lifecycle-terminate.json", True),
+    "spot-stop": ("spot-interruption-hibernate.json", True),
     "instance-stopping": ("state-change-stopping.json", True),
-    "scheduled-maintenance": ("health-instance-retirement.json", True),
+    "instance-shutting-down": ("state-change-shutting-down.json", True),
+    "scheduled-retirement": ("health-instance-retirement.json", True),
+    "scheduled-maintenance": ("health-reboot-maintenance.json", True),
     "degraded-hardware": ("health-store-drive-degraded-backup.json", True),
 }
 

@@ -55,7 +55,10 @@ DECISIONS = {
     "state-change-running.json": ["ignore"],
     "state-change-terminated.json": ["ignore"],
     "health-instance-retirement.json": DRAIN,  # its start (in 2024) has long come
-    "health-stop-scheduled-several.json": DRAIN * 2,
+    # The third instance's entity is resolved: nothing was done to its node, nothing to undo.
+    "health-stop-scheduled-several.json": [*DRAIN, *DRAIN, "ignore"],
+    "health-reboot-maintenance.json": DRAIN,
+    "health-reboot-maintenance-closed.json": ["ignore"],
     "health-store-drive-degraded-backup.json": DRAIN,
     "health-operational-issue-public.json": ["ignore"],
 }

@@ -1,6 +1,8 @@
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -9,15 +11,17 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from spot_rebalancer.config import RecommendationPolicy, Settings
-from spot_rebalancer.drain import DRAIN_REASONS
+from spot_rebalancer.drain import drain_reason
 from spot_rebalancer.drain_policy import (
     ACTION_ANNOTATION,
     EXCLUDE_FROM_LOAD_BALANCERS_LABEL,
     MIN_GRACE_SECONDS,
+    SCHEDULED_CHANGES_ANNOTATION,
     Action,
     BudgetState,
     DrainReason,
     NodeAction,
+    Revert,
     SkipReason,
     backoff_seconds,
     blocked_pods,
@@ -28,15 +32,19 @@ from spot_rebalancer.drain_policy import (
     eviction_waves,
     node_drain_patch,
     node_revert_patch,
+    plan_undo,
     recorded_action,
     retry_times,
+    scheduled_change_patch,
+    scheduled_change_reason,
+    scheduled_changes,
     waiting_step,
 )
-from spot_rebalancer.events import EventKind
+from spot_rebalancer.events import parse_event
 from spot_rebalancer.evictions import EvictionSchedule, evict_one
-from spot_rebalancer.objects import Node, Pod, Taint, Volume
+from spot_rebalancer.objects import Node, NodeCondition, NodeSystemInfo, Pod, Taint, Volume
 from spot_rebalancer.results import EvictionOutcome as Outcome
-from spot_rebalancer.results import EvictionResult
+from spot_rebalancer.results import EvictionResult, StepOutcome
 from tests.unit.builders import make_node, make_pdb, make_pod
 
 NOW = datetime(2024, 3, 14, 9, 27, 0, tzinfo=UTC)
@@ -145,12 +153,61 @@ def test_unreadable_deletion_timestamp_is_waited_for():
     assert decide_one(subject) == (Action.WAIT, None)
 
 
-def test_drain_reason_for_each_event_kind():
-    assert set(DRAIN_REASONS) == {
-        EventKind.SPOT_INTERRUPTION, EventKind.REBALANCE_RECOMMENDATION, EventKind.ASG_TERMINATION,
-        EventKind.INSTANCE_STOPPING, EventKind.SCHEDULED_MAINTENANCE, EventKind.DEGRADED_HARDWARE}
-    assert set(DRAIN_REASONS.values()) == set(DrainReason), "every reason is some event's"
+EVENTS = Path(__file__).parents[1] / "events"
+
+
+@pytest.mark.parametrize(("sample", "reason"), [
+    ("spot-interruption-terminate.json", DrainReason.SPOT_INTERRUPTION),
+    ("spot-interruption-hibernate.json", DrainReason.SPOT_STOP),
+    ("rebalance-recommendation.json", DrainReason.REBALANCE_RECOMMENDATION),
+    ("lifecycle-terminate.json", DrainReason.ASG_TERMINATION),
+    ("state-change-stopping.json", DrainReason.INSTANCE_STOPPING),
+    ("state-change-shutting-down.json", DrainReason.INSTANCE_SHUTTING_DOWN),
+    ("health-instance-retirement.json", DrainReason.SCHEDULED_RETIREMENT),
+    ("health-stop-scheduled-several.json", DrainReason.SCHEDULED_RETIREMENT),
+    ("health-reboot-maintenance.json", DrainReason.SCHEDULED_MAINTENANCE),
+    ("health-store-drive-degraded-backup.json", DrainReason.DEGRADED_HARDWARE),
+    ("state-change-running.json", None),
+    ("lifecycle-launch.json", None),
+], ids=lambda value: value if isinstance(value, str) else str(value))
+def test_drain_reason_of_each_sample(sample, reason):
+    event = parse_event((EVENTS / sample).read_text())[0]
+    assert drain_reason(event) is reason
+
+
+def test_every_reason_has_its_spec_row_and_some_event():
     assert all(reason.spec.reason is reason for reason in DrainReason), "every reason has its spec row"
+    spot = parse_event((EVENTS / "spot-interruption-terminate.json").read_text())[0]
+    stopped = dataclasses.replace(spot, action="stop")
+    assert drain_reason(stopped) is DrainReason.SPOT_STOP
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    ("AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED", DrainReason.SCHEDULED_RETIREMENT),
+    ("AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED", DrainReason.SCHEDULED_RETIREMENT),
+    ("AWS_EC2_INSTANCE_STOP_SCHEDULED", DrainReason.SCHEDULED_RETIREMENT),
+    ("AWS_EC2_INSTANCE_TERMINATION_SCHEDULED", DrainReason.SCHEDULED_RETIREMENT),
+    ("AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED", DrainReason.SCHEDULED_MAINTENANCE),
+    ("AWS_EC2_SYSTEM_REBOOT_MAINTENANCE_SCHEDULED", DrainReason.SCHEDULED_MAINTENANCE),
+    ("AWS_EC2_INSTANCE_NETWORK_MAINTENANCE_SCHEDULED", DrainReason.SCHEDULED_MAINTENANCE),
+    ("AWS_EC2_INSTANCE_POWER_MAINTENANCE_SCHEDULED", DrainReason.SCHEDULED_MAINTENANCE),
+    # Not in the table: by what the name says.
+    ("AWS_EC2_DEDICATED_HOST_RETIREMENT_SCHEDULED", DrainReason.SCHEDULED_RETIREMENT),
+    ("AWS_EC2_INSTANCE_STORAGE_MAINTENANCE_SCHEDULED", DrainReason.SCHEDULED_MAINTENANCE),
+    ("AWS_EC2_STOPPED_INSTANCE_SCHEDULED", DrainReason.SCHEDULED_MAINTENANCE),  # "STOPPED" is no word of ours
+], ids=lambda value: value if isinstance(value, str) else str(value))
+def test_scheduled_changes_by_code(code, reason):
+    assert scheduled_change_reason(code) is reason
+    assert (reason.spec.revert is Revert.NEVER) is (reason is DrainReason.SCHEDULED_RETIREMENT)
+
+
+def test_what_each_reason_leaves_and_how_it_is_undone():
+    assert {r: r.spec.revert for r in DrainReason} == {
+        DrainReason.SPOT_INTERRUPTION: Revert.NEVER, DrainReason.SPOT_STOP: Revert.WHEN_BACK,
+        DrainReason.REBALANCE_RECOMMENDATION: Revert.AFTER_TTL, DrainReason.ASG_TERMINATION: Revert.NEVER,
+        DrainReason.INSTANCE_STOPPING: Revert.WHEN_BACK, DrainReason.INSTANCE_SHUTTING_DOWN: Revert.NEVER,
+        DrainReason.SCHEDULED_RETIREMENT: Revert.NEVER, DrainReason.SCHEDULED_MAINTENANCE: Revert.WHEN_BACK,
+        DrainReason.DEGRADED_HARDWARE: Revert.NEVER}
 
 
 # --- deadlines and lead times ------------------------------------------------------------------
@@ -166,7 +223,7 @@ NEXT_WEEK = NOW + timedelta(days=7)
     (DrainReason.ASG_TERMINATION, None, NOW + timedelta(seconds=600)),
     (DrainReason.REBALANCE_RECOMMENDATION, None, NOW + timedelta(seconds=600)),
     # A Health change starts days off: that is the instance's end, not the drain's.
-    (DrainReason.SCHEDULED_MAINTENANCE, NEXT_WEEK, NOW + timedelta(seconds=600)),
+    (DrainReason.SCHEDULED_RETIREMENT, NEXT_WEEK, NOW + timedelta(seconds=600)),
     (DrainReason.DEGRADED_HARDWARE, None, NOW + timedelta(seconds=600)),
 ], ids=["spot warning", "event deadline past the timeout", "asg termination", "recommendation",
         "health scheduled change", "health issue"])
@@ -176,10 +233,11 @@ def test_drain_deadline_by_spec(reason, event_deadline, expected):
 
 
 @pytest.mark.parametrize(("reason", "event_deadline", "expected"), [
+    (DrainReason.SCHEDULED_RETIREMENT, NEXT_WEEK, NEXT_WEEK - timedelta(hours=2)),
     (DrainReason.SCHEDULED_MAINTENANCE, NEXT_WEEK, NEXT_WEEK - timedelta(hours=2)),
     (DrainReason.DEGRADED_HARDWARE, None, None),  # at once
     (DrainReason.SPOT_INTERRUPTION, TWO_MINUTES, None),  # at once, whatever its deadline
-], ids=["health scheduled change", "health issue", "spot warning"])
+], ids=["health retirement", "health maintenance", "health issue", "spot warning"])
 def test_only_health_scheduled_changes_wait_for_their_lead_time(reason, event_deadline, expected):
     lead_time = Settings(health_lead_time_seconds=7200)
     assert drain_starts_at(reason.spec, event_deadline, lead_time) == expected
@@ -471,7 +529,7 @@ def test_drain_patch(reason, policy, effect, cordon):
     assert "labels" not in patch.body["metadata"]
     assert record_of(patch) == {"reason": reason.value, "at": "2024-03-14T09:27:00Z",
                                 "taints": [f"spot-rebalancer/{reason}"], "cordoned": cordon,
-                                "wasCordoned": False, "loadBalancerLabelAdded": False}
+                                "wasCordoned": False, "loadBalancerLabelAdded": False, "bootId": ""}
 
 
 def test_recommendation_policy_none_leaves_the_node_alone():
@@ -632,3 +690,104 @@ def test_a_patch_planned_on_a_stale_node_conflicts():
     with pytest.raises(Conflict):
         apply_patch(changed, patch.body)
 
+
+
+# --- survivable events, undone once the instance is back ---------------------------------------
+
+
+def booted(subject: Node, boot_id: str, ready: bool = True) -> Node:
+    """The node as its kubelet reports it after a (re)boot."""
+    status = replace(subject.status, node_info=NodeSystemInfo(boot_id=boot_id),
+                     conditions=[NodeCondition(type="Ready", status="True" if ready else "False")])
+    return replace(subject, status=status)
+
+
+MAINTENANCE = DrainReason.SCHEDULED_MAINTENANCE
+SURVIVABLE = [DrainReason.SPOT_STOP, DrainReason.INSTANCE_STOPPING, DrainReason.SCHEDULED_MAINTENANCE]
+
+
+@pytest.mark.parametrize("reason", SURVIVABLE, ids=str)
+@pytest.mark.parametrize("original", [
+    node(), node(unschedulable=True), node(taints=[USER_TAINT], labels={"team": "a"}),
+], ids=["untouched node", "user cordon survives", "user taints and labels survive"])
+def test_a_survivable_drain_is_undone_once_the_node_is_ready_after_another_boot(reason, original):
+    before = booted(original, "boot-1")
+    drained = apply_patch(before, node_drain_patch(before, reason, LB_CONFIG, NOW).body)
+    assert recorded_action(drained).boot_id == "boot-1"
+    later = NOW + timedelta(days=3)
+    assert node_revert_patch(drained, later, DEFAULTS) is None, "the same boot: not back yet"
+    assert node_revert_patch(booted(drained, "boot-2", ready=False), later, DEFAULTS) is None, "not Ready"
+    back = booted(drained, "boot-2")
+    revert = node_revert_patch(back, NOW, DEFAULTS)
+    assert revert.why == f"{reason}: the instance runs again"
+    assert comparable(apply_patch(back, revert.body)) == comparable(booted(original, "boot-2"))
+
+
+def test_a_closed_maintenance_undoes_its_drain_on_a_ready_node_without_a_reboot():
+    """A cancelled change never reboots the instance: Health's closing it is the word."""
+    before = booted(node(), "boot-1")
+    drained = apply_patch(before, node_drain_patch(before, MAINTENANCE, DEFAULTS, NOW).body)
+    assert node_revert_patch(drained, NOW, DEFAULTS) is None
+    assert node_revert_patch(drained, NOW, DEFAULTS, change_closed=True).why == (
+        "scheduled-maintenance: the change is closed")
+    rebooting = booted(drained, "boot-1", ready=False)
+    assert node_revert_patch(rebooting, NOW, DEFAULTS, change_closed=True) is None
+    stopped = apply_patch(before, node_drain_patch(before, DrainReason.INSTANCE_STOPPING, DEFAULTS, NOW).body)
+    assert node_revert_patch(stopped, NOW, DEFAULTS, change_closed=True) is None, "only a Health change's"
+
+
+@pytest.mark.parametrize("reason", [r for r in DrainReason if r.spec.revert is Revert.NEVER], ids=str)
+def test_a_drain_of_an_instance_that_ends_is_never_undone(reason):
+    before = booted(node(), "boot-1")
+    drained = apply_patch(before, node_drain_patch(before, reason, DEFAULTS, NOW).body)
+    assert node_revert_patch(booted(drained, "boot-2"), NOW + timedelta(days=1), DEFAULTS,
+                             change_closed=True) is None
+
+
+@pytest.mark.parametrize(("first", "then", "kept"), [
+    (DrainReason.SCHEDULED_MAINTENANCE, DrainReason.SPOT_INTERRUPTION, DrainReason.SPOT_INTERRUPTION),
+    (DrainReason.SPOT_INTERRUPTION, DrainReason.INSTANCE_STOPPING, DrainReason.SPOT_INTERRUPTION),
+    (DrainReason.REBALANCE_RECOMMENDATION, DrainReason.SPOT_STOP, DrainReason.SPOT_STOP),
+    (DrainReason.SPOT_STOP, DrainReason.REBALANCE_RECOMMENDATION, DrainReason.SPOT_STOP),
+    (DrainReason.SCHEDULED_MAINTENANCE, DrainReason.INSTANCE_STOPPING, DrainReason.INSTANCE_STOPPING),
+], ids=["termination after maintenance", "stop after termination", "stop after recommendation",
+        "recommendation after stop", "stop after maintenance"])
+def test_a_node_marked_twice_keeps_the_record_undone_last(first, then, kept):
+    before = booted(node(), "boot-1")
+    once = apply_patch(before, node_drain_patch(before, first, DEFAULTS, NOW).body)
+    twice = apply_patch(once, node_drain_patch(once, then, DEFAULTS, NOW + timedelta(minutes=1)).body)
+    record = recorded_action(twice)
+    assert record.reason is kept
+    assert set(record.taints) == {first.taint_key, then.taint_key}
+
+
+ARN = "arn:aws:health:eu-west-1::event/EC2/AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED/x1"
+
+
+def test_a_pending_change_is_recorded_once_and_dropped_when_closed():
+    drain_at = NOW + timedelta(days=9)
+    pending = apply_patch(node(), scheduled_change_patch(node(), ARN, drain_at).body)
+    assert scheduled_changes(pending) == {ARN: drain_at.isoformat()}
+    assert scheduled_change_patch(pending, ARN, drain_at) is None, "already recorded"
+    other = "arn:aws:health:eu-west-1::event/EC2/AWS_EC2_INSTANCE_STOP_SCHEDULED/x2"
+    both = apply_patch(pending, scheduled_change_patch(pending, other, drain_at).body)
+    closed = apply_patch(both, scheduled_change_patch(both, ARN, None).body)
+    assert scheduled_changes(closed) == {other: drain_at.isoformat()}
+    last = apply_patch(closed, scheduled_change_patch(closed, other, None).body)
+    assert SCHEDULED_CHANGES_ANNOTATION not in last.metadata.annotations
+    assert scheduled_change_patch(last, other, None) is None
+    assert scheduled_changes(node(annotations={SCHEDULED_CHANGES_ANNOTATION: "[1"})) == {}
+
+
+def test_undo_plans():
+    before = booted(node(), "boot-1")
+    drained = apply_patch(before, node_drain_patch(before, MAINTENANCE, DEFAULTS, NOW).body)
+    pending = apply_patch(drained, scheduled_change_patch(drained, ARN, NOW).body)
+    name = before.metadata.name
+    assert [(s.action, s.reason) for s in plan_undo(drained, NOW, DEFAULTS).steps(StepOutcome.DRY_RUN)] == [
+        ("continue", "undone once the instance is back")]
+    closed = plan_undo(pending, NOW, DEFAULTS, closed_change=ARN)
+    assert [(s.action, s.node, s.outcome) for s in closed.steps(StepOutcome.REVERTED)] == [
+        ("cancel", name, ""), ("revert", name, "reverted")]
+    assert [s.action for s in plan_undo(node(), NOW, DEFAULTS, closed_change=ARN).steps(
+        StepOutcome.DRY_RUN)] == ["ignore"]

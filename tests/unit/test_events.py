@@ -60,18 +60,23 @@ def at(text: str) -> datetime:
     # The retirement names its instance by ARN, in affectedEntities only (no `resources`).
     ("health-instance-retirement.json", HealthNotice, EventKind.SCHEDULED_MAINTENANCE,
      ["i-07d1e3f5a9b2c4680"], at("2024-03-15T14:00:00")),
-    # Three instances named; the RESOLVED one needs nothing any more.
+    # Three instances named; the RESOLVED one comes as closed (test_settled_instances_come_as_closed).
     ("health-stop-scheduled-several.json", HealthNotice, EventKind.SCHEDULED_MAINTENANCE,
      ["i-0c3e5a7b9d1f24680", "i-0d4f6b8a0c2e35791"], at("2024-03-16T03:00:00")),
+    ("health-reboot-maintenance.json", HealthNotice, EventKind.SCHEDULED_MAINTENANCE,
+     ["i-0b5d7f9a1c3e46802"], at("2024-03-12T02:00:00")),
+    ("health-reboot-maintenance-closed.json", HealthNotice, EventKind.SCHEDULED_CHANGE_CLOSED,
+     ["i-0b5d7f9a1c3e46802"], None),
     ("health-store-drive-degraded-backup.json", HealthNotice, EventKind.DEGRADED_HARDWARE,
      ["i-09a1b3c5d7e2f4680"], None),
 ], ids=["spot interruption terminate", "spot interruption hibernate", "rebalance recommendation",
         "lifecycle terminate", "lifecycle launch", "launch successful", "state change stopping",
         "state change shutting down", "state change running", "health instance retirement",
-        "health stop scheduled for several", "health store drive degraded backup"])
+        "health stop scheduled for several", "health reboot maintenance", "health reboot maintenance closed",
+        "health store drive degraded backup"])
 def test_instance_events(name, type_, kind, instance_ids, deadline):
     raw = sample(name)
-    events = parse_event(raw)
+    events = [e for e in parse_event(raw) if e.kind is kind]
     assert [type(e) for e in events] == [type_] * len(instance_ids)
     assert [e.instance_id for e in events] == instance_ids
     for event in events:
@@ -116,6 +121,22 @@ def test_scheduled_change_fields():
     assert event.category == "scheduledChange"
     assert event.communication_id == "8a0c2e4b6d1f3a5c7e9b0d2f4a6c8e1b3d5f7a9c-1"
     assert event.backup is False
+
+
+def test_settled_instances_of_a_scheduled_change_come_as_closed():
+    """A change that no longer affects an instance (its entity resolved, or the whole change closed)
+    calls off what is pending for it and undoes what was done."""
+    events = parse_event(sample("health-stop-scheduled-several.json"))
+    assert [(e.instance_id, e.kind) for e in events] == [
+        ("i-0c3e5a7b9d1f24680", EventKind.SCHEDULED_MAINTENANCE),
+        ("i-0d4f6b8a0c2e35791", EventKind.SCHEDULED_MAINTENANCE),
+        ("i-5e7a9c1b", EventKind.SCHEDULED_CHANGE_CLOSED)]
+    raw = sample("health-stop-scheduled-several.json")
+    raw["detail"]["statusCode"] = "closed"
+    closed = parse_event(raw)
+    assert {e.kind for e in closed} == {EventKind.SCHEDULED_CHANGE_CLOSED}
+    assert [e.instance_id for e in closed] == ["i-0c3e5a7b9d1f24680", "i-0d4f6b8a0c2e35791", "i-5e7a9c1b"]
+    assert all(e.deadline is None and e.event_arn == raw["detail"]["eventArn"] for e in closed)
 
 
 def test_health_issue_has_no_deadline_and_flags_the_backup_copy():

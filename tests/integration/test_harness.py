@@ -75,6 +75,19 @@ def test_an_evicted_pod_is_recreated_and_scheduled_where_its_preference_points(a
              "the evicted pod to be gone")
 
 
+def test_the_scheduler_scores_with_the_1_31_default_weights(api, namespace, nodes):
+    """TaintToleration weighs 3 and NodeAffinity 2: a spot node marked PreferNoSchedule loses every
+    replica to an alike on-demand node, preferred affinity notwithstanding (1.20's own defaults, 1
+    and 1, would tie them and spread the replicas over both)."""
+    on_demand = nodes(lifecycle="on-demand")
+    nodes(lifecycle="spot", taints=[{"key": "DeletionCandidateOfClusterAutoscaler", "value": "1",
+                                     "effect": "PreferNoSchedule"}])
+    deployment(api, namespace, "web", replicas=6, affinity=preferred_affinity(CAPACITY, ["SPOT"]))
+    placed = wait_for(lambda: (lambda r: r if len(r) == 6 else None)(running(pods(api, namespace, "web"))),
+                      "six running replicas")
+    assert {p["spec"]["nodeName"] for p in placed} == {on_demand.name}
+
+
 def test_an_eviction_a_pdb_forbids_gets_429_and_201_once_it_allows_it(api, k8s, namespace, nodes):
     nodes()
     deployment(api, namespace, "web", replicas=2)

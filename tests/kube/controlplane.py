@@ -9,6 +9,8 @@ kube-scheduler, built by tests/kube/build.sh. No kubelet runs; see nodesim.py fo
   given at start (the file is read once, so users cannot be added later). RBAC authorization is on,
   so a user bound only to the product's ClusterRole can do exactly what that role allows.
 - The controller-manager and scheduler use the admin token (no per-controller service accounts).
+- The scheduler runs the default profile with the 1.31+ score weights (a KubeSchedulerConfiguration),
+  the weights the planner predicts with.
 - The node-lifecycle controller is off: with no kubelet to heartbeat, it would mark every node
   NotReady and evict everything; likewise the TaintNodesByCondition admission plugin, whose
   not-ready taint on new nodes only that controller would remove. So a simulated node stays Ready
@@ -38,6 +40,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from spot_rebalancer.config import DEFAULT_SCORE_WEIGHTS
 
 from .certs import write_pki
 
@@ -207,10 +211,30 @@ class ControlPlane:
             "--kube-api-qps=200", "--kube-api-burst=400",
             "--port=0", f"--secure-port={cm_port}", "--bind-address=127.0.0.1", *tls, "--profiling=false"])
         self._spawn("kube-scheduler", [
-            f"--kubeconfig={kubeconfig}", "--leader-elect=false",
+            f"--config={self._scheduler_config(kubeconfig)}",
             "--port=0", f"--secure-port={sched_port}", "--bind-address=127.0.0.1", *tls, "--profiling=false"])
         self._wait_healthy(f"https://127.0.0.1:{cm_port}/healthz", "kube-controller-manager")
         self._wait_healthy(f"https://127.0.0.1:{sched_port}/healthz", "kube-scheduler")
+
+    def _scheduler_config(self, kubeconfig: Path) -> Path:
+        """The default profile with the score weights of Kubernetes 1.31+ (the planner's defaults), so
+        that the 1.20 scheduler here scores as EKS's does: NodeResourcesLeastAllocated stands for
+        NodeResourcesFit's default strategy, and 1.20's NodePreferAvoidPods (gone since) is off."""
+        names = {"NodeResourcesFit": "NodeResourcesLeastAllocated"}
+        insecure = f"127.0.0.1:{free_port()}"
+        path = self.workdir / "kube-scheduler.json"
+        path.write_text(json.dumps({
+            "apiVersion": "kubescheduler.config.k8s.io/v1beta1", "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {"kubeconfig": str(kubeconfig)}, "leaderElection": {"leaderElect": False},
+            # With a configuration file --port=0 no longer turns the insecure port off, and 1.20 takes
+            # no 0 here: a free loopback port then, so that control planes side by side do not clash.
+            "healthzBindAddress": insecure, "metricsBindAddress": insecure,
+            "profiles": [{"schedulerName": "default-scheduler", "plugins": {"score": {
+                "disabled": [{"name": "*"}],
+                "enabled": [{"name": names.get(plugin, plugin), "weight": weight}
+                            for plugin, weight in DEFAULT_SCORE_WEIGHTS.items() if weight]}}}],
+        }, indent=2))
+        return path
 
     def _spawn(self, name: str, args: list[str]) -> None:
         with open(self.workdir / f"{name}.log", "ab") as log:

@@ -101,6 +101,8 @@ def event_patterns(config: SpotRebalancerConfig) -> dict[str, events.EventPatter
     patterns = {
         "SpotInterruptionWarningRule": events.EventPattern(
             source=["aws.ec2"], detail_type=["EC2 Spot Instance Interruption Warning"]),
+        "CapacityReservationInterruptionRule": events.EventPattern(
+            source=["aws.ec2"], detail_type=["EC2 Capacity Reservation Instance Interruption Warning"]),
         "RebalanceRecommendationRule": events.EventPattern(
             source=["aws.ec2"], detail_type=["EC2 Instance Rebalance Recommendation"]),
         "TerminateLifecycleActionRule": lifecycle_action("EC2 Instance-terminate Lifecycle Action",
@@ -108,16 +110,17 @@ def event_patterns(config: SpotRebalancerConfig) -> dict[str, events.EventPatter
         "LaunchSuccessfulRule": events.EventPattern(
             source=["aws.autoscaling"], detail_type=["EC2 Instance Launch Successful"],
             detail=in_named_groups or None),
-        # stopping and shutting-down: drain before the instance goes; running: tag and label it.
+        # stopping and shutting-down: drain before the instance goes; running: tag and label it, undo
+        # a stop's drain; stopped and terminated: a backstop when the earlier event was lost.
         "InstanceStateChangeRule": events.EventPattern(
             source=["aws.ec2"], detail_type=["EC2 Instance State-change Notification"],
-            detail={"state": ["stopping", "shutting-down", "running"]}),
+            detail={"state": ["stopping", "shutting-down", "running", "stopped", "terminated"]}),
         # Scheduled retirements, stops and reboots, and issues with this account's instances (e.g. a
-        # degraded instance-store drive); public, region-wide issues name no instance to drain.
+        # degraded instance-store drive). Not by eventScopeCode: AWS's own EC2 samples carry none;
+        # an event that names no instance is acknowledged without action.
         "HealthEventRule": events.EventPattern(
             source=["aws.health"], detail_type=["AWS Health Event"],
-            detail={"service": ["EC2"], "eventTypeCategory": ["scheduledChange", "issue"],
-                    "eventScopeCode": ["ACCOUNT_SPECIFIC"]}),
+            detail={"service": ["EC2"], "eventTypeCategory": ["scheduledChange", "issue"]}),
     }
     if config.launch_lifecycle_hook:
         patterns["LaunchLifecycleActionRule"] = lifecycle_action("EC2 Instance-launch Lifecycle Action",

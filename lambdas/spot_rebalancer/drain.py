@@ -26,6 +26,7 @@ from .drain_policy import (
     backoff_seconds,
     blocked_pods,
     capped_grace_seconds,
+    decide_pods,
     decision_step,
     drain_starts_at,
     node_revert_patch,
@@ -37,6 +38,7 @@ from .drain_policy import (
     waiting_step,
 )
 from .events import (
+    WARM_POOL,
     Event,
     EventKind,
     HealthNotice,
@@ -65,8 +67,8 @@ UNDO_DELAY = timedelta(seconds=60)
 
 # The event kinds whose reason does not depend on the event's details.
 _DRAIN_REASONS: dict[EventKind, DrainReason] = {
+    EventKind.CAPACITY_RESERVATION_INTERRUPTION: DrainReason.CAPACITY_RESERVATION_INTERRUPTION,
     EventKind.REBALANCE_RECOMMENDATION: DrainReason.REBALANCE_RECOMMENDATION,
-    EventKind.ASG_TERMINATION: DrainReason.ASG_TERMINATION,
     EventKind.DEGRADED_HARDWARE: DrainReason.DEGRADED_HARDWARE,
 }
 
@@ -81,13 +83,23 @@ def closed_change(event: Event) -> str:
     return event.event_arn if closed and isinstance(event, HealthNotice) else ""
 
 
+# State-change kinds to their reasons: (the instance ends, it may start again).
+_STATE_REASONS = {
+    EventKind.INSTANCE_STOPPING: (DrainReason.INSTANCE_SHUTTING_DOWN, DrainReason.INSTANCE_STOPPING),
+    EventKind.INSTANCE_STOPPED: (DrainReason.INSTANCE_TERMINATED, DrainReason.INSTANCE_STOPPED),
+}
+
+
 def drain_reason(event: Event) -> DrainReason | None:
     """Why the event drains its node; None for events that drain nothing."""
     if isinstance(event, SpotInterruption):
         return DrainReason.SPOT_INTERRUPTION if event.action == "terminate" else DrainReason.SPOT_STOP
-    if isinstance(event, StateChange) and event.kind is EventKind.INSTANCE_STOPPING:
-        stops = event.state == "stopping"
-        return DrainReason.INSTANCE_STOPPING if stops else DrainReason.INSTANCE_SHUTTING_DOWN
+    if isinstance(event, StateChange) and event.kind in _STATE_REASONS:
+        ends, may_start_again = _STATE_REASONS[event.kind]
+        return may_start_again if event.state in ("stopping", "stopped") else ends
+    if isinstance(event, LifecycleHook) and event.kind is EventKind.ASG_TERMINATION:
+        to_warm_pool = event.destination == WARM_POOL
+        return DrainReason.ASG_TO_WARM_POOL if to_warm_pool else DrainReason.ASG_TERMINATION
     if isinstance(event, HealthNotice) and event.kind is EventKind.SCHEDULED_MAINTENANCE:
         return scheduled_change_reason(event.event_type_code)
     return _DRAIN_REASONS.get(event.kind)
@@ -156,10 +168,13 @@ class DrainService:
         reason = drain_reason(event)
         if reason is None or not isinstance(event, InstanceEvent):
             return self._ignore(result, f"{event.kind} is not an interruption")
-        # Every hop of a chain checks the instance first: one that is gone ends the chain.
-        target = self.targets.resolve(event.instance_id, live=True, since=event.time)
+        # Every hop of a chain checks the instance first: one that is gone ends the chain. A
+        # backstop is for an instance that is stopped or gone: its node is what counts.
+        target = self.targets.resolve(event.instance_id, live=not reason.spec.backstop, since=event.time)
         if isinstance(target, Miss):
             return self._ignore(result, target.value, event.instance_id)
+        if reason.spec.backstop and not self._left_to_drain(target, reason):
+            return self._ignore(result, f"{reason}: nothing left to drain", event.instance_id)
         change = event if isinstance(event, HealthNotice) else None
         if (change is not None and attempt > 0 and started_at is None
                 and change.event_arn not in scheduled_changes(target.node)):
@@ -192,6 +207,11 @@ class DrainService:
         if plan is None or not plan.evicts:
             return Ending.MARKED
         return DrainJob(event, reason, target, plan, started, result)
+
+    def _left_to_drain(self, target: Target, reason: DrainReason) -> bool:
+        """Whether the node still has pods the drain would evict or wait for."""
+        pods = target.kube.list_pods(target.node.metadata.name)
+        return any(d.action is not Action.SKIP for d in decide_pods(pods, self.settings, reason, self.now()))
 
     def _mark(self, target: Target, reason: DrainReason, event: InstanceEvent, started: datetime,
               result: HandleResult) -> DrainPlan | None:

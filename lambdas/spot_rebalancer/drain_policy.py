@@ -88,10 +88,15 @@ class DrainReason(enum.StrEnum):
 
     SPOT_INTERRUPTION = "spot-interruption"  # the spot instance is terminated
     SPOT_STOP = "spot-stop"  # the spot instance is stopped or hibernated: it may start again
+    CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
     REBALANCE_RECOMMENDATION = "rebalance-recommendation"
     ASG_TERMINATION = "asg-termination"
+    ASG_TO_WARM_POOL = "asg-warm-pool"  # scaled in into the group's warm pool: it may come back
     INSTANCE_STOPPING = "instance-stopping"  # EC2 state stopping: it may start again
     INSTANCE_SHUTTING_DOWN = "instance-shutting-down"  # EC2 state shutting-down: it is terminated
+    # Backstops, when the earlier event was lost: EC2 state stopped, or terminated.
+    INSTANCE_STOPPED = "instance-stopped"
+    INSTANCE_TERMINATED = "instance-terminated"
     SCHEDULED_RETIREMENT = "scheduled-retirement"  # a Health change that ends the instance
     SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # a Health change the instance lives through
     DEGRADED_HARDWARE = "degraded-hardware"
@@ -158,6 +163,9 @@ class DrainSpec:
     lead_time: LeadTime
     finish: Finish
     revert: Revert
+    # The instance is already stopped or gone: what can still be evicted is evicted once, at once
+    # (nothing is waited for, nothing continued), and only if the node still has pods to evict.
+    backstop: bool = False
 
 
 DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
@@ -167,18 +175,30 @@ DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
     DrainSpec(DrainReason.SPOT_STOP, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.WHEN_BACK),
+    DrainSpec(DrainReason.CAPACITY_RESERVATION_INTERRUPTION, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.NEVER),
     DrainSpec(DrainReason.REBALANCE_RECOMMENDATION, forced=False, marking=Marking.RECOMMENDATION_POLICY,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.AFTER_TTL),
     DrainSpec(DrainReason.ASG_TERMINATION, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.LIFECYCLE_ACTION,
               revert=Revert.NEVER),
+    DrainSpec(DrainReason.ASG_TO_WARM_POOL, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.LIFECYCLE_ACTION,
+              revert=Revert.WHEN_BACK),
     DrainSpec(DrainReason.INSTANCE_STOPPING, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.WHEN_BACK),
     DrainSpec(DrainReason.INSTANCE_SHUTTING_DOWN, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.NEVER),
+    DrainSpec(DrainReason.INSTANCE_STOPPED, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.WHEN_BACK, backstop=True),
+    DrainSpec(DrainReason.INSTANCE_TERMINATED, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.NEVER, backstop=True),
     DrainSpec(DrainReason.SCHEDULED_RETIREMENT, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.HEALTH, finish=Finish.NOTHING,
               revert=Revert.NEVER),
@@ -222,7 +242,9 @@ def scheduled_change_reason(event_type_code: str) -> DrainReason:
 
 def drain_deadline(spec: DrainSpec, event_deadline: datetime | None, settings: Settings,
                    started_at: datetime) -> datetime:
-    """When the drain must be over, by the spec's deadline rule."""
+    """When the drain must be over, by the spec's deadline rule (a backstop's: at once)."""
+    if spec.backstop:
+        return started_at
     limit = started_at + timedelta(seconds=settings.drain_timeout_seconds)
     if spec.deadline is DeadlineRule.EVENT and event_deadline is not None:
         return min(event_deadline, limit)

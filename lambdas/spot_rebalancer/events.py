@@ -5,8 +5,8 @@ domain events: one for most kinds, one per affected instance for AWS Health. Env
 are decoded by msgspec into typed structs, so a missing field, a wrong type or a malformed instance id
 surfaces as `EventError` naming the event and the field, never as a KeyError deep in a handler.
 
-Events that arrive but need no action (an instance that is already `terminated` when its spot warning
-is still on the way, a closed Health issue, a non-EC2 Health event) come back as `Ignored`, so they
+Events that arrive but need no action (a `pending` instance, a closed Health issue, a non-EC2 Health
+event) come back as `Ignored`, so they
 are acknowledged quietly instead of failing and being retried. A closed Health scheduled change, and
 an instance a scheduled change says is resolved, come back as SCHEDULED_CHANGE_CLOSED.
 """
@@ -36,6 +36,8 @@ AwareTime = Annotated[datetime, Meta(tz=True)]
 SPOT_WARNING_LEAD = timedelta(minutes=2)
 # Times outside these years are no AWS event's; near the ends of Python's datetime range, the
 # arithmetic on them (a deadline, a lead time) would overflow.
+# An Auto Scaling lifecycle action's Origin or Destination for an instance in the group's warm pool.
+WARM_POOL = "WarmPool"
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
@@ -52,12 +54,16 @@ class EventError(ValueError):
 
 class EventKind(enum.StrEnum):
     SPOT_INTERRUPTION = "spot-interruption"
+    # An instance in an interruptible Capacity Reservation its owner reclaims: terminated in 2 minutes.
+    CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
     REBALANCE_RECOMMENDATION = "rebalance-recommendation"
     ASG_TERMINATION = "asg-termination"  # terminate lifecycle hook waiting on the instance
     ASG_LAUNCH = "asg-launch"  # launch lifecycle hook waiting on the instance
     LAUNCH_SUCCESSFUL = "launch-successful"
     INSTANCE_STOPPING = "instance-stopping"  # state stopping or shutting-down
     INSTANCE_RUNNING = "instance-running"
+    # State stopped or terminated: a backstop for a node whose earlier event was lost.
+    INSTANCE_STOPPED = "instance-stopped"
     SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # AWS Health scheduledChange
     # An AWS Health scheduledChange closed, or one that no longer affects the instance: what is
     # pending is called off and what was done is undone.
@@ -156,6 +162,12 @@ class _Ec2InstanceDetail(msgspec.Struct, frozen=True):
 class _SpotDetail(msgspec.Struct, frozen=True):
     instance_id: InstanceId = field(name="instance-id")
     instance_action: Literal["terminate", "stop", "hibernate"] = field(name="instance-action")
+
+
+class _ReservationInterruptionDetail(msgspec.Struct, frozen=True):
+    instance_id: InstanceId = field(name="instance-id")
+    instance_action: Literal["terminate"] = field(name="instance-action")
+    termination_time: AwareTime | None = field(default=None, name="instance-termination-time")
 
 
 class _StateDetail(msgspec.Struct, frozen=True):
@@ -266,6 +278,15 @@ def _spot(env: _Envelope) -> tuple[Event, ...]:
                              deadline=common["time"] + lead, action=detail.instance_action),)
 
 
+def _reservation_interruption(env: _Envelope) -> tuple[Event, ...]:
+    detail = _detail(env, _ReservationInterruptionDetail)
+    common = _common(env)
+    deadline = (common["time"] + SPOT_WARNING_LEAD if detail.termination_time is None
+                else _in_range(detail.termination_time, "instance-termination-time", env.id))
+    return (InstanceEvent(**common, kind=EventKind.CAPACITY_RESERVATION_INTERRUPTION,
+                          instance_id=detail.instance_id, deadline=deadline),)
+
+
 def _rebalance(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _Ec2InstanceDetail)
     return (RebalanceRecommendation(**_common(env), kind=EventKind.REBALANCE_RECOMMENDATION,
@@ -278,6 +299,8 @@ def _state(env: _Envelope) -> tuple[Event, ...]:
         kind = EventKind.INSTANCE_STOPPING
     elif detail.state == "running":
         kind = EventKind.INSTANCE_RUNNING
+    elif detail.state in ("stopped", "terminated"):
+        kind = EventKind.INSTANCE_STOPPED
     else:
         return (Ignored(**_common(env), kind=EventKind.IGNORED, detail_type=env.detail_type,
                         instance_id=detail.instance_id, why=f"instance is {detail.state}"),)
@@ -376,6 +399,7 @@ _Parser = Callable[[_Envelope], tuple[Event, ...]]
 _PARSERS: dict[tuple[str, str], _Parser] = {
     ("aws.ec2", "EC2 Spot Instance Interruption Warning"): _spot,
     ("aws.ec2", "EC2 Instance Rebalance Recommendation"): _rebalance,
+    ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"): _reservation_interruption,
     ("aws.ec2", "EC2 Instance State-change Notification"): _state,
     ("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action"): _lifecycle,
     ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action"): _lifecycle,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from .aws import AutoScaling, Ec2, Instance, LifecycleAction
 from .config import Settings
-from .events import Event, InstanceEvent, LifecycleHook
+from .events import WARM_POOL, Event, InstanceEvent, LifecycleHook
 from .kube import KubeClient
 from .objects import Node
 from .ownership import managed_cluster, owned_by
@@ -149,6 +149,12 @@ class LaunchCompleter:
             result.steps.append(Step(StepAction.IGNORE, reason="launch lifecycle completion is not enabled"))
             return result
         action = LifecycleAction(event.group, event.hook, event.token, event.instance_id)
+        if event.destination == WARM_POOL:
+            # Launched into the warm pool, it is stopped or hibernated there: no node will join.
+            outcome = self.autoscaling.complete(action, "CONTINUE")
+            result.steps.append(Step(StepAction.COMPLETE_LIFECYCLE,
+                                     reason=f"{event.hook}: into the warm pool", outcome=outcome))
+            return result
         target = self.targets.resolve(event.instance_id)
         if not isinstance(target, Miss) and target.node.ready:
             outcome = self.autoscaling.complete(action, "CONTINUE")

@@ -196,7 +196,7 @@ def _rules(synth, cluster: str) -> dict[str, dict[str, Any]]:
     return synth.resources(cluster, "AWS::Events::Rule")
 
 
-@pytest.mark.parametrize(("cluster", "count"), [("prod", 7), ("batch", 8)])
+@pytest.mark.parametrize(("cluster", "count"), [("prod", 8), ("batch", 9)])
 def test_every_event_rule_delivers_to_the_work_queue_with_retries_and_a_dead_letter_queue(
         synth, cluster, count):
     i = ids(synth, cluster)

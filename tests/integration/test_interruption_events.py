@@ -60,7 +60,13 @@ CASES = {
                           True, True),
     "health degraded": ("health-store-drive-degraded-backup.json", {},
                         ("degraded-hardware", "NoSchedule"), True, True),
-    "terminated": ("state-change-terminated.json", {}, None, False, False),
+    "capacity reservation interruption": ("capacity-reservation-interruption.json", {},
+                                          ("capacity-reservation-interruption", "NoSchedule"), True, True),
+    "asg terminate into the warm pool": ("lifecycle-terminate-warm-pool.json", {},
+                                         ("asg-warm-pool", "NoSchedule"), True, True),
+    # Backstops: the earlier event was lost and the node still has pods.
+    "stopped": ("state-change-stopped.json", {}, ("instance-stopped", "NoSchedule"), True, True),
+    "terminated": ("state-change-terminated.json", {}, ("instance-terminated", "NoSchedule"), True, True),
 }
 
 

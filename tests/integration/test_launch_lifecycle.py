@@ -18,12 +18,13 @@ from spot_rebalancer.events import parse_event
 from spot_rebalancer.tagging import LaunchCompleter
 from tests.ec2 import launch_instance
 
-SAMPLE = Path(__file__).parents[1] / "events" / "lifecycle-launch.json"
+EVENTS = Path(__file__).parents[1] / "events"
+SAMPLE = EVENTS / "lifecycle-launch.json"
 SETTINGS = Settings(cluster_name="test", launch_lifecycle_hook=True)
 
 
-def launch_event(instance_id: str):
-    raw = json.loads(SAMPLE.read_text())
+def launch_event(instance_id: str, sample: Path = SAMPLE):
+    raw = json.loads(sample.read_text())
     raw["detail"]["EC2InstanceId"] = instance_id
     raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return parse_event(raw)[0]
@@ -51,6 +52,31 @@ def test_launch_is_completed_once_the_node_is_ready_and_heartbeated_before(kube,
     assert waiting.continue_at is not None
     assert done.continue_at is None
     assert [s.outcome for s in done.steps if s.action == "complete-lifecycle"] == ["CONTINUE"]
+
+
+def test_a_launch_into_the_warm_pool_completes_at_once_and_one_from_it_waits_for_the_node(kube, nodes):
+    """An instance launched into the warm pool is stopped there: no node will join, and waiting for
+    one held the group's warm-up for the hook's whole timeout."""
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="eu-west-1")
+        instance = launch_instance(ec2)
+        client = boto3.client("autoscaling", region_name="eu-west-1")
+        completer = LaunchCompleter(SETTINGS, Ec2(ec2), AutoScaling(client), lambda _cluster: kube)
+        into = launch_event(instance, EVENTS / "lifecycle-launch-warm-pool.json")
+        out_of = launch_event(instance, EVENTS / "lifecycle-launch-from-warm-pool.json")
+        action = {"AutoScalingGroupName": into.group, "LifecycleHookName": into.hook, "InstanceId": instance}
+        with Stubber(client) as calls:
+            calls.add_response("complete_lifecycle_action", {}, {
+                **action, "LifecycleActionToken": into.token, "LifecycleActionResult": "CONTINUE"})
+            pooled = completer.handle(into)  # no node, and none coming
+            calls.add_response("record_lifecycle_action_heartbeat", {},
+                               {**action, "LifecycleActionToken": out_of.token})
+            joining = completer.handle(out_of)
+            calls.assert_no_pending_responses()
+
+    assert pooled.continue_at is None
+    assert [(s.action, s.outcome) for s in pooled.steps] == [("complete-lifecycle", "CONTINUE")]
+    assert joining.continue_at is not None, "into the group: waits for its node as any launch"
 
 
 def test_without_the_opt_in_nothing_is_called(kube):

@@ -66,7 +66,9 @@ def test_a_late_warning_is_acknowledged_quietly_and_changes_nothing(api, cluster
     before = drain_marks(api)
     web = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
     deliveries = [sample_event("spot-interruption-terminate.json", instance)]
-    if case.startswith("terminated"):
+    if case == "terminated, node gone":
+        # With its node still listed, the state change is a backstop that drains it
+        # (tests/integration/test_survivable_events.py); with the node gone, nothing is left to do.
         deliveries.insert(0, sample_event("state-change-terminated.json", instance))
     capsys.readouterr()
     cluster.proxy.reset_counts()

@@ -23,6 +23,7 @@ from tests.kube.workloads import deployment, pods, running, wait_for
 USER_TAINT = {"key": "team", "value": "data", "effect": "PreferNoSchedule"}
 SURVIVABLE = {
     "spot stop or hibernation": ("spot-interruption-hibernate.json", "spot-stop"),
+    "stopped, a backstop": ("state-change-stopped.json", "instance-stopped"),
     "stopping": ("state-change-stopping.json", "instance-stopping"),
     "health reboot maintenance": ("health-reboot-maintenance.json", "scheduled-maintenance"),
 }
@@ -164,3 +165,30 @@ def test_a_chain_whose_instance_is_gone_ends(api, kube, monkeypatch, drained_nod
         ec2.terminate_instances(InstanceIds=[instance])
         assert function.invoke([hop]) == {"batchItemFailures": []}
         assert function.delayed() == [], "the chain ended"
+
+
+def test_a_backstop_drains_what_is_left_once_and_never_loops(api, kube, namespace, nodes, monkeypatch,
+                                                              drained_node):
+    """The earlier events were lost: `terminated` finds the node still listed with its pods."""
+    with events_function(monkeypatch, lambda _cluster: kube) as function:
+        ec2 = boto3.client("ec2", region_name=REGION)
+        instance = launch_instance(ec2)
+        node = drained_node(instance)
+        ec2.terminate_instances(InstanceIds=[instance])
+        for _ in range(2):  # delivered twice: the second finds nothing left
+            assert function.invoke([sample_event("state-change-terminated.json", instance)]) == {
+                "batchItemFailures": []}
+        assert function.delayed() == [], "nothing continued"
+    assert node_state(api, node) == (["team", "spot-rebalancer/instance-terminated"], True,
+                                     {ACTION_ANNOTATION})
+    assert not [p for p in pods(api, namespace, "web") if p["spec"].get("nodeName") == node]
+
+
+def test_a_backstop_leaves_a_node_with_nothing_to_drain_alone(api, kube, nodes, monkeypatch):
+    with events_function(monkeypatch, lambda _cluster: kube) as function:
+        ec2 = boto3.client("ec2", region_name=REGION)
+        instance = launch_instance(ec2)
+        node = nodes(lifecycle="spot", instance_id=instance).name
+        assert function.invoke([sample_event("state-change-stopped.json", instance)]) == {
+            "batchItemFailures": []}
+    assert node_state(api, node) == ([], False, set())

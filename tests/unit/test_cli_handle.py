@@ -46,6 +46,11 @@ DRAIN = ["taint", "cordon", "skip", "evict"]
 DECISIONS = {
     "spot-interruption-terminate.json": DRAIN,
     "spot-interruption-hibernate.json": DRAIN,
+    "capacity-reservation-interruption.json": DRAIN,
+    "lifecycle-terminate-warm-pool.json": DRAIN,
+    "lifecycle-launch-warm-pool.json": ["ignore"],
+    "lifecycle-launch-from-warm-pool.json": ["ignore"],
+    "state-change-stopped.json": DRAIN,  # a backstop: the node still has pods
     "rebalance-recommendation.json": ["taint"],  # the default recommendation action
     "lifecycle-terminate.json": DRAIN,
     "lifecycle-launch.json": ["ignore"],
@@ -53,7 +58,7 @@ DECISIONS = {
     "state-change-stopping.json": DRAIN,
     "state-change-shutting-down.json": DRAIN,
     "state-change-running.json": ["ignore"],
-    "state-change-terminated.json": ["ignore"],
+    "state-change-terminated.json": DRAIN,
     "health-instance-retirement.json": DRAIN,  # its start (in 2024) has long come
     # The third instance's entity is resolved: nothing was done to its node, nothing to undo.
     "health-stop-scheduled-several.json": [*DRAIN, *DRAIN, "ignore"],

@@ -168,6 +168,10 @@ EVENTS = Path(__file__).parents[1] / "events"
     ("health-reboot-maintenance.json", DrainReason.SCHEDULED_MAINTENANCE),
     ("health-store-drive-degraded-backup.json", DrainReason.DEGRADED_HARDWARE),
     ("state-change-running.json", None),
+    ("state-change-stopped.json", DrainReason.INSTANCE_STOPPED),
+    ("state-change-terminated.json", DrainReason.INSTANCE_TERMINATED),
+    ("capacity-reservation-interruption.json", DrainReason.CAPACITY_RESERVATION_INTERRUPTION),
+    ("lifecycle-terminate-warm-pool.json", DrainReason.ASG_TO_WARM_POOL),
     ("lifecycle-launch.json", None),
 ], ids=lambda value: value if isinstance(value, str) else str(value))
 def test_drain_reason_of_each_sample(sample, reason):
@@ -204,6 +208,9 @@ def test_scheduled_changes_by_code(code, reason):
 def test_what_each_reason_leaves_and_how_it_is_undone():
     assert {r: r.spec.revert for r in DrainReason} == {
         DrainReason.SPOT_INTERRUPTION: Revert.NEVER, DrainReason.SPOT_STOP: Revert.WHEN_BACK,
+        DrainReason.CAPACITY_RESERVATION_INTERRUPTION: Revert.NEVER,
+        DrainReason.ASG_TO_WARM_POOL: Revert.WHEN_BACK,
+        DrainReason.INSTANCE_STOPPED: Revert.WHEN_BACK, DrainReason.INSTANCE_TERMINATED: Revert.NEVER,
         DrainReason.REBALANCE_RECOMMENDATION: Revert.AFTER_TTL, DrainReason.ASG_TERMINATION: Revert.NEVER,
         DrainReason.INSTANCE_STOPPING: Revert.WHEN_BACK, DrainReason.INSTANCE_SHUTTING_DOWN: Revert.NEVER,
         DrainReason.SCHEDULED_RETIREMENT: Revert.NEVER, DrainReason.SCHEDULED_MAINTENANCE: Revert.WHEN_BACK,
@@ -225,8 +232,11 @@ NEXT_WEEK = NOW + timedelta(days=7)
     # A Health change starts days off: that is the instance's end, not the drain's.
     (DrainReason.SCHEDULED_RETIREMENT, NEXT_WEEK, NOW + timedelta(seconds=600)),
     (DrainReason.DEGRADED_HARDWARE, None, NOW + timedelta(seconds=600)),
+    # A backstop: the instance is stopped or gone already, so what is evicted is evicted at once.
+    (DrainReason.INSTANCE_STOPPED, None, NOW),
+    (DrainReason.INSTANCE_TERMINATED, None, NOW),
 ], ids=["spot warning", "event deadline past the timeout", "asg termination", "recommendation",
-        "health scheduled change", "health issue"])
+        "health scheduled change", "health issue", "instance stopped", "instance terminated"])
 def test_drain_deadline_by_spec(reason, event_deadline, expected):
     timeout = Settings(drain_timeout_seconds=600)
     assert drain_deadline(reason.spec, event_deadline, timeout, STARTED) == expected

@@ -57,6 +57,13 @@ def at(text: str) -> datetime:
     ("state-change-shutting-down.json", StateChange, EventKind.INSTANCE_STOPPING,
      ["i-0a1b2c3d4e5f60718"], None),
     ("state-change-running.json", StateChange, EventKind.INSTANCE_RUNNING, ["i-0b7d9f1a3c5e72468"], None),
+    ("state-change-stopped.json", StateChange, EventKind.INSTANCE_STOPPED, ["i-0e5a7c9b1d3f24680"], None),
+    ("state-change-terminated.json", StateChange, EventKind.INSTANCE_STOPPED, ["i-0a1b2c3d4e5f60718"], None),
+    ("capacity-reservation-interruption.json", InstanceEvent, EventKind.CAPACITY_RESERVATION_INTERRUPTION,
+     ["i-0f2a4c6e8b0d13579"], at("2024-03-18T13:22:44")),
+    ("lifecycle-terminate-warm-pool.json", LifecycleHook, EventKind.ASG_TERMINATION, ["i-0c4e6a8b0d2f13579"],
+     None),
+    ("lifecycle-launch-warm-pool.json", LifecycleHook, EventKind.ASG_LAUNCH, ["i-0a2c4e6b8d0f13579"], None),
     # The retirement names its instance by ARN, in affectedEntities only (no `resources`).
     ("health-instance-retirement.json", HealthNotice, EventKind.SCHEDULED_MAINTENANCE,
      ["i-07d1e3f5a9b2c4680"], at("2024-03-15T14:00:00")),
@@ -71,7 +78,10 @@ def at(text: str) -> datetime:
      ["i-09a1b3c5d7e2f4680"], None),
 ], ids=["spot interruption terminate", "spot interruption hibernate", "rebalance recommendation",
         "lifecycle terminate", "lifecycle launch", "launch successful", "state change stopping",
-        "state change shutting down", "state change running", "health instance retirement",
+        "state change shutting down", "state change running", "state change stopped",
+        "state change terminated", "capacity reservation interruption",
+        "lifecycle terminate into the warm pool",
+        "lifecycle launch into the warm pool", "health instance retirement",
         "health stop scheduled for several", "health reboot maintenance", "health reboot maintenance closed",
         "health store drive degraded backup"])
 def test_instance_events(name, type_, kind, instance_ids, deadline):
@@ -176,15 +186,15 @@ def health(**detail) -> dict:
 
 
 @pytest.mark.parametrize(("raw", "why"), [
-    # Out of order: the instance is gone before its spot warning was handled.
-    (sample("state-change-terminated.json"), "instance is terminated"),
+    ({**sample("state-change-terminated.json"),
+      "detail": {"instance-id": "i-0a1b2c3d4e5f60718", "state": "pending"}}, "instance is pending"),
     (sample("health-operational-issue-public.json"), "names no EC2 instance"),
     (health(service="RDS"), "concerns RDS, not EC2"),
     (health(eventTypeCategory="accountNotification"), "in category accountNotification"),
     (health(statusCode="closed"), "is closed"),
     (health(affectedEntities=[{"entityValue": "i-09a1b3c5d7e2f4680", "status": "UNIMPAIRED"}]),
      "names no EC2 instance that is still affected"),
-], ids=["instance already terminated", "health event naming no instance", "health event for rds",
+], ids=["instance pending", "health event naming no instance", "health event for rds",
         "account notification", "closed health event", "no instance still affected"])
 def test_ignored(raw, why):
     (event,) = parse_event(raw)
@@ -194,12 +204,28 @@ def test_ignored(raw, why):
     assert event.event_id == raw["id"]
 
 
-@pytest.mark.parametrize("state", ["pending", "stopped", "terminated"])
-def test_informational_states_keep_the_instance(state):
+def test_a_pending_instance_is_ignored_with_its_id():
     raw = sample("state-change-terminated.json")
-    raw["detail"]["state"] = state
+    raw["detail"]["state"] = "pending"
     (event,) = parse_event(raw)
     assert (type(event), event.instance_id) == (Ignored, "i-0a1b2c3d4e5f60718")
+
+
+def test_a_capacity_reservation_interruption_ends_at_its_termination_time():
+    raw = sample("capacity-reservation-interruption.json")
+    (event,) = parse_event(raw)
+    assert event.deadline == at("2024-03-18T13:22:44")
+    del raw["detail"]["instance-termination-time"]
+    (event,) = parse_event(raw)
+    assert event.deadline == event.time + timedelta(minutes=2), "the notice is two minutes"
+
+
+def test_warm_pool_lifecycle_actions_say_where_the_instance_goes():
+    assert [(e.origin, e.destination) for name in ("lifecycle-launch-warm-pool.json",
+                                                   "lifecycle-launch-from-warm-pool.json",
+                                                   "lifecycle-terminate-warm-pool.json")
+            for e in parse_event(sample(name))] == [
+        ("EC2", "WarmPool"), ("WarmPool", "AutoScalingGroup"), ("AutoScalingGroup", "WarmPool")]
 
 
 def test_health_entities_that_are_not_instances_are_left_out():

@@ -1,9 +1,10 @@
 """The `spot-rebalancer` command: the functions the Lambdas run, as a dry run over a live cluster
-(--kubeconfig) or a `kubectl get nodes,pods,pdb -A -o json` file (--from-file).
+(through --kubeconfig, else $KUBECONFIG, else ~/.kube/config) or a `kubectl get nodes,pods,pdb -A
+-o json` (or `-o yaml`) List (--from-file; `-` reads stdin).
 
 Bad input (unreadable files, malformed events or lists, bad settings, an unusable kubeconfig) is
-reported on stderr in one line with exit code 2; a live cluster that cannot be reached or answers
-with an error, in one line with exit code 1.
+reported on stderr in one line with exit code 2; a live cluster or AWS API that cannot be reached or
+answers with an error, in one line with exit code 1. A closed pipe (`| head`) ends it quietly.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from . import __version__
 from .config import ConfigError, Settings
 from .deployment import DeploymentError, context_settings, stack_settings
 from .drain import UNDOING_KINDS, closed_change, drain_reason
@@ -25,19 +29,33 @@ from .drain_policy import plan_drain, plan_undo, waiting_step
 from .events import Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeApiError, KubeClient
 from .nodes import match_node
+from .objects import Node, Pod
 from .quantity import QuantityError
-from .rebalance import Census, NaiveClockError, Plan
-from .rebalancer import CycleResult, Rebalancer, SnapshotView, TickResult
+from .rebalance import Census, Explanation, NaiveClockError, Plan, WorkloadRef, explain
+from .rebalancer import LiveCluster, Rebalancer, SnapshotView, TickResult
 from .results import Step, StepAction, StepOutcome
+from .scheduling.labels import SelectorError, parse_selector, selector_matches
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
+from .tables import table
 from .telemetry import MetricsRecorder
+from .yaml_input import YamlInputError, yaml_as_json
 
 EXIT_API_ERROR = 1
 EXIT_BAD_INPUT = 2
+# What a shell reports for a process ended by SIGPIPE, as kubectl's is in a closed pipe.
+EXIT_CLOSED_PIPE = 128 + 13
+OUTPUTS = ("table", "wide", "json", "yaml")
+STDIN = "-"
+
+Now = Callable[[], datetime]
 
 
 class UsageError(Exception):
     """Input the command cannot use; its message is printed as is."""
+
+
+BAD_INPUT = (UsageError, EventError, SnapshotError, ConfigError, QuantityError, DeploymentError,
+             SelectorError, YamlInputError, NaiveClockError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, EventError, SnapshotError, ConfigError, QuantityError, DeploymentError,
-            NaiveClockError, OSError) as exc:
+    except BrokenPipeError:
+        # Whoever read the output has gone (`| head`): stop, and keep Python from complaining again
+        # when it flushes stdout on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    except BAD_INPUT as exc:
         _complain(exc)
         return EXIT_BAD_INPUT
     except KubeApiError as exc:
@@ -71,34 +93,43 @@ def _aws_error(exc: Exception) -> bool:
     return isinstance(exc, (BotoCoreError, ClientError))
 
 
+# --- the command line ----------------------------------------------------------------------------
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spot-rebalancer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     handle = commands.add_parser("handle", help="what an event would do to its node (dry run)")
-    handle.add_argument("--event", required=True, help="an EventBridge event as JSON")
-    _add_source(handle)
+    handle.add_argument("--event", required=True,
+                        help="an EventBridge event as JSON (a file, or - for stdin)")
     handle.add_argument("--dry-run", action="store_true", required=True,
                         help="required: the CLI only plans; the deployed function acts")
-    handle.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_common(handle, namespaces=True)
     handle.set_defaults(run=_handle)
 
     plan_command = commands.add_parser("plan", help="the moves a rebalance cycle would make (dry run)")
-    _add_source(plan_command)
-    plan_command.add_argument("--max-evictions", type=_count, help="evictions per cycle (default: "
-                              "MAX_EVICTIONS_PER_CYCLE or 10)")
-    plan_command.add_argument("--json", action="store_true", help="one JSON object")
+    _add_common(plan_command, namespaces=True)
+    plan_command.add_argument("-l", "--selector", default="",
+                              help="only pods with these labels (kubectl's syntax: a=b,c!=d,e in (f,g))")
+    _add_max_evictions(plan_command)
     plan_command.set_defaults(run=_plan)
 
+    explain_command = commands.add_parser(
+        "explain", help="why a pod is or is not moved: each rule it passed or failed, its target and score")
+    explain_command.add_argument("pod", metavar="NAMESPACE/POD")
+    _add_common(explain_command, namespaces=False)
+    _add_max_evictions(explain_command)
+    explain_command.set_defaults(run=_explain)
+
     census_command = commands.add_parser("census", help="the fleet by capacity type and architecture")
-    _add_source(census_command)
-    census_command.add_argument("--json", action="store_true", help="one JSON object")
+    _add_common(census_command, namespaces=False)
     census_command.set_defaults(run=_census)
 
     tick = commands.add_parser("tick", help="what one run of the schedule function would do (dry run): "
                                             "the sweep, the census and a rebalance cycle")
-    _add_source(tick)
-    tick.add_argument("--json", action="store_true", help="one JSON object")
+    _add_common(tick, namespaces=False)
     tick.set_defaults(run=_tick)
     return parser
 
@@ -113,11 +144,22 @@ def _count(raw: str) -> int:
     return value
 
 
-def _add_source(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--kubeconfig", help="read the live cluster through this kubeconfig")
-    source.add_argument("--from-file", help="a `kubectl get nodes,pods,pdb -A -o json` List")
-    parser.add_argument("--context", help="kubeconfig context")
+def _add_max_evictions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-evictions", type=_count,
+                        help="evictions per cycle (default: the settings' maxEvictionsPerCycle)")
+
+
+def _add_common(parser: argparse.ArgumentParser, *, namespaces: bool) -> None:
+    """Where the cluster is read from, the settings, the output and, where it means something, which
+    namespaces are shown (planning always sees the whole cluster)."""
+    source = parser.add_argument_group("cluster", "the live cluster (the default) or a List file")
+    exclusive = source.add_mutually_exclusive_group()
+    exclusive.add_argument("--kubeconfig",
+                           help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    exclusive.add_argument("-f", "--from-file", help="a `kubectl get nodes,pods,pdb -A -o json` (or -o yaml) "
+                                                     "List; - reads stdin")
+    source.add_argument("--context", help="kubeconfig context (default: its current context)")
+
     settings = parser.add_argument_group(
         "settings", "what the dry run runs with; by default the defaults, with environment variables named "
                     "after the settings (MAX_EVICTIONS_PER_CYCLE...) over them")
@@ -128,6 +170,17 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
                                "(repeatable)")
     settings.add_argument("--cdk-json", type=Path, help="the CDK app's cdk.json (default: ./cdk.json, when "
                                                         "-c is given and it exists)")
+
+    output = parser.add_argument_group("output")
+    formats = output.add_mutually_exclusive_group()
+    formats.add_argument("-o", "--output", choices=OUTPUTS, default="table",
+                         help="table (the default), wide (more columns), json or yaml")
+    formats.add_argument("--json", dest="output", action="store_const", const="json", help="-o json")
+    if namespaces:
+        scope = output.add_mutually_exclusive_group()
+        scope.add_argument("-n", "--namespace", help="only pods of this namespace")
+        scope.add_argument("-A", "--all-namespaces", action="store_true",
+                           help="pods of every namespace (the default: the rebalancer works cluster-wide)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -140,49 +193,122 @@ def _settings(args: argparse.Namespace) -> Settings:
 
         from .aws import boto_config
 
-        return stack_settings(args.stack, boto3.client("cloudformation", config=boto_config()),
-                              boto3.client("lambda", config=boto_config()))
-    if from_context:
+        settings = stack_settings(args.stack, boto3.client("cloudformation", config=boto_config()),
+                                  boto3.client("lambda", config=boto_config()))
+    elif from_context:
         default = Path("cdk.json")
-        return context_settings(args.cdk_json or (default if default.is_file() else None), args.cdk_context)
-    return Settings.from_env()
+        settings = context_settings(args.cdk_json or (default if default.is_file() else None),
+                                    args.cdk_context)
+    else:
+        settings = Settings.from_env()
+    if getattr(args, "max_evictions", None) is not None:
+        settings = dataclasses.replace(settings, max_evictions_per_cycle=args.max_evictions)
+    # The CLI only plans; the deployed function acts.
+    return dataclasses.replace(settings, dry_run=True)
 
 
-def read_snapshot(args: argparse.Namespace) -> ClusterSnapshot:
-    if args.from_file:
-        return read_list(Path(args.from_file).read_bytes(), source=args.from_file)
-    return _kube(args).snapshot()
+# --- reading -------------------------------------------------------------------------------------
+
+
+def _read_input(path: str, what: str) -> bytes:
+    if path == STDIN:
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+
+
+def _read_list(path: str) -> ClusterSnapshot:
+    """A List file as JSON or, when it does not start like JSON, YAML."""
+    data = _read_input(path, "List")
+    source = "stdin" if path == STDIN else path
+    if data.lstrip()[:1] not in (b"{", b"["):
+        data = yaml_as_json(data, source)
+    return read_list(data, source=source)
 
 
 def _kube(args: argparse.Namespace) -> KubeClient:
     try:
         return KubeClient.from_kubeconfig(args.kubeconfig, args.context)
     except Exception as exc:  # the kubeconfig loader raises several types for one cause
-        raise UsageError(f"{args.kubeconfig}: unusable kubeconfig: {exc}") from None
+        where = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise UsageError(f"{where}: unusable kubeconfig: {exc}") from None
 
 
-def _rebalancer(args: argparse.Namespace, settings: Settings, now: Callable[[], datetime]) -> Rebalancer:
-    """The schedule function's rebalancer as a dry run, reading the live cluster or the file. No
-    history: the CLI does not see the moves the deployed function has in flight."""
-    settings = dataclasses.replace(settings, dry_run=True)
-    if args.kubeconfig:
-        return Rebalancer(settings, _kube(args), MetricsRecorder(), None, now=now)
-    view = SnapshotView(read_snapshot(args))
-    return Rebalancer(settings, None, MetricsRecorder(), None, view=view, now=now)
+def _cluster(args: argparse.Namespace) -> tuple[KubeClient | None, ClusterSnapshot]:
+    """The live cluster's client (None for a file) and one snapshot of it."""
+    if args.from_file:
+        return None, _read_list(args.from_file)
+    kube = _kube(args)
+    return kube, kube.snapshot()
 
 
-def _handle(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+class _ReadOnce:
+    """The live cluster, with the snapshot the command has already read (and shows)."""
+
+    def __init__(self, kube: KubeClient, snapshot: ClusterSnapshot) -> None:
+        self._live = LiveCluster(kube)
+        self._snapshot = snapshot
+
+    def snapshot(self) -> ClusterSnapshot:
+        return self._snapshot
+
+    def list_nodes(self) -> list[Node]:
+        return self._live.list_nodes()
+
+    def workload_annotations(self, kinds: Set[str]) -> Mapping[WorkloadRef, Mapping[str, str]]:
+        return self._live.workload_annotations(kinds)
+
+
+def _rebalancer(settings: Settings, kube: KubeClient | None, snapshot: ClusterSnapshot,
+                now: Now) -> Rebalancer:
+    """The schedule function's rebalancer as a dry run on the snapshot, reading workloads from the
+    live cluster when there is one. No history: the CLI does not see the moves the deployed function
+    has in flight."""
+    view = SnapshotView(snapshot) if kube is None else _ReadOnce(kube, snapshot)
+    return Rebalancer(settings, kube, MetricsRecorder(), None, view=view, now=now)
+
+
+def _in_namespace(args: argparse.Namespace, namespace: str) -> bool:
+    return not args.namespace or namespace == args.namespace
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _emit(args: argparse.Namespace, document: Any, lines: Callable[[], list[str]]) -> None:
+    """The document as JSON or YAML, or the table lines."""
+    if args.output == "json":
+        print(json.dumps(document))
+    elif args.output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(document, sort_keys=False), end="")
+    else:
+        print("\n".join(lines()))
+
+
+# --- handle --------------------------------------------------------------------------------------
+
+
+def _handle(args: argparse.Namespace, now: Now = _now) -> int:
     settings = _settings(args)
-    try:
-        raw = Path(args.event).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{args.event}: {exc.strerror}") from None
-    events = parse_event(raw)
-    snapshot = read_snapshot(args)
-    steps: list[Step] = []
-    for event in events:
-        steps.extend(_handle_one(event, snapshot, settings, now()))
-    _print_steps(steps, args.json)
+    if args.event == STDIN and args.from_file == STDIN:
+        raise UsageError("--event - and --from-file - cannot both read stdin")
+    events = parse_event(_read_input(args.event, "event"))
+    _, snapshot = _cluster(args)
+    steps = [step for event in events for step in _handle_one(event, snapshot, settings, now())
+             if not step.namespace or _in_namespace(args, step.namespace)]
+    if args.output == "json":  # one object per line, as the functions log them
+        for step in steps:
+            print(json.dumps(step.as_json()))
+        return 0
+    _emit(args, [step.as_json() for step in steps], lambda: _steps_table(steps, wide=args.output == "wide"))
     return 0
 
 
@@ -207,22 +333,31 @@ def _handle_one(event: Event, snapshot: ClusterSnapshot, settings: Settings, now
     return plan.steps(now)
 
 
-def _print_steps(steps: list[Step], as_json: bool) -> None:
-    if as_json:
-        for step in steps:
-            print(json.dumps(step.as_json()))
-        return
-    for step in steps:
-        pod = f"{step.namespace}/{step.pod}" if step.pod else ""
-        print(f"{step.action:<10} {step.node:<40} {pod:<50} {step.reason}".rstrip())
+def _steps_table(steps: Sequence[Step], *, wide: bool) -> list[str]:
+    headers = ["ACTION", "NODE", "POD", "REASON", *(["OUTCOME"] if wide else [])]
+    return table(headers, ([step.action, step.node or None,
+                            f"{step.namespace}/{step.pod}" if step.pod else None, step.reason,
+                            *([step.outcome or None] if wide else [])] for step in steps))
 
 
-def _plan(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    settings = _settings(args)
-    if args.max_evictions is not None:
-        settings = dataclasses.replace(settings, max_evictions_per_cycle=args.max_evictions)
-    result = _rebalancer(args, settings, now).cycle()
-    _print_plan(result.plan, args.json)
+# --- plan and explain ----------------------------------------------------------------------------
+
+
+def _plan(args: argparse.Namespace, now: Now = _now) -> int:
+    selector = parse_selector(args.selector)
+    kube, snapshot = _cluster(args)
+    result = _rebalancer(_settings(args), kube, snapshot, now).cycle().plan
+    pods = {(p.metadata.namespace, p.metadata.name): p for p in snapshot.pods}
+
+    def shown(namespace: str, name: str) -> bool:
+        pod = pods.get((namespace, name))
+        return (_in_namespace(args, namespace)
+                and (pod is not None and selector_matches(selector, pod.metadata.labels)))
+
+    result = dataclasses.replace(
+        result, evictions=tuple(e for e in result.evictions if shown(e.namespace, e.name)),
+        skipped=tuple(s for s in result.skipped if shown(s.namespace, s.name)))
+    _emit(args, _plan_json(result), lambda: _plan_table(result, pods, wide=args.output == "wide"))
     return 0
 
 
@@ -238,73 +373,109 @@ def _plan_json(result: Plan) -> dict[str, object]:
                      for r in result.capacity]}
 
 
-def _print_plan(result: Plan, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(_plan_json(result)))
-        return
-    for e in result.evictions:
-        print(f"{'evict':<8} {e.namespace + '/' + e.name:<50} {e.from_node} -> {e.to_node} "
-              f"(+{e.score_gain})")
+def _plan_table(result: Plan, pods: dict[tuple[str, str], Pod], *, wide: bool) -> list[str]:
+    """Moves (biggest gain first), then the pods kept and why, then the nodes to add."""
+    rows: list[list[object]] = [
+        ["evict", f"{e.namespace}/{e.name}", e.from_node, e.to_node,
+         f"score {e.from_score} -> {e.to_score}", *([e.workload] if wide else [])]
+        for e in result.evictions]
     for s in result.skipped:
-        print(f"{'keep':<8} {s.namespace + '/' + s.name:<50} {s.code.value:<22} {s.detail}".rstrip())
-    for r in result.capacity:
-        print(f"{'add':<8} {r.nodes} node(s) to {r.group.kind} {r.group.name} for {r.pods} pod(s)")
-    print(f"{len(result.evictions)} to evict, {len(result.skipped)} kept")
+        pod = pods.get((s.namespace, s.name))
+        rows.append(["keep", f"{s.namespace}/{s.name}", pod.spec.node_name if pod else None, None,
+                     s.code.value, *([s.detail] if wide else [])])
+    lines = table(["VERDICT", "POD", "NODE", "TARGET", "REASON", *(["DETAIL"] if wide else [])], rows)
+    if result.capacity:
+        lines += ["", *table(["ADD NODES", "TO GROUP", "KIND", "FOR PODS"],
+                             ([r.nodes, r.group.name, r.group.kind, r.pods] for r in result.capacity))]
+    return [*lines, f"{len(result.evictions)} to evict, {len(result.skipped)} kept"]
 
 
-def _census(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    _print_census(_rebalancer(args, _settings(args), now).census(), args.json)
+def _explain(args: argparse.Namespace, now: Now = _now) -> int:
+    namespace, slash, name = args.pod.partition("/")
+    if not slash or not namespace or not name:
+        raise UsageError(f"{args.pod}: expected NAMESPACE/POD")
+    kube, snapshot = _cluster(args)
+    pod = next((p for p in snapshot.pods
+                if (p.metadata.namespace, p.metadata.name) == (namespace, name)), None)
+    if pod is None:
+        raise UsageError(f"pod {namespace}/{name} is not in the cluster")
+    plan = _rebalancer(_settings(args), kube, snapshot, now).cycle().plan
+    explanation = explain(plan, pod)
+    _emit(args, _explanation_json(explanation), lambda: _explanation_table(explanation))
     return 0
 
 
-def _tick(args: argparse.Namespace, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    result = _rebalancer(args, _settings(args), now).tick()
-    if args.json:
-        print(json.dumps({**result.summary(), "census": msgspec.to_builtins(result.census),
-                          "plan": _plan_json(result.cycle.plan)}))
-        return 0
-    _print_tick(result)
+def _explanation_json(e: Explanation) -> dict[str, object]:
+    return {"namespace": e.namespace, "name": e.name, "node": e.node, "verdict": e.verdict,
+            "target": e.target, "score": e.score, "target_score": e.target_score,
+            "rules": [{"code": r.code.value, "rule": r.rule, "result": r.result.value, "detail": r.detail}
+                      for r in e.rules]}
+
+
+def _explanation_table(e: Explanation) -> list[str]:
+    if e.verdict == "evict":
+        verdict = f"evict: its replacement goes to {e.target} (score {e.score} -> {e.target_score})"
+    elif e.verdict == "keep":
+        verdict = "keep: " + next(r.code.value for r in e.rules if r.result == "fail")
+    else:
+        verdict = "never moved: it has no preferred node affinity"
+    lines = table(["POD", "NODE", "VERDICT"], [[f"{e.namespace}/{e.name}", e.node, verdict]])
+    if e.rules:
+        lines += ["", *table(["RULE", "RESULT", "DETAIL"],
+                             ([r.rule, r.result.value, r.detail] for r in e.rules))]
+    return lines
+
+
+# --- census and tick -----------------------------------------------------------------------------
+
+
+def _census(args: argparse.Namespace, now: Now = _now) -> int:
+    kube, snapshot = _cluster(args)
+    result = _rebalancer(_settings(args), kube, snapshot, now).census()
+    _emit(args, msgspec.to_builtins(result), lambda: _census_table(result))
     return 0
 
 
-def _print_tick(result: TickResult) -> None:
-    print(f"sweep: {len(result.sweep.steps)} step(s)")
-    _print_steps(result.sweep.steps, as_json=False)
-    print("census:")
-    _print_census(result.census, as_json=False)
-    _print_cycle(result.cycle)
-
-
-def _print_cycle(result: CycleResult) -> None:
-    review = result.review.metrics
-    print(f"cycle: last moves {review['MovesSucceeded']} succeeded, {review['MovesFailed']} failed, "
-          f"{review['MovesInFlight']} in flight")
-    _print_plan(result.plan, as_json=False)
-
-
-def _print_census(result: Census, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(msgspec.to_builtins(result)))
-        return
-    print(f"{'CAPACITY':<10} {'ARCH':<8} {'NODES':>5} {'CPU ALLOC':>10} {'CPU REQ':>10} "
-          f"{'MEM ALLOC':>10} {'MEM REQ':>10}")
-    for row in result.rows:
-        print(f"{row.capacity_type:<10} {row.architecture:<8} {row.nodes:>5} "
-              f"{row.allocatable_cpu / 1000:>10.2f} {row.requested_cpu / 1000:>10.2f} "
-              f"{_gib(row.allocatable_memory):>10} {_gib(row.requested_memory):>10}")
+def _census_table(result: Census) -> list[str]:
+    lines = table(["CAPACITY", "ARCH", "NODES", "CPU ALLOC", "CPU REQ", "MEM ALLOC", "MEM REQ"],
+                  ([row.capacity_type, row.architecture, row.nodes, f"{row.allocatable_cpu / 1000:.2f}",
+                    f"{row.requested_cpu / 1000:.2f}", _gib(row.allocatable_memory),
+                    _gib(row.requested_memory)] for row in result.rows))
     share = "n/a" if result.spot_cpu_share is None else f"{result.spot_cpu_share:.1%}"
-    print(f"spot share of requested CPU: {share}")
-    print(f"pods with a preferred node affinity: {result.pods_with_preferences}, "
-          f"misplaced: {result.misplaced_pods}")
+    lines += [f"spot share of requested CPU: {share}",
+              f"pods with a preferred node affinity: {result.pods_with_preferences}, "
+              f"misplaced: {result.misplaced_pods}"]
     if result.cost is not None:
         rows = ", ".join(f"{r.capacity_type} {r.architecture} ${r.per_hour:.4f}" for r in result.cost.rows)
         unpriced = f"; {len(result.cost.unpriced)} node(s) unpriced" if result.cost.unpriced else ""
-        print(f"cost per hour: ${result.cost.per_hour:.4f} ({rows}); spot saves "
-              f"${result.cost.spot_saving_per_hour:.4f} an hour{unpriced}")
+        lines.append(f"cost per hour: ${result.cost.per_hour:.4f} ({rows}); spot saves "
+                     f"${result.cost.spot_saving_per_hour:.4f} an hour{unpriced}")
+    return lines
 
 
 def _gib(quantity: int) -> str:
     return f"{quantity / 2**30:.1f}Gi"
+
+
+def _tick(args: argparse.Namespace, now: Now = _now) -> int:
+    kube, snapshot = _cluster(args)
+    rebalancer = _rebalancer(_settings(args), kube, snapshot, now)
+    result = rebalancer.tick()
+    document = {**result.summary(), "census": msgspec.to_builtins(result.census),
+                "plan": _plan_json(result.cycle.plan)}
+    pods = {(p.metadata.namespace, p.metadata.name): p for p in snapshot.pods}
+    _emit(args, document, lambda: _tick_lines(result, pods, wide=args.output == "wide"))
+    return 0
+
+
+def _tick_lines(result: TickResult, pods: dict[tuple[str, str], Pod], *, wide: bool) -> list[str]:
+    review = result.cycle.review.metrics
+    return [f"sweep: {len(result.sweep.steps)} step(s)",
+            *(_steps_table(result.sweep.steps, wide=wide) if result.sweep.steps else []),
+            "census:", *_census_table(result.census),
+            f"cycle: last moves {review['MovesSucceeded']} succeeded, {review['MovesFailed']} failed, "
+            f"{review['MovesInFlight']} in flight",
+            *_plan_table(result.cycle.plan, pods, wide=wide)]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from tests.unit.builders import PREFER_SPOT, make_pod, on_demand_node, spot_node, write_list
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("handle", "plan", "census", "tick")
+COMMANDS = ("handle", "plan", "explain", "census", "tick")
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,23 @@ def test_the_installed_cli_plans_from_a_file(installed: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     moves = json.loads(result.stdout)["evictions"]
     assert [(m["name"], m["from_node"], m["to_node"]) for m in moves] == [("web-1", "od-1", "spot-1")]
+
+
+def test_the_installed_cli_knows_its_version(installed: Path):
+    from spot_rebalancer import __version__
+
+    result = run(installed, "--version")
+    assert (result.returncode, result.stdout) == (0, f"spot-rebalancer {__version__}\n")
+
+
+def test_the_installed_cli_reads_yaml(installed: Path, tmp_path: Path):
+    """PyYAML is declared: a YAML List and YAML output work in the clean environment."""
+    import yaml
+
+    listing = write_list(tmp_path, [on_demand_node("od-1"), spot_node("spot-1")],
+                         [make_pod("web-1", "od-1", preferred=[PREFER_SPOT], requests={"cpu": "1"})])
+    as_yaml = tmp_path / "list.yaml"
+    as_yaml.write_text(yaml.safe_dump(json.loads(Path(listing).read_text())))
+    result = run(installed, "explain", "default/web-1", "-f", str(as_yaml), "-o", "yaml")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["target"] == "spot-1"

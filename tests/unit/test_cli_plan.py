@@ -54,9 +54,11 @@ def test_plan_respects_max_evictions(tmp_path, capsys):
 def test_plan_table_lists_moves_then_kept_pods(tmp_path, capsys):
     assert main(["plan", "--from-file", fleet(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["evict", "default/web-1", "od-1", "->", "spot-1", "(+100)"]
-    assert lines[1].split()[:3] == ["keep", "default/api-1", "pdb-exhausted"]
-    assert lines[-1] == "1 to evict, 1 kept"
+    # A header, and each column as wide as its widest cell.
+    assert lines == ["VERDICT   POD             NODE   TARGET   REASON",
+                     "evict     default/web-1   od-1   spot-1   score 0 -> 100",
+                     "keep      default/api-1   od-1   -        pdb-exhausted",
+                     "1 to evict, 1 kept"]
 
 
 def test_census_json_counts_the_fleet(tmp_path, capsys):

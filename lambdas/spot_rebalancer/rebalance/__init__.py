@@ -7,6 +7,7 @@ and next cycle calls `review` before planning again.
 from .census import Census, CensusRow, census
 from .cluster import NodeGroup
 from .cost import CostRow, FleetCost, PriceBook, fleet_cost
+from .explain import Explanation, RuleResult, explain
 from .history import (
     MOVE_REASON,
     Backoff,
@@ -32,6 +33,7 @@ __all__ = [
     "CensusRow",
     "CostRow",
     "Eviction",
+    "Explanation",
     "FleetCost",
     "FloorError",
     "History",
@@ -43,10 +45,12 @@ __all__ = [
     "Plan",
     "PriceBook",
     "Review",
+    "RuleResult",
     "Skip",
     "SkipCode",
     "WorkloadRef",
     "census",
+    "explain",
     "fleet_cost",
     "move_records",
     "on_demand_floor",

@@ -87,6 +87,22 @@ class SkipCode(enum.StrEnum):
     SCHEDULER_ELSEWHERE = "scheduler-elsewhere"
 
 
+# Where each skip can arise, in the order the planner applies its rules to a pod (a code may arise at
+# several places): the pod rules in PodRule's order, `_static_rail`, `_candidate`, then `_weigh`'s caps,
+# search and prediction. `explain` relies on it; change it with them.
+EVALUATION_ORDER: tuple[SkipCode, ...] = (
+    SkipCode.MIRROR_POD, SkipCode.NOT_READY, SkipCode.UNSUPPORTED_OWNER, SkipCode.TERMINATING,
+    SkipCode.OPTED_OUT, SkipCode.EXCLUDED_NAMESPACE, SkipCode.BARE_POD, SkipCode.UNSUPPORTED_OWNER,
+    SkipCode.OTHER_SCHEDULER, SkipCode.NOT_READY, SkipCode.UNKNOWN_NODE, SkipCode.NODE_DRAINING,
+    SkipCode.INVALID_SPEC, SkipCode.TOO_YOUNG, SkipCode.HIGH_PRIORITY, SkipCode.MOVE_IN_FLIGHT,
+    SkipCode.BACKING_OFF, SkipCode.UNSUPPORTED_CONSTRAINT,
+    SkipCode.INVALID_SPEC, SkipCode.WELL_PLACED, SkipCode.UNSUPPORTED_CONSTRAINT, SkipCode.INVALID_SPEC,
+    SkipCode.MULTIPLE_PDBS,
+    SkipCode.CYCLE_CAP, SkipCode.NODE_CAP, SkipCode.NAMESPACE_CAP, SkipCode.WORKLOAD_CAP,
+    SkipCode.PDB_EXHAUSTED, SkipCode.ON_DEMAND_FLOOR, SkipCode.NO_ROOM, SkipCode.CONSTRAINED,
+    SkipCode.SCHEDULER_ELSEWHERE,
+)
+
 _RULE_SKIPS: dict[PodRule, tuple[SkipCode, str]] = {
     PodRule.MIRROR: (SkipCode.MIRROR_POD, "static pod mirrored from a kubelet"),
     PodRule.FINISHED: (SkipCode.NOT_READY, "finished"),

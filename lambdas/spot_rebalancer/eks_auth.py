@@ -41,11 +41,13 @@ def mint_token(sts_client: Any, cluster_name: str) -> str:
 def token_sts_client(session: Any, region: str) -> Any:
     """A regional STS client that signs the cluster id header into presigned GetCallerIdentity URLs.
 
-    The cluster name travels as a pseudo-parameter: it is dropped from the query before
-    validation and put into the signed headers instead.
+    Its endpoint is botocore's for the region (regional, botocore's default): the partition's
+    domain (amazonaws.com.cn, the ISO and sovereign partitions), FIPS and dual-stack when
+    configured, or a configured custom endpoint, all of which the cluster's verifier accepts. The
+    cluster name travels as a pseudo-parameter: it is dropped from the query before validation and
+    put into the signed headers instead.
     """
-    sts = session.client("sts", region_name=region,
-                         endpoint_url=f"https://sts.{region}.amazonaws.com")
+    sts = session.client("sts", region_name=region)
 
     def take_cluster(params: dict, context: dict, **_: Any) -> None:
         if CLUSTER_ID_HEADER in params:
@@ -89,4 +91,4 @@ def client_for_cluster(cluster_name: str) -> KubeClient:
     target = describe_cluster(session.client("eks", region_name=region), cluster_name)
     sts = token_sts_client(session, region)
     token = CachedToken(lambda: mint_token(sts, cluster_name), TOKEN_REFRESH_SECONDS, time.monotonic)
-    return KubeClient.with_token(target.endpoint, target.ca_pem, token)
+    return KubeClient.with_token(target.endpoint, target.ca_pem, token, renew=token.renew)

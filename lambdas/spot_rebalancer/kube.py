@@ -89,6 +89,7 @@ class KubeClient:
         configuration.connection_pool_maxsize = MAX_CONNECTIONS
         self._api: ApiClient = ApiClient(configuration)
         self.host: str = configuration.host
+        self._renew_token: Callable[[], None] | None = None
 
     # --- construction -------------------------------------------------------------------------
 
@@ -103,8 +104,11 @@ class KubeClient:
         return cls(configuration)
 
     @classmethod
-    def with_token(cls, host: str, ca_pem: str, token: Callable[[], str]) -> KubeClient:
-        """A client whose bearer token comes from `token()` before each request (cached there)."""
+    def with_token(cls, host: str, ca_pem: str, token: Callable[[], str],
+                   renew: Callable[[], None] | None = None) -> KubeClient:
+        """A client whose bearer token comes from `token()` before each request (cached there);
+        `renew()` makes the next `token()` a fresh one, asked for once when the API server answers
+        401 (a token it no longer takes) before the 401 is returned."""
         from kubernetes.client import Configuration
 
         configuration = Configuration(host=host, ca_cert_data=ca_pem)
@@ -117,7 +121,9 @@ class KubeClient:
         # The client calls the hook only for a key already set: without this first one, every
         # request went out anonymous.
         refresh(configuration)
-        return cls(configuration)
+        client = cls(configuration)
+        client._renew_token = renew
+        return client
 
     # --- transport ----------------------------------------------------------------------------
 
@@ -130,6 +136,14 @@ class KubeClient:
         again on transport errors, 5xx and 429, with a short backoff; a POST is sent once, since
         only its caller knows whether repeating it is safe. `body` is a JSON-able object: the
         client serialises it for every JSON content type."""
+        response = self._request(method, path, query, body, content_type, accept)
+        if response.status == 401 and self._renew_token is not None:
+            self._renew_token()
+            response = self._request(method, path, query, body, content_type, accept)
+        return response
+
+    def _request(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
+                 content_type: str, accept: str) -> Response:
         attempts = RETRY_ATTEMPTS if method in ("GET", "PATCH") else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -286,3 +300,8 @@ class CachedToken:
                 self._token = self._mint()
                 self._minted_at = self._clock()
             return self._token
+
+    def renew(self) -> None:
+        """Make the next call mint a new token, whatever the age of this one."""
+        with self._lock:
+            self._minted_at = float("-inf")

@@ -521,3 +521,12 @@ def test_an_output_names_the_function_whose_environment_the_cli_reads(synth):
     output = synth.templates["prod"]["Outputs"][SCHEDULE_FUNCTION_OUTPUT]
     assert output["Value"] == {"Ref": synth.logical_id("prod", "AWS::Lambda::Function",
                                                        "SpotRebalancerScheduleFunction")}
+
+
+@pytest.mark.parametrize("cluster", ["prod", "batch", "ops_private"])
+def test_every_arn_the_stack_builds_takes_the_stacks_partition(synth, cluster):
+    """An ARN spelled arn:aws: would name nothing in aws-cn, aws-us-gov or the ISO partitions: each
+    is built on AWS::Partition (only an ARN the operator configured is taken as given)."""
+    text = json.dumps(synth.templates[cluster]).replace(EXISTING_TOPIC, "")
+    assert "arn:aws:" not in text and "arn:aws-" not in text
+    assert '{"Ref": "AWS::Partition"}' in text

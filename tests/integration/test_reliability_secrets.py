@@ -98,3 +98,22 @@ def test_a_fifteen_minute_old_token_is_minted_again_before_the_next_request(clus
     assert kube.request("GET", "/api/v1/secrets").status == 403
     now[0] = 15 * 60
     assert kube.request("GET", "/api/v1/secrets").status == 200
+
+
+@pytest.mark.parametrize(("tokens", "statuses", "minted"), [
+    (["revoked-session", PRODUCT_USER.token], [200], 2),  # refused once: a new token, and it is taken
+    (["revoked-session", "revoked-again"], [401], 2),  # refused again: the 401 is the answer
+], ids=["renewed token taken", "renewed token refused too"])
+def test_a_token_the_api_server_refuses_is_minted_again_once(cluster, tokens, statuses, minted):
+    handed = iter(tokens)
+    count = [0]
+
+    def mint() -> str:
+        count[0] += 1
+        return next(handed)
+
+    token = CachedToken(mint, TOKEN_REFRESH_SECONDS, lambda: 0.0)
+    kube = KubeClient.with_token(cluster.proxy.url, Path(cluster.control_plane.ca_file).read_text(), token,
+                                 renew=token.renew)
+    assert [kube.request("GET", "/api/v1/nodes").status] == statuses
+    assert count[0] == minted

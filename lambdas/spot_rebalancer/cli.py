@@ -1,6 +1,6 @@
 """The `spot-rebalancer` command: the functions the Lambdas run, as a dry run over a live cluster
-(through --kubeconfig, else $KUBECONFIG, else ~/.kube/config) or a `kubectl get nodes,pods,pdb -A
--o json` (or `-o yaml`) List (--from-file; `-` reads stdin).
+(through --kubeconfig, else $KUBECONFIG, else ~/.kube/config) or a `kubectl get nodes,pods,pdb,pv,pvc
+-A -o json` (or `-o yaml`) List (--from-file; `-` reads stdin).
 
 Bad input (unreadable files, malformed events or lists, bad settings, an unusable kubeconfig) is
 reported on stderr in one line with exit code 2; a live cluster or AWS API that cannot be reached or
@@ -156,8 +156,8 @@ def _add_common(parser: argparse.ArgumentParser, *, namespaces: bool) -> None:
     exclusive = source.add_mutually_exclusive_group()
     exclusive.add_argument("--kubeconfig",
                            help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
-    exclusive.add_argument("-f", "--from-file", help="a `kubectl get nodes,pods,pdb -A -o json` (or -o yaml) "
-                                                     "List; - reads stdin")
+    exclusive.add_argument("-f", "--from-file", help="a `kubectl get nodes,pods,pdb,pv,pvc -A -o json` "
+                                                     "(or -o yaml) List; - reads stdin")
     source.add_argument("--context", help="kubeconfig context (default: its current context)")
 
     settings = parser.add_argument_group(

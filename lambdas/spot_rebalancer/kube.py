@@ -18,7 +18,16 @@ from urllib.parse import quote
 
 import msgspec
 
-from .objects import ListMeta, Node, ObjectList, Pod, PodDisruptionBudget, collector_paused
+from .objects import (
+    ListMeta,
+    Node,
+    ObjectList,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    PodDisruptionBudget,
+    collector_paused,
+)
 from .snapshot import ClusterSnapshot
 
 if TYPE_CHECKING:
@@ -227,9 +236,17 @@ class KubeClient:
     def list_pdbs(self) -> list[PodDisruptionBudget]:
         return self.list_all("/apis/policy/v1/poddisruptionbudgets", PodDisruptionBudget)
 
+    def list_pvs(self) -> list[PersistentVolume]:
+        return self.list_all("/api/v1/persistentvolumes", PersistentVolume)
+
+    def list_pvcs(self) -> list[PersistentVolumeClaim]:
+        return self.list_all("/api/v1/persistentvolumeclaims", PersistentVolumeClaim)
+
     def snapshot(self) -> ClusterSnapshot:
-        """Nodes, pods and budgets, cluster-wide: what the planner and the census work on."""
-        return ClusterSnapshot(self.list_nodes(), self.list_pods(), self.list_pdbs())
+        """Nodes, pods, budgets, volumes and claims, cluster-wide: what the planner and the census
+        work on (volumes decode only their node affinity and labels, claims their volume's name)."""
+        return ClusterSnapshot(self.list_nodes(), self.list_pods(), self.list_pdbs(), self.list_pvs(),
+                               self.list_pvcs())
 
     def get(self, path: str, item_type: type[T]) -> T | None:
         """One object, or None when it does not exist."""

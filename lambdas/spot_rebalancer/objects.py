@@ -299,6 +299,31 @@ class PodDisruptionBudget(_Obj, tag_field="kind", tag=True):
     status: PodDisruptionBudgetStatus = field(default_factory=PodDisruptionBudgetStatus)
 
 
+# --- volumes -----------------------------------------------------------------------------------
+
+
+class PersistentVolumeClaimSpec(_Obj):
+    volume_name: str = ""  # the bound PersistentVolume ("" while unbound)
+
+
+class PersistentVolumeClaim(_Obj, tag_field="kind", tag=True):
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PersistentVolumeClaimSpec = field(default_factory=PersistentVolumeClaimSpec)
+
+
+class VolumeNodeAffinity(_Obj):
+    required: NodeSelector | None = None
+
+
+class PersistentVolumeSpec(_Obj):
+    node_affinity: VolumeNodeAffinity | None = None  # local volumes, CSI topology (EBS: its zone)
+
+
+class PersistentVolume(_Obj, tag_field="kind", tag=True):
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PersistentVolumeSpec = field(default_factory=PersistentVolumeSpec)
+
+
 # --- lists -------------------------------------------------------------------------------------
 
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""A point-in-time view of a cluster (nodes, pods, PodDisruptionBudgets) and how to read one."""
+"""A point-in-time view of a cluster (nodes, pods, PodDisruptionBudgets, PersistentVolumes and their
+claims) and how to read one."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ from typing import TypeVar
 
 import msgspec
 
-from .objects import Node, ObjectList, Pod, PodDisruptionBudget, collector_paused
+from .objects import (
+    Node,
+    ObjectList,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    PodDisruptionBudget,
+    collector_paused,
+)
 
-Listed = TypeVar("Listed", Node, Pod, PodDisruptionBudget)
+Listed = TypeVar("Listed", Node, Pod, PodDisruptionBudget, PersistentVolume, PersistentVolumeClaim)
 
 
 class SnapshotError(ValueError):
-    """Input that is not a Kubernetes List of nodes, pods and PodDisruptionBudgets."""
+    """Input that is not a Kubernetes List of nodes, pods, PodDisruptionBudgets, PersistentVolumes and
+    PersistentVolumeClaims."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +31,15 @@ class ClusterSnapshot:
     nodes: list[Node] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
     pdbs: list[PodDisruptionBudget] = field(default_factory=list)
+    pvs: list[PersistentVolume] = field(default_factory=list)
+    pvcs: list[PersistentVolumeClaim] = field(default_factory=list)
 
     def duplicates(self) -> list[str]:
         """What the snapshot holds twice: an object of one kind and name (which the API server never
         serves, so a List file was put together wrongly), or two nodes of one EC2 instance."""
         found = []
-        for kind, objects in (("node", self.nodes), ("pod", self.pods), ("PodDisruptionBudget", self.pdbs)):
+        for kind, objects in (("node", self.nodes), ("pod", self.pods), ("PodDisruptionBudget", self.pdbs),
+                              ("PersistentVolume", self.pvs), ("PersistentVolumeClaim", self.pvcs)):
             seen: set[tuple[str, str]] = set()
             for obj in objects:
                 key = (obj.metadata.namespace, obj.metadata.name)
@@ -43,20 +56,23 @@ class ClusterSnapshot:
 
     def first_of_each(self) -> ClusterSnapshot:
         """The snapshot with each object that is listed twice kept once (its first listing)."""
-        return ClusterSnapshot(_first(self.nodes), _first(self.pods), _first(self.pdbs))
+        return ClusterSnapshot(_first(self.nodes), _first(self.pods), _first(self.pdbs), _first(self.pvs),
+                               _first(self.pvcs))
 
 
 class _Kind(msgspec.Struct):
     kind: str = ""
 
 
-class _Listing(ObjectList[Node | Pod | PodDisruptionBudget]):
-    """A List holding only the three kinds, decoded in one pass (items are told apart by `kind`)."""
+class _Listing(ObjectList[Node | Pod | PodDisruptionBudget | PersistentVolume | PersistentVolumeClaim]):
+    """A List holding only the five kinds, decoded in one pass (items are told apart by `kind`)."""
 
     kind: str = ""
 
 
-_ITEM_TYPES: dict[str, type] = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget}
+_ITEM_TYPES: dict[str, type] = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget,
+                                 "PersistentVolume": PersistentVolume,
+                                 "PersistentVolumeClaim": PersistentVolumeClaim}
 _decode_listing = msgspec.json.Decoder(_Listing).decode
 _decode_list = msgspec.json.Decoder(ObjectList[msgspec.Raw]).decode
 _decode_kind = msgspec.json.Decoder(_Kind).decode
@@ -70,7 +86,7 @@ def _first(objects: list[Listed]) -> list[Listed]:
 
 
 def read_list(data: bytes | str, source: str = "input") -> ClusterSnapshot:
-    """Read the output of `kubectl get nodes,pods,pdb -A -o json`.
+    """Read the output of `kubectl get nodes,pods,pdb,pv,pvc -A -o json`.
 
     Items of other kinds are ignored; anything that is not such a List, or holds an object twice,
     raises SnapshotError naming `source` and, where it can, the offending item.
@@ -99,7 +115,8 @@ def _read(data: bytes | str, source: str) -> ClusterSnapshot:
         buckets: dict[type, list] = {item_type: [] for item_type in _ITEM_TYPES.values()}
         for item in listing.items:
             buckets[type(item)].append(item)
-        return ClusterSnapshot(nodes=buckets[Node], pods=buckets[Pod], pdbs=buckets[PodDisruptionBudget])
+        return ClusterSnapshot(nodes=buckets[Node], pods=buckets[Pod], pdbs=buckets[PodDisruptionBudget],
+                               pvs=buckets[PersistentVolume], pvcs=buckets[PersistentVolumeClaim])
 
 
 def _read_items(data: bytes | str, source: str) -> ClusterSnapshot:
@@ -117,8 +134,8 @@ def _read_items(data: bytes | str, source: str) -> ClusterSnapshot:
                 buckets[kind].append(msgspec.json.decode(raw, type=item_type))
         except msgspec.DecodeError as exc:
             raise SnapshotError(f"{source}: item {index}: {exc}") from None
-    return ClusterSnapshot(nodes=buckets["Node"], pods=buckets["Pod"],
-                           pdbs=buckets["PodDisruptionBudget"])
+    return ClusterSnapshot(nodes=buckets["Node"], pods=buckets["Pod"], pdbs=buckets["PodDisruptionBudget"],
+                           pvs=buckets["PersistentVolume"], pvcs=buckets["PersistentVolumeClaim"])
 
 
 def _check_kind(kind: str, source: str) -> None:

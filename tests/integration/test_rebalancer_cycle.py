@@ -32,6 +32,9 @@ SETTINGS = Settings(cluster_name=CLUSTER, state_table=TABLE, min_pod_age_seconds
                     max_evictions_per_node=10, max_evictions_per_namespace=10)
 
 
+SNAPSHOT_LISTS = ("/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets",
+                  "/api/v1/persistentvolumes", "/api/v1/persistentvolumeclaims")
+
 @pytest.fixture
 def store():
     with mock_aws():
@@ -161,9 +164,9 @@ def test_a_full_spot_fleet_means_no_evictions_even_with_free_on_demand(cluster, 
     skips = {(s.namespace, s.name): s.code for s in result.plan.skipped}
     assert skips[(namespace, web["metadata"]["name"])] is SkipCode.NO_ROOM
     assert not [path for (method, path) in cluster.proxy.requests if path.endswith("/eviction")]
-    # Nothing to do: one list each of nodes, pods and budgets (one page each here), and no more.
-    assert cluster.proxy.requests == Counter({("GET", "/api/v1/nodes"): 1, ("GET", "/api/v1/pods"): 1,
-                                              ("GET", "/apis/policy/v1/poddisruptionbudgets"): 1})
+    # Nothing to do: one list each of nodes, pods, budgets, volumes and claims (one page each here),
+    # and no more.
+    assert cluster.proxy.requests == Counter({("GET", path): 1 for path in SNAPSHOT_LISTS})
     assert running(pods(api, namespace, "web"))[0]["metadata"]["uid"] == web["metadata"]["uid"]
 
 
@@ -178,8 +181,7 @@ def test_dry_run_plans_but_evicts_and_records_nothing(cluster, api, kube, namesp
     # Something to move: the controllers of the kind moved are read too (metadata only), for
     # workload opt-outs and floors.
     assert cluster.proxy.requests == Counter({
-        ("GET", path): 1 for path in ("/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets",
-                                      "/apis/apps/v1/replicasets")})
+        ("GET", path): 1 for path in (*SNAPSHOT_LISTS, "/apis/apps/v1/replicasets")})
     assert [e.name for e in result.plan.evictions] == [web["metadata"]["name"]]
     assert result.evicted == ()
     assert metrics.total("MovesPlanned", ClusterName=CLUSTER) == 1

@@ -106,9 +106,10 @@ def test_the_schedule_function_sweeps_counts_and_moves(api, cluster, namespace, 
     assert '"MovesPlanned"' in emf and '"SpotShareRequestedCpu"' in emf
 
     # The next run has nothing to change or move (web's move is judged): one list each of nodes,
-    # pods and budgets serves the sweep, the census and the cycle.
+    # pods, budgets, volumes and claims serves the sweep, the census and the cycle.
     cluster.proxy.reset_counts()
     summary = schedule_env.handler({}, None)
     assert (summary["sweep"], summary["planned"]) == ([], 0)
-    assert cluster.proxy.requests == Counter({("GET", "/api/v1/nodes"): 1, ("GET", "/api/v1/pods"): 1,
-                                              ("GET", "/apis/policy/v1/poddisruptionbudgets"): 1})
+    assert cluster.proxy.requests == Counter({("GET", path): 1 for path in (
+        "/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets", "/api/v1/persistentvolumes",
+        "/api/v1/persistentvolumeclaims")})

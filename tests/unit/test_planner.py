@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spot_rebalancer.config import Settings
-from spot_rebalancer.objects import PodResourceClaim, TopologySpreadConstraint
+from spot_rebalancer.objects import (
+    NodeSelector,
+    ObjectMeta,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    PersistentVolumeClaimSpec,
+    PersistentVolumeSpec,
+    PodResourceClaim,
+    TopologySpreadConstraint,
+    VolumeNodeAffinity,
+)
 from spot_rebalancer.rebalance import (
     Backoff,
     History,
@@ -216,6 +226,23 @@ def test_pods_with_claims_move_only_within_their_zone():
     assert skips(run(nodes, [pod])) == {"db-0": SkipCode.CONSTRAINED}
     nodes.append(spot_node("spot-a", labels={zone: "a"}))
     assert moves(run(nodes, [pod])) == [("db-0", "od-a", "spot-a")]
+
+
+def test_a_bound_volumes_node_affinity_decides_where_its_pod_may_go():
+    """With the claim and its PersistentVolume in the snapshot, the volume's own node affinity (here
+    the EBS CSI driver's zone key) rules, not the conservative same-zone rule."""
+    ebs_zone = "topology.ebs.csi.aws.com/zone"
+    nodes = [on_demand_node("od"), spot_node("spot-a", labels={ebs_zone: "a"}),
+             spot_node("spot-b", labels={ebs_zone: "b"})]
+    pod = web("db-0", "od", owner="db", claims=["data"])
+    volume = PersistentVolume(metadata=ObjectMeta(name="pv-1"), spec=PersistentVolumeSpec(
+        node_affinity=VolumeNodeAffinity(required=NodeSelector(node_selector_terms=[
+            term(requirement(ebs_zone, "In", "b"))]))))
+    claim = PersistentVolumeClaim(metadata=ObjectMeta(name="data", namespace="default"),
+                                  spec=PersistentVolumeClaimSpec(volume_name="pv-1"))
+    assert skips(run(nodes, [pod])) == {"db-0": SkipCode.CONSTRAINED}  # no zone on od: unknown, held
+    snapshot = ClusterSnapshot(nodes, [pod], [], [volume], [claim])
+    assert moves(plan(snapshot, OPTIONS, NO_HISTORY, NOW)) == [("db-0", "od", "spot-b")]
 
 
 def test_pods_with_zone_spread_constraints_move_only_within_their_zone():

@@ -12,11 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.gen import write_list
-from spot_rebalancer.objects import Node, Pod, PodDisruptionBudget
+from spot_rebalancer.objects import (
+    Node,
+    ObjectMeta,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    PersistentVolumeClaimSpec,
+    Pod,
+    PodDisruptionBudget,
+)
 from spot_rebalancer.snapshot import ClusterSnapshot, SnapshotError, read_list
 from tests.unit.builders import PREFER_SPOT, make_node, make_pdb, make_pod, spot_node, taint, toleration
 
-TYPES = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget}
+TYPES = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget,
+         "PersistentVolume": PersistentVolume, "PersistentVolumeClaim": PersistentVolumeClaim}
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
            "spec": {"ports": [{"port": 80}]}}
 
@@ -32,7 +41,8 @@ def kind_by_kind(items: list[dict]) -> ClusterSnapshot:
     for item in items:
         if item.get("kind") in TYPES:
             by_kind[item["kind"]].append(msgspec.convert(item, TYPES[item["kind"]]))
-    return ClusterSnapshot(by_kind["Node"], by_kind["Pod"], by_kind["PodDisruptionBudget"])
+    return ClusterSnapshot(by_kind["Node"], by_kind["Pod"], by_kind["PodDisruptionBudget"],
+                           by_kind["PersistentVolume"], by_kind["PersistentVolumeClaim"])
 
 
 def test_a_generated_cluster_reads_the_same_with_or_without_other_kinds(tmp_path):
@@ -60,6 +70,10 @@ pod_items = st.builds(lambda name, node, preferred, tolerant, ready: api_json(ma
     tolerations=[toleration("dedicated", "Exists")] if tolerant else [])),
     st.sampled_from(["p", "q"]), st.sampled_from(["a", "b", ""]), st.booleans(), st.booleans(), st.booleans())
 pdb_items = st.builds(lambda allowed: api_json(make_pdb("web", {"app": "web"}, allowed)), st.integers(0, 2))
+volume_items = st.builds(lambda name, bound: api_json(PersistentVolumeClaim(
+    metadata=ObjectMeta(name=name, namespace="default"),
+    spec=PersistentVolumeClaimSpec(volume_name="pv-1" if bound else ""))), st.sampled_from(["data", "logs"]),
+    st.booleans()) | st.just(api_json(PersistentVolume(metadata=ObjectMeta(name="pv-1"))))
 other_items = st.sampled_from([SERVICE, {"kind": "ConfigMap", "data": {"a": "b"}}, {"metadata": {}}])
 
 
@@ -70,7 +84,8 @@ def identity(item: dict) -> tuple:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(node_items | pod_items | pdb_items | other_items, max_size=12, unique_by=identity))
+@given(st.lists(node_items | pod_items | pdb_items | volume_items | other_items, max_size=12,
+                unique_by=identity))
 def test_any_mix_of_items_reads_as_each_item_by_its_kind(items):
     assert read_list(document(items)) == kind_by_kind(items)
 

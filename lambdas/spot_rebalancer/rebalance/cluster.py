@@ -9,7 +9,7 @@ anti-affinity until it is gone, so no later move may count on the room an earlie
 from __future__ import annotations
 
 import enum
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -34,7 +34,7 @@ from ..scheduling.resources import (
     shortfall,
 )
 from ..scheduling.spread import spread_allows
-from ..scheduling.volume_zone import zone_allows
+from ..scheduling.volume_zone import bound_volumes, zone_allows
 from ..snapshot import ClusterSnapshot
 from .workloads import WorkloadRef, workload_of
 
@@ -119,6 +119,7 @@ class ClusterState:
                       free=node_allocatable(n), allocatable=node_allocatable(n))
             for i, n in enumerate(snapshot.nodes)]
         self.by_name = {n.name: n for n in self.nodes}
+        self.volumes = bound_volumes(snapshot.pvs, snapshot.pvcs)
         # Per workload: live replicas, and those Ready on on-demand nodes (what a floor protects).
         self.replicas: Counter[WorkloadRef] = Counter()
         self.on_demand: Counter[WorkloadRef] = Counter()
@@ -128,10 +129,10 @@ class ClusterState:
         self.affinity_scorers: list[Pod] = []
         # Bumped by every simulated move, so cached "no room" verdicts know when they are stale.
         self.version = 0
-        # Per controller (by uid), the pods topology spread counts on each node (by index): running
-        # or pending there, not being deleted; a move takes one from its source and adds it to its
+        # Per controller, the pods topology spread counts on each node (by index): running or
+        # pending there, not being deleted; a move takes one from its source and adds it to its
         # target. The scheduler's default spreading selects a pod's ReplicaSet or StatefulSet.
-        self.spread_counts: dict[str, Counter[int]] = {}
+        self.spread_counts: defaultdict[WorkloadRef, Counter[int]] = defaultdict(Counter)
         # Pods evicted by the moves planned so far, with their source's index: still on the node
         # for room, ports and anti-affinity, no longer counted for spreading.
         self.evicted: set[tuple[int, int]] = set()
@@ -150,9 +151,8 @@ class ClusterState:
                     self.on_demand[workload] += 1
             if state is None:
                 continue
-            owner = pod.metadata.controller
-            if owner is not None and owner.uid and pod.metadata.deletion_timestamp is None:
-                self.spread_counts.setdefault(owner.uid, Counter())[state.index] += 1
+            if workload is not None and pod.metadata.deletion_timestamp is None:
+                self.spread_counts[workload][state.index] += 1
             requests = held_requests(pod)
             self._place(pod, requests, host_ports(pod), state)
             if wide_anti_affinity(pod):
@@ -178,7 +178,7 @@ class ClusterState:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
         node's eligibility and the pod's affinity and tolerations are the placement's business;
         `pinned` says whether volume claims or spread constraints tie the pod to its domains."""
-        if pinned and not zone_allows(pod, source.node, target.node):
+        if pinned and not zone_allows(pod, source.node, target.node, self.volumes):
             return Blocker(BlockerKind.VOLUME_ZONE)
         if pinned and not spread_allows(pod, source.node, target.node):
             return Blocker(BlockerKind.TOPOLOGY_SPREAD)
@@ -197,12 +197,11 @@ class ClusterState:
         """Simulate the pod's replacement running on target; the evicted pod stays on source."""
         self._place(pod, requests, ports, target)
         self.evicted.add((id(pod), source.index))
-        owner = pod.metadata.controller
-        if owner is not None and owner.uid in self.spread_counts:
-            counts = self.spread_counts[owner.uid]
+        workload = workload_of(pod)
+        if workload is not None:
+            counts = self.spread_counts[workload]
             counts[source.index] -= 1
             counts[target.index] += 1
-        workload = workload_of(pod)
         if workload is not None and pod.ready:
             self.on_demand[workload] += ((target.capacity_type == ON_DEMAND)
                                          - (source.capacity_type == ON_DEMAND))

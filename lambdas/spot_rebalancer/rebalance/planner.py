@@ -485,7 +485,9 @@ class _Planner:
         source's domains when it is pinned to them."""
         meta, spec = c.pod.metadata, c.pod.spec
         return (c.placement, c.score, c.requests, c.ports, meta.namespace, frozenset(meta.labels.items()),
-                _encode((spec.affinity, spec.topology_spread_constraints)), claims_volumes(c.pod),
+                _encode((spec.affinity, spec.topology_spread_constraints)),
+                tuple(v.persistent_volume_claim.claim_name for v in spec.volumes
+                      if v.persistent_volume_claim is not None),
                 c.source.name if c.pinned else None)
 
     def _level(self, members: list[int]) -> tuple[Resources, list[NodeState]]:

@@ -33,6 +33,7 @@ from ..scheduling.scoring import (
 )
 from ..scheduling.taints import tolerates, untolerated_taint
 from .cluster import ClusterState, NodeState
+from .workloads import workload_of
 
 # The taints the node lifecycle controller puts on cordoned and not-ready nodes; a snapshot may
 # predate them, so the state they stand for is checked too.
@@ -182,10 +183,10 @@ class Predictor:
         """Per constraint, per node index, the pods it selects, the evicted pod left out. The system
         defaults select the pod's controller's pods (its ReplicaSet's or StatefulSet's selector)."""
         if not spread.sources:
-            owner = pod.metadata.controller
-            if owner is None or not owner.uid:
+            workload = workload_of(pod)
+            if workload is None:
                 return None
-            counts = dict(self.cluster.spread_counts.get(owner.uid, {}))
+            counts = dict(self.cluster.spread_counts.get(workload, {}))
             counts[source.index] = counts.get(source.index, 0) - 1
             return [counts for _ in spread.constraints]
         by_selector: dict[object, dict[int, int]] = {}

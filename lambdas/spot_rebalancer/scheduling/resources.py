@@ -141,8 +141,10 @@ def _resizing(pod: Pod) -> bool:
     """Whether a container's status reports requests other than its spec's (compared as given: a
     respelled quantity only costs the longer way)."""
     status = pod.status
-    statuses = [s for s in (*status.container_statuses, *status.init_container_statuses)
-                if s.allocated_resources or s.resources is not None]
+    statuses = [s for s in status.container_statuses if s.allocated_resources or s.resources is not None]
+    if status.init_container_statuses:
+        statuses += [s for s in status.init_container_statuses
+                     if s.allocated_resources or s.resources is not None]
     if not statuses:
         return False
     spec = pod.spec

@@ -240,7 +240,7 @@ class DrainService:
             Evictions(kube, self.metrics, target.cluster).events.record(
                 [(node, "Cordoned", f"Cordoned by spot-rebalancer: {reason}")])
             return plan
-        raise KubeApiError("PATCH", f"/api/v1/nodes/{node.metadata.name}", 409,
+        raise KubeApiError("PATCH", kube.host, f"/api/v1/nodes/{node.metadata.name}", 409,
                            f"node kept changing over {PATCH_ATTEMPTS} attempts")
 
     # --- drain ------------------------------------------------------------------------------------

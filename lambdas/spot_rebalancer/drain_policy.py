@@ -405,8 +405,8 @@ def backoff_seconds(attempt: int, base: float = BACKOFF_BASE_SECONDS,
                     cap: float = BACKOFF_CAP_SECONDS) -> float:
     """Seconds to wait after the `attempt`-th refusal (1-based): base, 2·base, 4·base, ... up to cap.
 
-    Deterministic (no jitter): evictions of one drain start together anyway, and a plan that can be
-    predicted can be tested. Fits evictions.EvictionSchedule.backoff.
+    Deterministic, so a plan can be predicted and tested; evictions.EvictionSchedule, which it fits,
+    spreads each wait with jitter.
     """
     doublings = min(max(attempt, 1) - 1, 63)  # beyond 63 doublings every sane cap has been hit
     return min(cap, base * 2.0 ** doublings)

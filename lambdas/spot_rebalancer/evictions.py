@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from .kube import KubeApiError, KubeClient, Response
+from .kube import KubeApiError, KubeClient, Response, equal_jitter
 from .objects import Node, Pod
 from .results import EvictionOutcome, EvictionResult
 from .telemetry import MetricsRecorder
@@ -35,12 +35,15 @@ class Source(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EvictionSchedule:
-    """When to give up and how long to wait between attempts (clock in seconds)."""
+    """When to give up and how long to wait between attempts (clock in seconds). Each backoff is
+    spread by `jitter`, so the drains of a storm, refused together, do not retry in step; a server's
+    Retry-After is waited at least."""
 
     until: float
     backoff: Callable[[int], float]  # attempt number (1-based) -> seconds before the next
     clock: Callable[[], float]
     sleep: Callable[[float], None]
+    jitter: Callable[[float], float] = equal_jitter
 
 
 class _Evicts(Protocol):
@@ -58,9 +61,10 @@ def evict_one(kube: _Evicts, pod: Pod, grace_seconds: int | None,
     attempt = 0
     while True:
         attempt += 1
+        retry_after = None
         try:
             response = kube.evict(namespace, name, grace_seconds)
-            status, message = response.status, response.message
+            status, message, retry_after = response.status, response.message, response.retry_after
         except KubeApiError as exc:
             status, message = exc.status, exc.message
         if status in (200, 201):
@@ -69,7 +73,7 @@ def evict_one(kube: _Evicts, pod: Pod, grace_seconds: int | None,
             return EvictionResult(namespace, name, EvictionOutcome.GONE, attempt)
         if status not in _RETRY_BLOCKED | _RETRY_TRANSIENT:
             return EvictionResult(namespace, name, EvictionOutcome.FAILED, attempt, message)
-        delay = schedule.backoff(attempt)
+        delay = max(schedule.jitter(schedule.backoff(attempt)), retry_after or 0.0)
         if schedule.clock() + delay >= schedule.until:
             outcome = EvictionOutcome.BLOCKED if status in _RETRY_BLOCKED else EvictionOutcome.FAILED
             return EvictionResult(namespace, name, outcome, attempt, message)

@@ -1,22 +1,32 @@
-"""Kubernetes API access: the official client's configuration and transport, raw JSON decoded light.
+"""Kubernetes API access over urllib3: one connection pool per cluster, raw JSON decoded light, every
+request bounded in time.
 
 The typed models of the `kubernetes` package cost ~1.1 s and ~65 KB per 1,000 pods / per pod to
 deserialise; here every response is read as bytes and decoded by msgspec into `objects` structs.
-Importing `kubernetes.client` costs ~0.6 s, so it happens on first use, not at import.
+Importing `kubernetes.client` costs ~0.6 s, so only `from_kubeconfig` (the CLI, tests) imports it,
+to read a kubeconfig; the functions' clients (`with_token`) never do.
+
+Timing: one retry loop here and none underneath (urllib3's own retries are off). Each attempt has
+connect and read timeouts, each request a total budget, and a client made by `bounded(until=...)`
+ends every request, retries and waits included, by `until`: a caller hands a bounded client to
+whatever runs within its deadline, across threads.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import quote
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, urlencode
 
 import msgspec
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from .objects import (
     ListMeta,
@@ -30,9 +40,6 @@ from .objects import (
 )
 from .snapshot import ClusterSnapshot
 
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient, Configuration
-
 T = TypeVar("T")
 
 PAGE_SIZE = 500
@@ -40,18 +47,44 @@ PAGE_SIZE = 500
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
 # Threads issuing requests at once share one connection pool; size it to the drain's concurrency.
 MAX_CONNECTIONS = 32
-REQUEST_TIMEOUT = (5, 30)
+CONNECT_TIMEOUT_SECONDS = 3.0
+# No answer for this long: the endpoint is hung or overloaded, and asking again would not help.
+READ_TIMEOUT_SECONDS = 10.0
+# Every request ends within this, retries and waits included, even on an unbounded client.
+REQUEST_BUDGET_SECONDS = 30.0
 RETRY_ATTEMPTS = 4
 RETRY_BASE_SECONDS = 0.2
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# Reads and patches are safe to repeat (a patch sets state, it does not add to it); a POST is sent
+# once, since only its caller knows whether repeating it is safe.
+REPEATABLE_METHODS = {"GET", "PATCH"}
+_READ_CHUNK = 65536
+
+
+def equal_jitter(seconds: float) -> float:
+    """A wait between half and all of `seconds`: clients refused together do not retry together."""
+    return random.uniform(seconds / 2, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """The clock requests are bounded on, how they wait and how their waits are spread (tests
+    inject their own)."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[float], float] = equal_jitter
 
 
 class KubeApiError(Exception):
-    """A Kubernetes API request that failed (transport error or an unexpected status)."""
+    """A Kubernetes API request that failed: an unexpected status, or no answer at all (status 0:
+    unreachable, hung, or out of time), named with its endpoint."""
 
-    def __init__(self, method: str, path: str, status: int, message: str) -> None:
-        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+    def __init__(self, method: str, host: str, path: str, status: int, message: str) -> None:
+        where = f"{method} {host}{path}"
+        super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
         self.method = method
+        self.host = host
         self.path = path
         self.status = status
         self.message = message
@@ -61,6 +94,7 @@ class KubeApiError(Exception):
 class Response:
     status: int
     data: bytes
+    retry_after: float | None = None  # seconds, from a Retry-After header
 
     @property
     def message(self) -> str:
@@ -69,6 +103,14 @@ class Response:
             return str(json.loads(self.data).get("message", ""))
         except (ValueError, AttributeError):
             return self.data[:200].decode("utf-8", "replace")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; the HTTP-date form, which the apiserver never sends, is ignored."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 class _MetadataList(msgspec.Struct, Generic[T], rename="camel"):
@@ -89,50 +131,84 @@ def _decoder(item_type: type, metadata_only: bool) -> msgspec.json.Decoder:
     return decoder
 
 
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """One cluster's API server: where it is, the pool of connections to it, and the value of the
+    Authorization header (computed per request: tokens expire)."""
+
+    host: str
+    pool: urllib3.PoolManager
+    authorization: Callable[[], str | None]
+    pacing: Pacing = field(default_factory=Pacing)
+    renew_token: Callable[[], None] | None = None
+
+
+def _pool(*, ca_certs: str | None = None, ca_cert_data: str | None = None, cert_file: str | None = None,
+          key_file: str | None = None, verify: bool = True, server_hostname: str | None = None,
+          proxy: str | None = None) -> urllib3.PoolManager:
+    options: dict[str, Any] = {
+        "maxsize": MAX_CONNECTIONS, "retries": False, "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE",
+        "ca_certs": ca_certs, "ca_cert_data": ca_cert_data, "cert_file": cert_file, "key_file": key_file}
+    if server_hostname:
+        options["server_hostname"] = server_hostname
+    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+
+
+class _Unreached(Exception):
+    """An attempt that got no answer and may be made again."""
+
+    def __init__(self, error: KubeApiError) -> None:
+        self.error = error
+
+
 class KubeClient:
-    """One cluster's API, over the official client's connection pool and authentication."""
+    """One cluster's API; `bounded(until=...)` gives the same client with every request ending by
+    `until`."""
 
-    def __init__(self, configuration: Configuration) -> None:
-        from kubernetes.client import ApiClient
-
-        configuration.connection_pool_maxsize = MAX_CONNECTIONS
-        self._api: ApiClient = ApiClient(configuration)
-        self.host: str = configuration.host
-        self._renew_token: Callable[[], None] | None = None
+    def __init__(self, endpoint: _Endpoint, until: float | None = None) -> None:
+        self._endpoint = endpoint
+        self.host = endpoint.host
+        self.until = until
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> KubeClient:
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None,
+                        pacing: Pacing | None = None) -> KubeClient:
+        """A client as a kubeconfig says (the official client reads it: exec plugins, token files,
+        certificates)."""
         from kubernetes import config
         from kubernetes.client import Configuration
 
-        configuration = Configuration()
-        config.load_kube_config(config_file=path, context=context,
-                                client_configuration=configuration, persist_config=False)
-        return cls(configuration)
+        conf = Configuration()
+        config.load_kube_config(config_file=path, context=context, client_configuration=conf,
+                                persist_config=False)
+
+        def authorization() -> str | None:  # refreshed by the loader's hook (exec plugins expire)
+            return conf.auth_settings().get("BearerToken", {}).get("value")
+
+        pool = _pool(ca_certs=conf.ssl_ca_cert, cert_file=conf.cert_file, key_file=conf.key_file,
+                     verify=conf.verify_ssl, server_hostname=conf.tls_server_name, proxy=conf.proxy)
+        return cls(_Endpoint(conf.host, pool, authorization, pacing or Pacing()))
 
     @classmethod
     def with_token(cls, host: str, ca_pem: str, token: Callable[[], str],
-                   renew: Callable[[], None] | None = None) -> KubeClient:
+                   renew: Callable[[], None] | None = None, pacing: Pacing | None = None) -> KubeClient:
         """A client whose bearer token comes from `token()` before each request (cached there);
         `renew()` makes the next `token()` a fresh one, asked for once when the API server answers
         401 (a token it no longer takes) before the 401 is returned."""
-        from kubernetes.client import Configuration
+        return cls(_Endpoint(host.rstrip("/"), _pool(ca_cert_data=ca_pem), lambda: f"Bearer {token()}",
+                             pacing or Pacing(), renew))
 
-        configuration = Configuration(host=host, ca_cert_data=ca_pem)
-        configuration.api_key_prefix["BearerToken"] = "Bearer"
+    def bounded(self, until: float) -> KubeClient:
+        """This client (same connections) with every request, retries and waits included, over by
+        `until`, on the pacing's clock (time.monotonic unless injected). A request that finds no
+        time left fails at once. An earlier bound stays: bounds only tighten."""
+        return KubeClient(self._endpoint, until if self.until is None else min(until, self.until))
 
-        def refresh(conf: Configuration) -> None:
-            conf.api_key["BearerToken"] = token()
-
-        configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]  # declared None, called when set
-        # The client calls the hook only for a key already set: without this first one, every
-        # request went out anonymous.
-        refresh(configuration)
-        client = cls(configuration)
-        client._renew_token = renew
-        return client
+    def time_left(self) -> float | None:
+        """Seconds until this client's bound, or None when it has none."""
+        return None if self.until is None else self.until - self._endpoint.pacing.clock()
 
     # --- transport ----------------------------------------------------------------------------
 
@@ -141,51 +217,93 @@ class KubeClient:
                 accept: str = "application/json") -> Response:
         """Send one request; any status comes back as a Response, transport failures raise.
 
-        Reads and patches (safe to repeat: a patch sets state, it does not add to it) are tried
-        again on transport errors, 5xx and 429, with a short backoff; a POST is sent once, since
-        only its caller knows whether repeating it is safe. `body` is a JSON-able object: the
-        client serialises it for every JSON content type."""
-        response = self._request(method, path, query, body, content_type, accept)
-        if response.status == 401 and self._renew_token is not None:
-            self._renew_token()
-            response = self._request(method, path, query, body, content_type, accept)
+        Repeatable methods are tried again on connection failures, 5xx and 429, after a short,
+        jittered backoff or the server's Retry-After, whichever is longer, while time is left. A
+        read timeout is not: the server took the request and did not answer. `body` is a JSON-able
+        object."""
+        end = self._endpoint.pacing.clock() + REQUEST_BUDGET_SECONDS
+        if self.until is not None:
+            end = min(end, self.until)
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        url = self.host + path + (f"?{urlencode(params)}" if params else "")
+        headers = {"Accept": accept}
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = content_type
+        response = self._attempts(method, path, url, headers, data, end)
+        if response.status == 401 and self._endpoint.renew_token is not None:
+            self._endpoint.renew_token()
+            response = self._attempts(method, path, url, headers, data, end)
         return response
 
-    def _request(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
-                 content_type: str, accept: str) -> Response:
-        attempts = RETRY_ATTEMPTS if method in ("GET", "PATCH") else 1
+    def _attempts(self, method: str, path: str, url: str, headers: dict[str, str], data: bytes | None,
+                  end: float) -> Response:
+        """The request, tried again as `request` says, until `end`."""
+        pacing = self._endpoint.pacing
+        attempts = RETRY_ATTEMPTS if method in REPEATABLE_METHODS else 1
         for attempt in range(1, attempts + 1):
+            response: Response | None = None
             try:
-                response = self._send(method, path, query, body, content_type, accept)
-            except KubeApiError:
-                if attempt == attempts:
-                    raise
+                response = self._send(method, path, url, headers, data, end)
+            except _Unreached as unreached:
+                failure = unreached.error
             else:
-                if response.status not in RETRY_STATUSES or attempt == attempts:
+                if response.status not in RETRY_STATUSES:
                     return response
-            time.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            wait = pacing.jitter(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            if response is not None and response.retry_after is not None:
+                wait = max(wait, response.retry_after)
+            if attempt == attempts or pacing.clock() + wait >= end:
+                if response is not None:
+                    return response
+                raise failure
+            pacing.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
-              content_type: str, accept: str) -> Response:
-        headers = {"Accept": accept}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
+    def _send(self, method: str, path: str, url: str, headers: dict[str, str], data: bytes | None,
+              end: float) -> Response:
+        """One attempt, within the time left before `end`. Raises _Unreached when the request may
+        be tried again (no connection, or one that broke before an answer), KubeApiError when not."""
+        endpoint = self._endpoint
+        left = end - endpoint.pacing.clock()
+        if left <= 0:
+            raise KubeApiError(method, self.host, path, 0, "no time left for the request")
+        read_timeout = min(READ_TIMEOUT_SECONDS, left)
+        authorization = endpoint.authorization()
+        if authorization:
+            headers = {**headers, "Authorization": authorization}
         try:
-            _, url, headers, _, _ = self._api.param_serialize(
-                method, path, query_params=query_params, header_params=headers,
-                auth_settings=["BearerToken"])
-            raw = self._api.call_api(method, url, header_params=headers, body=body,
-                                     _request_timeout=REQUEST_TIMEOUT)
-            return Response(raw.status, raw.read())
-        except Exception as exc:  # urllib3 and the client raise many types for one cause
-            raise KubeApiError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
+            raw = endpoint.pool.request(
+                method, url, body=data, headers=headers, redirect=False, preload_content=False,
+                timeout=urllib3.Timeout(total=left, connect=min(CONNECT_TIMEOUT_SECONDS, left),
+                                        read=read_timeout))
+            try:
+                chunks = []
+                for chunk in raw.stream(_READ_CHUNK):
+                    chunks.append(chunk)
+                    if endpoint.pacing.clock() >= end:  # a server trickling its answer
+                        raw.close()  # half read: the connection cannot serve another request
+                        raise KubeApiError(method, self.host, path, 0,
+                                           f"answer not complete within {left:.1f} s")
+            finally:
+                raw.release_conn()
+        except ReadTimeoutError:
+            raise KubeApiError(method, self.host, path, 0,
+                               f"no answer within {read_timeout:.1f} s (read timeout)") from None
+        except (ConnectTimeoutError, ProtocolError) as exc:
+            raise _Unreached(self._failed(method, path, exc)) from exc
+        except HTTPError as exc:  # TLS, proxy and decoding failures: asking again would not help
+            raise self._failed(method, path, exc) from exc
+        return Response(raw.status, b"".join(chunks), _retry_after(raw.headers.get("Retry-After")))
+
+    def _failed(self, method: str, path: str, exc: Exception) -> KubeApiError:
+        return KubeApiError(method, self.host, path, 0, f"{type(exc).__name__}: {exc}")
 
     def _expect(self, response: Response, method: str, path: str, *ok: int) -> Response:
         if response.status not in ok:
-            raise KubeApiError(method, path, response.status, response.message)
+            raise KubeApiError(method, self.host, path, response.status, response.message)
         return response
+
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -220,7 +338,8 @@ class KubeClient:
                 with collector_paused():
                     page = decode(response.data)
             except msgspec.DecodeError as exc:
-                raise KubeApiError("GET", path, response.status, f"undecodable list: {exc}") from None
+                raise KubeApiError("GET", self.host, path, response.status,
+                                   f"undecodable list: {exc}") from None
             yield page.items or []
             token = page.metadata.continue_
             if not token:

@@ -454,8 +454,9 @@ class AlwaysBlocked:
     """A Kubernetes client whose every eviction a PodDisruptionBudget refuses."""
 
     def evict(self, namespace, name, grace_seconds):
-        return type("Response", (), {"status": 429, "message": "Cannot evict pod as it would violate "
-                                                               "the pod's disruption budget."})()
+        return type("Response", (), {"status": 429, "retry_after": None,
+                                     "message": "Cannot evict pod as it would violate "
+                                                "the pod's disruption budget."})()
 
 
 def test_evictions_retry_on_this_schedule():
@@ -466,7 +467,8 @@ def test_evictions_retry_on_this_schedule():
         slept.append(seconds)
         clock[0] += seconds
 
-    schedule = EvictionSchedule(until=1120.0, backoff=backoff_seconds, clock=lambda: clock[0], sleep=sleep)
+    schedule = EvictionSchedule(until=1120.0, backoff=backoff_seconds, clock=lambda: clock[0], sleep=sleep,
+                                jitter=lambda seconds: seconds)
     result = evict_one(AlwaysBlocked(), pod(), 30, schedule)
     expected = retry_times(1000.0, 1120.0)
     assert result.outcome is Outcome.BLOCKED

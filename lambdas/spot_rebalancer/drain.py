@@ -57,8 +57,13 @@ from .telemetry import MetricsRecorder
 
 # Patch conflicts (409) mean the node changed since we read it: read again, plan again.
 PATCH_ATTEMPTS = 5
-# Leave this much of an invocation's time for recording the outcome and re-enqueueing.
+# Leave this much of an invocation's time for recording the outcome and re-enqueueing: the drain
+# stops waiting on pods this long before the invocation's end.
 INVOCATION_RESERVE_SECONDS = 10
+# Every Kubernetes call of the invocation, the reads and evictions after the drain stops included,
+# is over this long before its end, whatever the API server's speed: the rest is for AWS (the
+# lifecycle action, the continuation, the idempotency record).
+KUBE_CALLS_RESERVE_SECONDS = 3
 
 # A `running` instance's or a closed change's node is looked at this often, this many times, for
 # the instance to be back; then the sweep takes over.
@@ -148,9 +153,11 @@ class DrainService:
         `attempt` counts the hops of its chain (0: the event as it arrived)."""
         invocation_end = (None if budget_seconds is None else
                           self.now() + timedelta(seconds=budget_seconds - INVOCATION_RESERVE_SECONDS))
+        kube_until = (None if budget_seconds is None else
+                      time.monotonic() + budget_seconds - KUBE_CALLS_RESERVE_SECONDS)
         result = HandleResult()
         lifecycle = lifecycle_action(event)
-        begun = self.begin(event, lifecycle, started_at, result, attempt)
+        begun = self.begin(event, lifecycle, started_at, result, attempt, kube_until)
         if isinstance(begun, Ending):
             self._finish(lifecycle, begun, result)
         else:
@@ -160,9 +167,10 @@ class DrainService:
     # --- resolve, plan, mark --------------------------------------------------------------------
 
     def begin(self, event: Event, lifecycle: LifecycleAction | None, started_at: datetime | None,
-              result: HandleResult, attempt: int = 0) -> DrainJob | Ending:
+              result: HandleResult, attempt: int = 0, kube_until: float | None = None) -> DrainJob | Ending:
         """Resolve the event's target, plan its drain and mark its node; the drain to run, or how
-        the event ended already."""
+        the event ended already. With `kube_until` (time.monotonic), the target's client ends every
+        call by then."""
         if isinstance(event, Ignored):
             return self._ignore(result, event.why, event.instance_id)
         reason = drain_reason(event)
@@ -170,7 +178,8 @@ class DrainService:
             return self._ignore(result, f"{event.kind} is not an interruption")
         # Every hop of a chain checks the instance first: one that is gone ends the chain. A
         # backstop is for an instance that is stopped or gone: its node is what counts.
-        target = self.targets.resolve(event.instance_id, live=not reason.spec.backstop, since=event.time)
+        target = self.targets.resolve(event.instance_id, live=not reason.spec.backstop, since=event.time,
+                                      until=kube_until)
         if isinstance(target, Miss):
             return self._ignore(result, target.value, event.instance_id)
         if reason.spec.backstop and not self._left_to_drain(target, reason):
@@ -347,7 +356,7 @@ class DrainService:
                 node = kube.get_node(node.metadata.name) or node
                 continue
             return patch
-        raise KubeApiError("PATCH", f"/api/v1/nodes/{node.metadata.name}", 409,
+        raise KubeApiError("PATCH", kube.host, f"/api/v1/nodes/{node.metadata.name}", 409,
                            f"node kept changing over {PATCH_ATTEMPTS} attempts")
 
     # --- finish -----------------------------------------------------------------------------------

@@ -67,18 +67,21 @@ class TargetResolver:
             return Miss.NOT_MANAGED
         return ManagedInstance(instance, cluster)
 
-    def node(self, managed: ManagedInstance) -> Target | Miss:
-        """The managed instance's node, on its cluster."""
+    def node(self, managed: ManagedInstance, until: float | None = None) -> Target | Miss:
+        """The managed instance's node, on its cluster; with `until`, the target's client is bounded
+        by it (KubeClient.bounded)."""
         kube = self.kube_for(managed.cluster)
+        if until is not None:
+            kube = kube.bounded(until)
         node = locate_node(kube, managed.instance.instance_id, managed.instance.private_dns_name)
         if node is None:
             return Miss.NOT_A_NODE
         return Target(managed.instance, managed.cluster, kube, node)
 
-    def resolve(self, instance_id: str, *, live: bool = False,
-                since: datetime | None = None) -> Target | Miss:
+    def resolve(self, instance_id: str, *, live: bool = False, since: datetime | None = None,
+                until: float | None = None) -> Target | Miss:
         managed = self.instance(instance_id, live=live, since=since)
-        return managed if isinstance(managed, Miss) else self.node(managed)
+        return managed if isinstance(managed, Miss) else self.node(managed, until)
 
 
 def locate_node(kube: KubeClient, instance_id: str, private_dns_name: str = "") -> Node | None:

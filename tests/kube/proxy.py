@@ -24,6 +24,7 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -37,10 +38,11 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 _CHUNK = 65536
 
 # A fault hook gets (method, path with query) and returns None to forward the request, RESET to
-# drop the connection with a TCP reset, or (status, JSON body) to answer in the apiserver's place.
-# It may sleep first to add latency. It runs on the request's handler thread.
+# drop the connection with a TCP reset, or (status, JSON body) or (status, JSON body, headers) to
+# answer in the apiserver's place. It may sleep first to add latency. It runs on the request's
+# handler thread.
 RESET = "reset"
-Fault = Callable[[str, str], "tuple[int, bytes] | str | None"]
+Fault = Callable[[str, str], "tuple[int, bytes] | tuple[int, bytes, dict[str, str]] | str | None"]
 
 
 def _status(code: int, message: str) -> bytes:
@@ -70,6 +72,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self.to_reset: set[socket.socket] = set()
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # the client went away mid-answer (a request it timed out): nothing to report
+        super().handle_error(request, client_address)
 
     def shutdown_request(self, request: socket.socket) -> None:
         if request in self.to_reset:
@@ -251,8 +258,10 @@ class PolicyProxy:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     self.wfile.flush()
 
-            def _reply(self, status: int, payload: bytes) -> None:
+            def _reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -53,7 +53,8 @@ def test_each_backoff_is_spread_by_the_jitter():
 def test_a_retry_after_is_waited_at_least(retry_after, expected):
     clock = Clock()
     kube = Answers(Response(429, BLOCKED, retry_after=retry_after), Response(201, b"{}"))
-    assert evict_one(kube, make_pod("web-1"), None, clock.schedule(1100.0)).outcome is EvictionOutcome.ACCEPTED
+    result = evict_one(kube, make_pod("web-1"), None, clock.schedule(1100.0))
+    assert result.outcome is EvictionOutcome.ACCEPTED
     assert clock.waits == [expected]
 
 

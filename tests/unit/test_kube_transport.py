@@ -5,7 +5,6 @@ control plane (tests/integration/test_kube_timing.py)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -13,36 +12,15 @@ import pytest
 
 from spot_rebalancer import kube as kube_module
 from spot_rebalancer.kube import RETRY_ATTEMPTS, KubeApiError, KubeClient, Pacing, equal_jitter
-
-
-class HungEndpoint:
-    """A listening socket that accepts every connection and never answers on it."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"https://127.0.0.1:{self._server.getsockname()[1]}"
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._server.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
-
-    def close(self) -> None:
-        self._server.close()
-        for connection in self.accepted:
-            connection.close()
+from tests.kube.gate import Gate
 
 
 @pytest.fixture
-def hung() -> Iterator[HungEndpoint]:
-    endpoint = HungEndpoint()
-    yield endpoint
-    endpoint.close()
+def hung() -> Iterator[Gate]:
+    """An endpoint that accepts every connection and never answers on it."""
+    gate = Gate()
+    yield gate
+    gate.close()
 
 
 @pytest.fixture
@@ -75,7 +53,7 @@ def test_a_hung_endpoint_fails_a_read_after_one_read_timeout_naming_the_endpoint
         client(hung.url, sleeps).list_nodes()
     assert str(failed.value) == f"GET {hung.url}/api/v1/nodes: no answer within 0.5 s (read timeout)"
     assert failed.value.status == 0
-    assert len(hung.accepted) == 1, "a request the server took and never answered is not sent again"
+    assert len(hung.held) == 1, "a request the server took and never answered is not sent again"
     assert sleeps.waits == []
 
 
@@ -93,7 +71,7 @@ def test_a_request_with_no_time_left_fails_without_connecting(hung):
         kube.patch_node("node-1", {"spec": {"unschedulable": True}})
     assert str(failed.value) == f"PATCH {hung.url}/api/v1/nodes/node-1: no time left for the request"
     time.sleep(0.05)
-    assert hung.accepted == []
+    assert hung.held == []
 
 
 def test_refused_connections_of_a_read_are_tried_again_with_backoff_then_fail_naming_the_endpoint(refusing):

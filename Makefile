@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
 CDK_STAMP := node_modules/.installed
 
-.PHONY: test test-unit cluster demo bench lint control-plane
+.PHONY: setup test test-unit cluster demo bench lint control-plane
 
 $(VENV_STAMP): requirements.txt lambdas/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(VENV_STAMP): requirements.txt lambdas/requirements.txt pyproject.toml
 $(CDK_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+
+## What deploying needs and nothing more: the venv and the pinned CDK CLI (no test bed).
+setup: $(VENV_STAMP) $(CDK_STAMP)
 
 control-plane:
 	tests/kube/build.sh

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import App, Environment, Validations
+from aws_cdk import Annotations, App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import SpotRebalancerConfigError, load_app_config
@@ -24,7 +24,9 @@ def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = Non
     env = Environment(account=settings.account or os.environ.get("CDK_DEFAULT_ACCOUNT"),
                       region=settings.region or os.environ.get("CDK_DEFAULT_REGION"))
     for name, config in zip(settings.stack_names, settings.clusters, strict=True):
-        SpotRebalancerStack(app, name, config=config, env=env)
+        stack = SpotRebalancerStack(app, name, config=config, env=env)
+        for warning in settings.warnings:
+            Annotations.of(stack).add_warning_v2("spot-rebalancer:context", warning)
     # A finding that is neither fixed nor acknowledged with a reason stops the synth.
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

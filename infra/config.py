@@ -10,8 +10,9 @@ message naming the context key instead of reaching AWS or a running function.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,8 @@ class AppConfig:
     clusters: tuple[SpotRebalancerConfig, ...]
     account: str | None = None
     region: str | None = None
+    # Context that is not wrong enough to stop the synth: each stack shows these as CDK warnings.
+    warnings: tuple[str, ...] = ()
     stack_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -147,10 +150,16 @@ def load_app_config(context: Mapping[str, Any]) -> AppConfig:
     """Settings from the app's context: `clusterName` may name several clusters (comma-separated or a
     JSON list); `clusterOverrides` maps a cluster name to the settings that differ for it."""
     ours = {k: v for k, v in context.items() if ":" not in k and not k.startswith("@")}
-    unknown = sorted(set(ours) - CONTEXT_KEYS - APP_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown context key(s) {', '.join(unknown)}",
-                          f"known: {', '.join(sorted(CONTEXT_KEYS | APP_KEYS))}")
+    known = CONTEXT_KEYS | APP_KEYS
+    unknown = sorted(set(ours) - known)
+    # The CDK CLI writes keys of its own (`cdk acknowledge`: acknowledged-issue-numbers, `cdk
+    # cli-telemetry`: cli-telemetry), and other tools may too: only a near miss of ours is refused.
+    typos = {key: meant for key in unknown if (meant := _meant(key, known)) is not None}
+    if typos:
+        raise ConfigError(f"unknown context key(s) {', '.join(typos)}",
+                          "did you mean " + ", ".join(f"{meant} (for {key})" for key, meant in typos.items())
+                          + f"? known: {', '.join(sorted(known))}")
+    warnings = [f"context key {key} is not a spot-rebalancer setting; ignored" for key in unknown]
     account = ours.get("account")
     if account is not None and not _ACCOUNT.match(str(account)):
         raise ConfigError("account", f"expected a 12-digit AWS account id, got {account!r}")
@@ -159,7 +168,10 @@ def load_app_config(context: Mapping[str, Any]) -> AppConfig:
         raise ConfigError("region", f"expected a region name like eu-west-1, got {region!r}")
 
     names = _cluster_names(ours.get("clusterName"))
-    overrides = _overrides(ours.get("clusterOverrides"), names)
+    overrides = cluster_overrides(ours.get("clusterOverrides"))
+    # cdk.json may keep every cluster's overrides while one deploy names only some of them.
+    warnings += [f"clusterOverrides for {name} ignored: {name} is not in clusterName"
+                 for name in sorted(set(overrides) - set(names))]
     shared = {k: v for k, v in ours.items() if k in CONTEXT_KEYS and k != "clusterName"}
     clusters = []
     for name in names:
@@ -168,7 +180,21 @@ def load_app_config(context: Mapping[str, Any]) -> AppConfig:
             raise ConfigError("clusterOverrides",
                               f"{name}: expected an object of settings (not clusterName), got {own!r}")
         clusters.append(SpotRebalancerConfig.from_app_context({**shared, **own, "clusterName": name}))
-    return AppConfig(clusters=tuple(clusters), account=account and str(account), region=region)
+    return AppConfig(clusters=tuple(clusters), account=account and str(account), region=region,
+                     warnings=tuple(warnings))
+
+
+def _meant(key: str, known: Collection[str]) -> str | None:
+    """The product's key `key` is likely a typo of: the same but for case, a prefix of it (or it of
+    one), or a close spelling."""
+    lowered = key.lower()
+    for candidate in sorted(known):
+        other = candidate.lower()
+        if lowered == other or (min(len(lowered), len(other)) >= 4
+                                and (other.startswith(lowered) or lowered.startswith(other))):
+            return candidate
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _cluster_names(raw: object) -> tuple[str, ...]:
@@ -177,11 +203,3 @@ def _cluster_names(raw: object) -> tuple[str, ...]:
     if not names:
         raise ConfigError("clusterName", "required (e.g. cdk deploy -c clusterName=prod)")
     return names
-
-
-def _overrides(raw: object, names: tuple[str, ...]) -> dict[str, Any]:
-    overrides = cluster_overrides(raw)
-    strays = sorted(set(overrides) - set(names))
-    if strays:
-        raise ConfigError("clusterOverrides", f"names cluster(s) not in clusterName: {', '.join(strays)}")
-    return overrides

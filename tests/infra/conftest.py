@@ -28,7 +28,11 @@ def cdk_json_context() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def session_context(cdk_json_context: dict[str, Any]) -> dict[str, Any]:
-    return {**cdk_json_context, "clusterName": "prod,batch,ops_private", "clusterOverrides": OVERRIDES}
+    # As the CDK CLI leaves cdk.json after `cdk acknowledge` and `cdk cli-telemetry --disable`, with the
+    # overrides of a cluster this deploy leaves out.
+    return {**cdk_json_context, "clusterName": "prod,batch,ops_private",
+            "acknowledged-issue-numbers": [34892], "cli-telemetry": False,
+            "clusterOverrides": {**OVERRIDES, "staging": {"dryRun": True}}}
 
 
 @pytest.fixture(scope="session")

@@ -185,13 +185,15 @@ def test_several_clusters_get_a_stack_each_with_their_own_overrides():
     ({"clusterName": "a_b,a-b"}, "clusterName: two clusters would share a stack name"),
     ({"clusterName": "prod", "region": "Ireland"}, "region: expected a region name"),
     ({"clusterName": "prod", "account": "12345"}, "account: expected a 12-digit"),
-    ({"clusterName": "prod", "clusterOverrides": {"staging": {}}}, "clusterOverrides: names cluster(s) not"),
+    ({"clusterName": "prod", "maxEvictionPerCycle": 3}, "unknown context key(s) maxEvictionPerCycle: did you "
+                                                         "mean maxEvictionsPerCycle"),
+    ({"clusterName": "prod", "ClusterOverrides": {}}, "unknown context key(s) ClusterOverrides"),
     ({"clusterName": "prod", "clusterOverrides": {"prod": {"clusterName": "x"}}}, "clusterOverrides: prod"),
     ({"clusterName": "prod", "clusterOverrides": {"prod": {"drainTimeout": 1}}}, "clusterOverrides: prod"),
     ({"clusterName": "prod", "clusterOverrides": '["prod"]'}, "clusterOverrides: expected an object"),
     ({"clusterName": "prod,batch", "clusterOverrides": {"batch": {"asgNames": "x,x"}}}, "asgNames: lists"),
 ], ids=["no context", "empty cluster name", "unknown key", "clusters sharing a stack name", "bad region",
-        "bad account", "override for an unknown cluster", "override of the cluster name",
+        "bad account", "a near miss", "another case", "override of the cluster name",
         "override with an unknown key", "overrides not an object", "bad override value"])
 def test_app_level_mistakes_are_refused(context, message):
     with pytest.raises(SpotRebalancerConfigError) as raised:
@@ -203,3 +205,23 @@ def test_cdk_own_context_keys_are_not_mistaken_for_settings():
     app = load_app_config({"clusterName": "prod", "aws:cdk:bundling-stacks": [],
                            "@aws-cdk/core:newStyleStackSynthesis": True})
     assert app.clusters[0].cluster_name == "prod"
+
+
+def test_keys_the_cdk_cli_writes_and_overrides_of_other_clusters_only_warn():
+    app = load_app_config({"clusterName": "prod", "acknowledged-issue-numbers": [34892],
+                           "cli-telemetry": False,
+                           "clusterOverrides": {"prod": {"dryRun": True}, "staging": {"dryRun": False}}})
+    assert [c.dry_run for c in app.clusters] == [True]
+    assert app.warnings == (
+        "context key acknowledged-issue-numbers is not a spot-rebalancer setting; ignored",
+        "context key cli-telemetry is not a spot-rebalancer setting; ignored",
+        "clusterOverrides for staging ignored: staging is not in clusterName")
+
+
+def test_the_synth_shows_the_warnings_on_each_stack(synth):
+    from aws_cdk import Stack
+    from aws_cdk.assertions import Annotations, Match
+
+    for stack in (c for c in synth.app.node.children if isinstance(c, Stack)):
+        for text in ("context key cli-telemetry", "clusterOverrides for staging ignored"):
+            Annotations.from_stack(stack).has_warning("*", Match.string_like_regexp(text))

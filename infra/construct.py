@@ -187,6 +187,8 @@ class SpotRebalancer(Construct):
             "EventsFunction", role=self.events_role, code=code, handler=EVENTS_HANDLER,
             description=f"spot-rebalancer for {config.cluster_name}: interruptions, lifecycle, health",
             timeout=EVENTS_TIMEOUT, memory_size=EVENTS_MEMORY_MB, environment=environment, network=network,
+            # Drains are never throttled by the rest of the account; the event source never asks for more.
+            reserved_concurrent_executions=config.events_max_concurrency,
             # A drain longer than one invocation continues by re-enqueueing itself on its own
             # trigger queue; Lambda's loop detection would otherwise stop it after a few hops.
             recursive_loop=lambda_.RecursiveLoop.ALLOW)
@@ -234,7 +236,8 @@ class SpotRebalancer(Construct):
             self, "Monitoring", config=config, events_function=self.events_function,
             schedule_function=self.schedule_function, work_queue=self.work_queue,
             dead_letter_queues={"WorkDeadLetterQueue": self.work_dead_letter_queue,
-                                "DeliveryDeadLetterQueue": self.delivery_dead_letter_queue})
+                                "DeliveryDeadLetterQueue": self.delivery_dead_letter_queue},
+            batch_size=EVENTS_BATCH_SIZE)
 
     # ---- building blocks -------------------------------------------------------------------------
 

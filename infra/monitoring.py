@@ -24,6 +24,13 @@ ALARM_PERIOD = Duration.minutes(5)
 THROTTLE_PERIODS = 3
 # Census metrics arrive once a schedule period; their alarms look at this many periods.
 CENSUS_PERIODS = 3
+# A spot warning gives two minutes: a queued event older than this has missed it.
+BACKLOG_AGE_SECONDS = 300
+# The work queue may hold a few rounds of work in a storm; more than this for this long is not keeping up.
+BACKLOG_ROUNDS = 3
+BACKLOG_PERIODS = 3
+# Schedule periods without one invocation before the heartbeat alarm fires.
+HEARTBEAT_PERIODS = 3
 FLEET_DIMENSIONS = f"{{{NAMESPACE},Architecture,CapacityType,ClusterName}}"
 
 
@@ -32,7 +39,7 @@ class Monitoring(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: SpotRebalancerConfig,
                  events_function: lambda_.IFunction, schedule_function: lambda_.IFunction,
-                 work_queue: sqs.IQueue, dead_letter_queues: dict[str, sqs.IQueue]) -> None:
+                 work_queue: sqs.IQueue, dead_letter_queues: dict[str, sqs.IQueue], batch_size: int) -> None:
         super().__init__(scope, construct_id)
         self._config = config
         self.topic = self._topic()
@@ -54,6 +61,25 @@ class Monitoring(Construct):
                         threshold=1, periods=THROTTLE_PERIODS,
                         description=f"The spot-rebalancer {label} for {cluster} has been throttled for "
                                     f"{THROTTLE_PERIODS * 5} minutes; check the account's concurrency.")
+        # What one round of invocations takes off the queue (records, batch by batch).
+        backlog = BACKLOG_ROUNDS * batch_size * config.events_max_concurrency
+        self._alarm("WorkQueueBacklog", work_queue.metric_approximate_number_of_messages_visible(
+            period=ALARM_PERIOD, statistic="Minimum"), threshold=backlog, periods=BACKLOG_PERIODS,
+            description=f"The work queue of spot-rebalancer for {cluster} has held at least {backlog} events "
+                        f"for {BACKLOG_PERIODS * 5} minutes: the events function does not keep up.")
+        self._alarm("WorkQueueOldestMessage", work_queue.metric_approximate_age_of_oldest_message(
+            period=ALARM_PERIOD, statistic="Maximum"), threshold=BACKLOG_AGE_SECONDS, periods=1,
+            description=f"An event has waited {BACKLOG_AGE_SECONDS} s or more in the work queue of "
+                        f"spot-rebalancer for {cluster}: drains start too late for spot warnings.")
+        census_period = Duration.minutes(config.schedule_minutes)
+        self._alarm("ScheduleFunctionNotInvoked",
+                    schedule_function.metric_invocations(period=census_period, statistic="Sum"),
+                    threshold=1, periods=HEARTBEAT_PERIODS,
+                    comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                    # No invocation publishes no data point at all.
+                    missing=cloudwatch.TreatMissingData.BREACHING,
+                    description=f"The spot-rebalancer schedule function for {cluster} has not run for "
+                                f"{HEARTBEAT_PERIODS} periods: no sweep, census or rebalance.")
         self._alarm("DrainDeadlineMissed", self._metric("DeadlineMissed", "Sum"), threshold=1, periods=1,
                     description=f"A drain in {cluster} did not finish before its instance went away.")
         blocked_periods = math.ceil(config.pdb_blocked_alarm_minutes / 5)
@@ -61,7 +87,6 @@ class Monitoring(Construct):
                     threshold=1, periods=blocked_periods,
                     description=f"PodDisruptionBudgets in {cluster} have blocked evictions for "
                                 f"{blocked_periods * 5} minutes in a row.")
-        census_period = Duration.minutes(config.schedule_minutes)
         if config.spot_share_target_percent is not None:
             self._alarm("SpotShareBelowTarget",
                         self._metric("SpotShareRequestedCpu", "Average", period=census_period),
@@ -72,10 +97,14 @@ class Monitoring(Construct):
                         description=f"Spot capacity serves less than {config.spot_share_target_percent:g}%"
                                     f" of the requested CPU in {cluster}.")
         if config.misplaced_pods_threshold is not None:
-            self._alarm("MisplacedPodsAboveThreshold",
-                        self._metric("MisplacedPods", "Maximum", period=census_period),
-                        threshold=config.misplaced_pods_threshold, periods=CENSUS_PERIODS,
-                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            # After a storm the count stays high for a while as the rebalancer works it down: only
+            # a count above the threshold that is not going down means the rebalancer is stuck.
+            threshold = config.misplaced_pods_threshold
+            stuck = cloudwatch.MathExpression(
+                expression=f"IF(misplaced > {threshold} AND DIFF(misplaced) >= 0, 1, 0)",
+                using_metrics={"misplaced": self._metric("MisplacedPods", "Maximum", period=census_period)},
+                period=census_period, label="misplaced pods above the threshold and not going down")
+            self._alarm("MisplacedPodsAboveThreshold", stuck, threshold=1, periods=CENSUS_PERIODS,
                         missing=cloudwatch.TreatMissingData.MISSING,
                         description=f"More than {config.misplaced_pods_threshold} pods in {cluster} run on "
                                     "capacity their affinity does not prefer, and the rebalancer is not "

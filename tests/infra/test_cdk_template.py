@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -87,7 +88,8 @@ def test_the_events_function_fits_the_spot_notice_and_may_continue_itself(synth)
     assert props["Timeout"] == 110 < 120
     assert props["MemorySize"] == 512
     assert props["RecursiveLoop"] == "Allow"
-    assert "ReservedConcurrentExecutions" not in props  # bounded by the event source instead
+    # Its own share of the account, as much as the event source ever asks for (eventsMaxConcurrency).
+    assert props["ReservedConcurrentExecutions"] == 5
 
 
 @pytest.mark.parametrize(("cluster", "period_seconds", "timeout", "memory"),
@@ -435,15 +437,15 @@ def test_alarms_cover_dead_letters_failures_deadlines_budgets_and_the_fleet(synt
         "EventsFunctionErrors", "EventsFunctionThrottles",
         "ScheduleFunctionErrors", "ScheduleFunctionThrottles",
         "DrainDeadlineMissed", "EvictionsBlockedByPdb", "SpotShareBelowTarget", "MisplacedPodsAboveThreshold",
+        "WorkQueueBacklog", "WorkQueueOldestMessage", "ScheduleFunctionNotInvoked",
     }
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()
-                 if a["Namespace"] == "SpotRebalancer"}
+                 if a.get("Namespace") == "SpotRebalancer"}
     cluster_only = [{"Name": "ClusterName", "Value": "batch"}]
     expectations = {
         "DeadlineMissed": ("GreaterThanOrEqualToThreshold", 1, 1),
         "EvictionsBlockedByPdb": ("GreaterThanOrEqualToThreshold", 1, 6),  # 30 minutes of 5
         "SpotShareRequestedCpu": ("LessThanThreshold", 60, 3),
-        "MisplacedPods": ("GreaterThanThreshold", 20, 3),
     }
     for metric, (comparison, threshold, periods) in expectations.items():
         alarm = by_metric["SpotRebalancer", metric]
@@ -460,7 +462,66 @@ def test_optional_alarms_follow_their_settings(synth):
     assert "MisplacedPodsAboveThreshold" in _alarms(synth, "prod")
     assert "MisplacedPodsAboveThreshold" not in _alarms(synth, "ops_private")
     # Census alarms look at whole schedule periods, since a census comes once a period.
-    assert _alarms(synth, "prod")["MisplacedPodsAboveThreshold"]["Period"] == 300
+    misplaced = _alarms(synth, "prod")["MisplacedPodsAboveThreshold"]["Metrics"]
+    assert [m["MetricStat"]["Period"] for m in misplaced if "MetricStat" in m] == [300]
+
+
+def _math(alarm: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """An alarm's expression and the metrics it reads, by id."""
+    metrics = alarm["Metrics"]
+    expression = next(m["Expression"] for m in metrics if "Expression" in m)
+    return expression, {m["Id"]: m["MetricStat"] for m in metrics if "MetricStat" in m}
+
+
+def _misplaced_alarm_fires(expression: str, threshold: int, series: list[float]) -> bool:
+    """The expression over a series, as CloudWatch evaluates it (DIFF has no value for the first
+    point), alarming when its last CENSUS_PERIODS values are all 1."""
+    assert expression == f"IF(misplaced > {threshold} AND DIFF(misplaced) >= 0, 1, 0)"
+    values = [1 if now > threshold and now - before >= 0 else 0 for before, now in itertools.pairwise(series)]
+    return len(values) >= 3 and all(v >= 1 for v in values[-3:])
+
+
+@pytest.mark.parametrize(("series", "fires"), [
+    ([80, 70, 60, 50], False),  # a storm being worked down: no page
+    ([80, 80, 81, 81], True),  # above the threshold and stuck
+    ([10, 12, 15, 19], False),  # growing, but under the threshold
+    ([30, 25, 25, 26], False),  # went down once within the window
+], ids=["working down", "stuck", "under the threshold", "went down"])
+def test_misplaced_pods_page_only_when_above_the_threshold_and_not_going_down(synth, series, fires):
+    expression, metrics = _math(_alarms(synth, "prod")["MisplacedPodsAboveThreshold"])
+    assert metrics["misplaced"]["Metric"]["MetricName"] == "MisplacedPods"
+    assert metrics["misplaced"]["Stat"] == "Maximum"
+    assert _misplaced_alarm_fires(expression, 20, series) is fires
+
+
+def test_work_queue_backlog_alarms_watch_its_depth_and_age(synth):
+    alarms = _alarms(synth, "batch")
+    queue = {"Name": "QueueName", "Value": {"Fn::GetAtt": [
+        synth.logical_id("batch", "AWS::SQS::Queue", "SpotRebalancerWorkQueue"), "QueueName"]}}
+    depth, age = alarms["WorkQueueBacklog"], alarms["WorkQueueOldestMessage"]
+    assert (depth["MetricName"], depth["Statistic"], depth["Dimensions"]) == (
+        "ApproximateNumberOfMessagesVisible", "Minimum", [queue])
+    # Three rounds of the event source's batches at the cluster's concurrency (8 for batch).
+    assert (depth["Threshold"], depth["EvaluationPeriods"]) == (3 * 10 * 8, 3)
+    assert (age["MetricName"], age["Statistic"], age["Threshold"], age["Dimensions"]) == (
+        "ApproximateAgeOfOldestMessage", "Maximum", 300, [queue])
+
+
+def test_a_schedule_that_stops_running_pages(synth):
+    alarm = _alarms(synth, "ops_private")["ScheduleFunctionNotInvoked"]
+    function = synth.logical_id("ops_private", "AWS::Lambda::Function", "SpotRebalancerScheduleFunction")
+    assert (alarm["MetricName"], alarm["Namespace"], alarm["Dimensions"]) == (
+        "Invocations", "AWS/Lambda", [{"Name": "FunctionName", "Value": {"Ref": function}}])
+    # ops_private runs every 10 minutes: three periods without one invocation, no data counting.
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["ComparisonOperator"], alarm["Threshold"],
+            alarm["TreatMissingData"]) == (600, 3, "LessThanThreshold", 1, "breaching")
+
+
+def test_drains_are_never_throttled_by_the_rest_of_the_account(synth):
+    events = synth.resource("batch", "AWS::Lambda::Function", "SpotRebalancerEventsFunction")
+    source = next(iter(synth.resources("batch", "AWS::Lambda::EventSourceMapping").values()))
+    assert events["Properties"]["ReservedConcurrentExecutions"] == 8
+    assert source["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 8
 
 
 def test_alarms_notify_through_an_encrypted_topic_with_an_email_subscription(synth):

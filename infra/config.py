@@ -75,7 +75,8 @@ class SpotRebalancerConfig(Settings):
     alarm_email: str | None = setting(None, OrNone(Text(_EMAIL, "an e-mail address")), env=False)
     spot_share_target_percent: float | None = setting(None, OrNone(Percentage()), env=False)
     misplaced_pods_threshold: int | None = setting(20, OrNone(Whole(0, 1_000_000)), env=False)
-    pdb_blocked_alarm_minutes: int = setting(30, Whole(5, 24 * 60), env=False)
+    # Drains stop evicting at drainTimeoutSeconds, so a longer alarm could only ever see the rebalancer's.
+    pdb_blocked_alarm_minutes: int = setting(10, Whole(5, 24 * 60), env=False)
     log_retention_days: int = setting(30, Whole(1, 3653, allowed=LOG_RETENTION_DAYS,
                                                 allowed_note="CloudWatch Logs"), env=False)
     log_level: str = setting("INFO", Choice(LOG_LEVELS), env="POWERTOOLS_LOG_LEVEL")
@@ -92,6 +93,11 @@ class SpotRebalancerConfig(Settings):
             raise ConfigError("launchLifecycleHook", "needs asgNames: the launch hook is only put on named "
                                                      "groups, and an unnamed group's launches would wait for "
                                                      "nobody")
+        if self.pdb_blocked_alarm_minutes * 60 > self.drain_timeout_seconds:
+            raise ConfigError("pdbBlockedAlarmMinutes",
+                              "must be at most drainTimeoutSeconds in minutes "
+                              f"({self.drain_timeout_seconds // 60}): a drain stops evicting then, so a "
+                              f"longer alarm never sees one blocked; got {self.pdb_blocked_alarm_minutes}")
         if self.vpc_id is None and (self.subnet_ids or self.security_group_ids):
             raise ConfigError("vpcId", "required when subnetIds or securityGroupIds are given")
         if self.vpc_id is not None and not self.subnet_ids:

@@ -83,8 +83,13 @@ class Monitoring(Construct):
         self._alarm("DrainDeadlineMissed", self._metric("DeadlineMissed", "Sum"), threshold=1, periods=1,
                     description=f"A drain in {cluster} did not finish before its instance went away.")
         blocked_periods = math.ceil(config.pdb_blocked_alarm_minutes / 5)
-        self._alarm("EvictionsBlockedByPdb", self._metric("EvictionsBlockedByPdb", "Sum"),
-                    threshold=1, periods=blocked_periods,
+        # Drains' refusals and the rebalancer's (Source=move), which it publishes every cycle.
+        blocked = cloudwatch.MathExpression(
+            expression="FILL(drains, 0) + FILL(moves, 0)", period=ALARM_PERIOD,
+            using_metrics={"drains": self._metric("EvictionsBlockedByPdb", "Sum"),
+                           "moves": self._metric("EvictionsBlockedByPdb", "Sum", Source="move")},
+            label="evictions blocked by PodDisruptionBudgets")
+        self._alarm("EvictionsBlockedByPdb", blocked, threshold=1, periods=blocked_periods,
                     description=f"PodDisruptionBudgets in {cluster} have blocked evictions for "
                                 f"{blocked_periods * 5} minutes in a row.")
         if config.spot_share_target_percent is not None:
@@ -205,7 +210,8 @@ class Monitoring(Construct):
                 left=[self._metric("MovesPlanned", "Sum", label="planned"),
                       self._metric("PodsEvicted", "Sum", label="evicted", Source="move"),
                       self._metric("MovesSucceeded", "Sum", label="succeeded"),
-                      self._metric("MovesFailed", "Sum", label="failed")],
+                      self._metric("MovesFailed", "Sum", label="failed"),
+                      self._metric("EvictionsBlockedByPdb", "Sum", label="blocked by PDB", Source="move")],
                 right=[self._metric("MisplacedPods", "Maximum", period=census, label="misplaced pods")]),
         )
         dashboard.add_widgets(self._prediction_misses())

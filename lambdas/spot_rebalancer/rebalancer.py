@@ -37,6 +37,7 @@ from .rebalance import (
     Plan,
     PriceBook,
     Review,
+    SkipCode,
     WorkloadRef,
     census,
     fleet_cost,
@@ -338,10 +339,15 @@ class Rebalancer:
         planned = plan_with_controllers(snapshot, self.settings, history, now,
                                         self.view.workload_annotations, node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=self.cluster)
+        # Budgets refuse the rebalancer every cycle they stay exhausted (drains only while they last):
+        # what the planner left for a budget, and what the Eviction API refused.
+        pdb_blocked = planned.skip_counts().get(SkipCode.PDB_EXHAUSTED.value, 0)
         if self.kube is None or not acting:
+            self._count_pdb_blocked(pdb_blocked)
             return CycleResult(planned, judged)
 
         evicted, refused = self._evict(self.kube, snapshot, planned.evictions)
+        self._count_pdb_blocked(pdb_blocked + sum(r.outcome is EvictionOutcome.BLOCKED for r in refused))
         emptied = newly_emptied(snapshot, {e.uid for e in evicted}, now, self.settings.lifecycle_label_key)
         self._count_emptied(snapshot, emptied)
         self._save_history(stored, history, move_records(evicted, history, now, snapshot),
@@ -349,6 +355,10 @@ class Rebalancer:
         added = self._nudge(planned.capacity)
         return CycleResult(planned, judged, tuple(evicted), tuple(refused), added,
                            emptied=tuple(e.node for e in emptied), scaled_in=scaled)
+
+    def _count_pdb_blocked(self, count: int) -> None:
+        self.metrics.add("EvictionsBlockedByPdb", count, "Count", ClusterName=self.cluster,
+                         Source=Source.MOVE)
 
     def _review(self, history: History, snapshot: ClusterSnapshot, now: datetime) -> Review:
         """Judge the last cycles' moves: counted, and each logged."""

@@ -51,6 +51,7 @@ BAD_INPUTS = [
      "at least drainTimeoutSeconds"),
     ({"drainTimeoutSeconds": 7100}, "drainTimeoutSeconds", "at most 7200 s"),
     ({"drainTimeoutSeconds": 0}, "drainTimeoutSeconds", "from 1"),
+    ({"pdbBlockedAlarmMinutes": 11}, "pdbBlockedAlarmMinutes", "at most drainTimeoutSeconds in minutes (10)"),
     ({"lifecycleDefaultResult": "continue"}, "lifecycleDefaultResult", "CONTINUE, ABANDON"),
     ({"unownedPods": "delete"}, "unownedPods", "evict, skip"),
     ({"excludedNamespaces": ["kube-system", "Bad_NS"]}, "excludedNamespaces", "namespace name"),

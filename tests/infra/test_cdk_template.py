@@ -444,7 +444,6 @@ def test_alarms_cover_dead_letters_failures_deadlines_budgets_and_the_fleet(synt
     cluster_only = [{"Name": "ClusterName", "Value": "batch"}]
     expectations = {
         "DeadlineMissed": ("GreaterThanOrEqualToThreshold", 1, 1),
-        "EvictionsBlockedByPdb": ("GreaterThanOrEqualToThreshold", 1, 6),  # 30 minutes of 5
         "SpotShareRequestedCpu": ("LessThanThreshold", 60, 3),
     }
     for metric, (comparison, threshold, periods) in expectations.items():
@@ -591,3 +590,16 @@ def test_every_arn_the_stack_builds_takes_the_stacks_partition(synth, cluster):
     text = json.dumps(synth.templates[cluster]).replace(EXISTING_TOPIC, "")
     assert "arn:aws:" not in text and "arn:aws-" not in text
     assert '{"Ref": "AWS::Partition"}' in text
+
+
+def test_evictions_blocked_by_pdb_counts_drains_and_the_rebalancer(synth):
+    alarm = _alarms(synth, "batch")["EvictionsBlockedByPdb"]
+    expression, metrics = _math(alarm)
+    assert expression == "FILL(drains, 0) + FILL(moves, 0)"
+    assert {name: (m["Metric"]["MetricName"], m["Metric"]["Dimensions"], m["Stat"])
+            for name, m in metrics.items()} == {
+        "drains": ("EvictionsBlockedByPdb", [{"Name": "ClusterName", "Value": "batch"}], "Sum"),
+        "moves": ("EvictionsBlockedByPdb", [{"Name": "ClusterName", "Value": "batch"},
+                                            {"Name": "Source", "Value": "move"}], "Sum")}
+    # pdbBlockedAlarmMinutes 10 (cdk.json): two periods of five, inside a 600 s drain.
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (2, 2, 1)

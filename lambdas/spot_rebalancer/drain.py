@@ -29,6 +29,7 @@ from .drain_policy import (
     decide_pods,
     decision_step,
     drain_starts_at,
+    eviction_message,
     node_revert_patch,
     plan_drain,
     plan_undo,
@@ -282,12 +283,11 @@ class DrainService:
                             if d.action is not Action.EVICT)
         waiting = [d.pod for d in plan.decisions if d.action is Action.WAIT]
         all_results: list[EvictionResult] = []
-        message = f"Evicted by spot-rebalancer: {plan.reason}"
         for wave in plan.waves:
             results = evictions.evict(wave.pods, source=Source.DRAIN, schedule=schedule,
                                       grace_seconds=partial(capped_grace_seconds, deadline=job.plan.deadline,
                                                             now=self.now()),
-                                      message=lambda _pod: message)
+                                      message=partial(eviction_message, reason=plan.reason))
             all_results.extend(results)
             result.steps.extend(Step(StepAction.EVICT, node_name, r.namespace, r.name, plan.reason.value,
                                      r.outcome.step_outcome) for r in results)

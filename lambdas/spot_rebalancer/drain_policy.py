@@ -18,6 +18,9 @@ Which pods (first rule that applies wins):
 5. the opt-out annotation (`settings.opt_out_annotation`, any value but "false"): skipped, on every
    drain. It is the pod owner's explicit "I handle termination myself".
    (Rules 1-7 are pod_rules.py's, which the rebalancer reads too.)
+5b. `karpenter.sh/do-not-disrupt: "true"` or `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`:
+   skipped on discretionary drains; on a forced drain (the instance goes anyway) evicted in a last
+   wave of their own, after the system-critical pods, the Kubernetes Event saying so.
 6. excluded namespaces (`settings.excluded_namespaces`): skipped on discretionary drains only
    (a rebalance recommendation). On a forced drain the instance goes away whatever we do; skipping
    would only turn a graceful, budget-respecting eviction into a hard kill, and the default list
@@ -56,7 +59,7 @@ import msgspec
 
 from .config import Settings
 from .objects import Node, Pod, PodDisruptionBudget
-from .pod_rules import PodRule, pod_rules
+from .pod_rules import PodRule, guarded_by, pod_rules
 from .results import EvictionOutcome, EvictionResult, Step, StepAction, StepOutcome
 from .scheduling.labels import selector_matches
 
@@ -283,6 +286,7 @@ class SkipReason(enum.StrEnum):
     DAEMONSET = "daemonset"
     STUCK_TERMINATING = "stuck-terminating"
     OPTED_OUT = "opted-out"
+    DO_NOT_DISRUPT = "do-not-disrupt"
     EXCLUDED_NAMESPACE = "excluded-namespace"
     UNOWNED = "unowned"
 
@@ -321,6 +325,8 @@ def _decide(pod: Pod, settings: Settings, forced: bool, now: datetime,
             if deletion is not None and _stuck(deletion, now):
                 return PodDecision(pod, Action.SKIP, SkipReason.STUCK_TERMINATING)
             return PodDecision(pod, Action.WAIT)
+        if rule is PodRule.DO_NOT_DISRUPT and not forced:
+            return PodDecision(pod, Action.SKIP, SkipReason.DO_NOT_DISRUPT)
         if rule is PodRule.EXCLUDED_NAMESPACE and not forced:
             return PodDecision(pod, Action.SKIP, SkipReason.EXCLUDED_NAMESPACE)
         if rule is PodRule.UNOWNED and settings.unowned_pods == "skip":
@@ -364,20 +370,29 @@ class Wave:
     priority: int
     system_critical: bool
     pods: tuple[Pod, ...]
+    guarded: bool = False  # marked do-not-disrupt: evicted last, by a forced drain only
 
 
 def eviction_waves(decisions: Iterable[PodDecision]) -> list[Wave]:
-    """The pods to evict, grouped by priority: lowest first, system-critical pods last.
+    """The pods to evict, grouped by priority: lowest first, system-critical pods last, and after
+    them those marked do-not-disrupt (a forced drain's only).
 
     Within a wave pods are ordered by namespace and name, so a plan reads the same every time.
     """
-    def wave_key(pod: Pod) -> tuple[bool, int]:
-        return is_system_critical(pod), pod_priority(pod)
+    def wave_key(pod: Pod) -> tuple[bool, bool, int]:
+        return bool(guarded_by(pod.metadata.annotations)), is_system_critical(pod), pod_priority(pod)
 
     pods = sorted((d.pod for d in decisions if d.action is Action.EVICT),
                   key=lambda p: (wave_key(p), p.metadata.namespace, p.metadata.name))
-    return [Wave(priority=priority, system_critical=critical, pods=tuple(group))
-            for (critical, priority), group in groupby(pods, key=wave_key)]
+    return [Wave(priority=priority, system_critical=critical, pods=tuple(group), guarded=guarded)
+            for (guarded, critical, priority), group in groupby(pods, key=wave_key)]
+
+
+def eviction_message(pod: Pod, reason: DrainReason) -> str:
+    """The Kubernetes Event a drain's eviction leaves on the pod."""
+    guard = guarded_by(pod.metadata.annotations)
+    overridden = f"; its annotation {guard} overridden by a forced drain" if guard else ""
+    return f"Evicted by spot-rebalancer: {reason}{overridden}"
 
 
 # --- with what grace period --------------------------------------------------------------------

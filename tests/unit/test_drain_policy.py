@@ -29,6 +29,7 @@ from spot_rebalancer.drain_policy import (
     decide_pods,
     drain_deadline,
     drain_starts_at,
+    eviction_message,
     eviction_waves,
     node_drain_patch,
     node_revert_patch,
@@ -803,3 +804,31 @@ def test_undo_plans():
         ("cancel", name, ""), ("revert", name, "reverted")]
     assert [s.action for s in plan_undo(node(), NOW, DEFAULTS, closed_change=ARN).steps(
         StepOutcome.DRY_RUN)] == ["ignore"]
+
+
+# --- the ecosystem's do-not-disrupt marks -----------------------------------------------------
+
+KARPENTER = {"karpenter.sh/do-not-disrupt": "true"}
+AUTOSCALER = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+
+
+@pytest.mark.parametrize("annotations", [KARPENTER, AUTOSCALER], ids=["karpenter", "cluster autoscaler"])
+def test_a_do_not_disrupt_pod_is_kept_by_a_voluntary_drain_and_evicted_last_by_a_forced_one(annotations):
+    marked = pod("marked", annotations=annotations)
+    assert decide_one(marked, DISCRETIONARY) == (Action.SKIP, SkipReason.DO_NOT_DISRUPT)
+    assert decide_one(marked, FORCED) == (Action.EVICT, None)
+    critical = pod("dns", priority_class="system-cluster-critical")
+    waves = eviction_waves(decide_pods([marked, critical, pod("web-1")], DEFAULTS, FORCED, NOW))
+    assert [([p.metadata.name for p in w.pods], w.guarded) for w in waves] == [
+        (["web-1"], False), (["dns"], False), (["marked"], True)]
+    key = next(iter(annotations))
+    assert eviction_message(marked, FORCED) == (
+        f"Evicted by spot-rebalancer: spot-interruption; its annotation {key}={annotations[key]} "
+        f"overridden by a forced drain")
+    assert eviction_message(pod("web-1"), FORCED) == "Evicted by spot-rebalancer: spot-interruption"
+
+
+def test_other_values_of_the_marks_protect_nothing():
+    for annotations in ({"karpenter.sh/do-not-disrupt": "false"},
+                        {"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"}):
+        assert decide_one(pod("p", annotations=annotations), DISCRETIONARY) == (Action.EVICT, None)

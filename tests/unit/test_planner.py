@@ -509,6 +509,31 @@ def test_other_schedulers_pods_are_left_alone():
     assert skips(run([on_demand_node("od"), spot_node("spot")], [pod])) == {"p": SkipCode.OTHER_SCHEDULER}
 
 
+@pytest.mark.parametrize("annotations", [
+    {"karpenter.sh/do-not-disrupt": "true"}, {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+], ids=["karpenter do-not-disrupt", "cluster autoscaler safe-to-evict false"])
+def test_pods_the_ecosystem_marks_do_not_disrupt_are_never_moved(annotations):
+    fleet = [on_demand_node("od"), spot_node("spot")]
+    assert skips(run(fleet, [web("p", "od", annotations=annotations)])) == {"p": SkipCode.DO_NOT_DISRUPT}
+    unmarked = {k: ("false" if v == "true" else "true") for k, v in annotations.items()}
+    assert len(run(fleet, [web("p", "od", annotations=unmarked)]).evictions) == 1
+
+
+@pytest.mark.parametrize("annotations", [
+    {"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true"}, {"karpenter.sh/do-not-disrupt": "true"},
+], ids=["scale-down disabled", "karpenter do-not-disrupt"])
+def test_a_node_marked_not_to_be_emptied_keeps_its_pods_and_still_takes_others(annotations):
+    kept = run([with_annotations(on_demand_node("od"), annotations), spot_node("spot")], [web("p", "od")])
+    assert skips(kept) == {"p": SkipCode.NODE_PROTECTED}
+    taken = run([on_demand_node("od"), with_annotations(spot_node("spot"), annotations)], [web("p", "od")])
+    assert moves(taken) == [("p", "od", "spot")]
+
+
+def with_annotations(node, annotations):
+    node.metadata.annotations.update(annotations)
+    return node
+
+
 def test_workload_opt_out():
     result = run([on_demand_node("od"), spot_node("spot")], [web("web-1", "od")],
                  workloads={WEB: {"spot-rebalancer.io/disable": "True"}})

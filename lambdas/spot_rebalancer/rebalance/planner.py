@@ -24,7 +24,7 @@ import msgspec
 
 from ..config import Settings
 from ..objects import Pod, collector_paused
-from ..pod_rules import PodRule, opts_out, pod_rules
+from ..pod_rules import NODE_GUARDS, PodRule, guarded_by, opts_out, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
 from ..scheduling.dynamic_resources import unproven_claims
 from ..scheduling.eligibility import own_taint
@@ -62,6 +62,8 @@ class SkipCode(enum.StrEnum):
     UNSUPPORTED_OWNER = "unsupported-owner"
     EXCLUDED_NAMESPACE = "excluded-namespace"
     OPTED_OUT = "opted-out"
+    DO_NOT_DISRUPT = "do-not-disrupt"  # Karpenter's or the cluster autoscaler's mark on the pod
+    NODE_PROTECTED = "node-protected"  # its node is marked not to be emptied
     OTHER_SCHEDULER = "other-scheduler"
     TERMINATING = "terminating"
     NOT_READY = "not-running-ready"
@@ -92,8 +94,9 @@ class SkipCode(enum.StrEnum):
 # search and prediction. `explain` relies on it; change it with them.
 EVALUATION_ORDER: tuple[SkipCode, ...] = (
     SkipCode.MIRROR_POD, SkipCode.NOT_READY, SkipCode.UNSUPPORTED_OWNER, SkipCode.TERMINATING,
-    SkipCode.OPTED_OUT, SkipCode.EXCLUDED_NAMESPACE, SkipCode.BARE_POD, SkipCode.UNSUPPORTED_OWNER,
-    SkipCode.OTHER_SCHEDULER, SkipCode.NOT_READY, SkipCode.UNKNOWN_NODE, SkipCode.NODE_DRAINING,
+    SkipCode.OPTED_OUT, SkipCode.DO_NOT_DISRUPT, SkipCode.EXCLUDED_NAMESPACE, SkipCode.BARE_POD,
+    SkipCode.UNSUPPORTED_OWNER, SkipCode.OTHER_SCHEDULER, SkipCode.NOT_READY, SkipCode.UNKNOWN_NODE,
+    SkipCode.NODE_DRAINING, SkipCode.NODE_PROTECTED,
     SkipCode.INVALID_SPEC, SkipCode.TOO_YOUNG, SkipCode.HIGH_PRIORITY, SkipCode.MOVE_IN_FLIGHT,
     SkipCode.BACKING_OFF, SkipCode.UNSUPPORTED_CONSTRAINT,
     SkipCode.INVALID_SPEC, SkipCode.WELL_PLACED, SkipCode.UNSUPPORTED_CONSTRAINT, SkipCode.INVALID_SPEC,
@@ -296,6 +299,9 @@ class _Planner:
         taint = own_taint(source.node)
         if taint is not None:
             return SkipCode.NODE_DRAINING, f"{source.name} is tainted {taint.key}"
+        guard = guarded_by(source.node.metadata.annotations, NODE_GUARDS)
+        if guard:
+            return SkipCode.NODE_PROTECTED, f"{source.name} is annotated {guard}"
         created = parse_timestamp(meta.creation_timestamp)
         if created is None:
             return SkipCode.INVALID_SPEC, f"creation time {meta.creation_timestamp!r} unreadable"
@@ -329,6 +335,8 @@ class _Planner:
             return SkipCode.UNSUPPORTED_OWNER, f"owned by a {owner.kind if owner else 'nothing'}"
         if rule is PodRule.EXCLUDED_NAMESPACE:
             return SkipCode.EXCLUDED_NAMESPACE, f"namespace {meta.namespace} is excluded"
+        if rule is PodRule.DO_NOT_DISRUPT:
+            return SkipCode.DO_NOT_DISRUPT, f"pod annotated {guarded_by(meta.annotations)}"
         return _RULE_SKIPS[rule]
 
     def _repelled_widely(self, pod: Pod) -> str:

@@ -14,6 +14,14 @@ from .config import SpotRebalancerConfig
 from .construct import KUBERNETES_GROUP, SpotRebalancer
 
 RBAC_MANIFEST = "infra/rbac/spot-rebalancer.yaml"
+# Bound only with forceAtDeadline on: it lets the functions delete pods.
+FORCE_RBAC_MANIFEST = "infra/rbac/spot-rebalancer-force-at-deadline.yaml"
+
+
+def rbac_command(config: SpotRebalancerConfig) -> str:
+    """What the operator applies: the ClusterRole, and the pod deletions only forceAtDeadline needs."""
+    manifests = [RBAC_MANIFEST, *([FORCE_RBAC_MANIFEST] if config.force_at_deadline else [])]
+    return "kubectl apply " + " ".join(f"-f {manifest}" for manifest in manifests)
 
 
 class SpotRebalancerStack(Stack):
@@ -26,7 +34,7 @@ class SpotRebalancerStack(Stack):
                   description=f"Mapped to Kubernetes group {KUBERNETES_GROUP} by an EKS access entry")
         CfnOutput(self, "ScheduleRoleArn", value=self.rebalancer.schedule_role.role_arn,
                   description=f"Mapped to Kubernetes group {KUBERNETES_GROUP} by an EKS access entry")
-        CfnOutput(self, "RbacCommand", value=f"kubectl apply -f {RBAC_MANIFEST}",
+        CfnOutput(self, "RbacCommand", value=rbac_command(config),
                   description="Run once per cluster, as a cluster administrator, from the repository root")
         CfnOutput(self, "WorkQueueUrl", value=self.rebalancer.work_queue.queue_url)
         CfnOutput(self, SCHEDULE_FUNCTION_OUTPUT, value=self.rebalancer.schedule_function.function_name,

@@ -516,6 +516,10 @@ class Settings:
     # What a terminate lifecycle hook does when nobody answers, and what a drain that missed its
     # deadline completes it with.
     lifecycle_default_result: str = setting("CONTINUE", Choice(LIFECYCLE_RESULTS))
+    # On a drain whose deadline is its instance's end (a spot warning, an ASG termination, a stop, a
+    # Health change), delete the pods budgets still block once only their grace period is left:
+    # needs the optional ClusterRole infra/rbac/spot-rebalancer-force-at-deadline.yaml.
+    force_at_deadline: bool = setting(False, Flag())
     unowned_pods: str = setting("evict", Choice(UNOWNED_POD_POLICIES))
     excluded_namespaces: tuple[str, ...] = setting(("kube-system",), TextList(
         Text(NAMESPACE, "a Kubernetes namespace name")))

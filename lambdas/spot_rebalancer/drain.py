@@ -9,8 +9,11 @@ prints the same plan the function carries out.
 from __future__ import annotations
 
 import enum
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -23,11 +26,13 @@ from .drain_policy import (
     DrainReason,
     Finish,
     NodePatch,
+    Wave,
     backoff_seconds,
     blocked_pods,
     capped_grace_seconds,
     decide_pods,
     decision_step,
+    deletion_time,
     drain_starts_at,
     eviction_message,
     node_revert_patch,
@@ -37,6 +42,7 @@ from .drain_policy import (
     scheduled_change_reason,
     scheduled_changes,
     waiting_step,
+    wave_issue_times,
 )
 from .events import (
     WARM_POOL,
@@ -65,6 +71,9 @@ INVOCATION_RESERVE_SECONDS = 10
 # is over this long before its end, whatever the API server's speed: the rest is for AWS (the
 # lifecycle action, the continuation, the idempotency record).
 KUBE_CALLS_RESERVE_SECONDS = 3
+# Drains of one batch under way at once: a full SQS batch's, so no record waits for another's drain;
+# each evicts with up to evictions.MAX_WORKERS threads.
+MAX_CONCURRENT_DRAINS = 10
 
 # A `running` instance's or a closed change's node is looked at this often, this many times, for
 # the instance to be back; then the sweep takes over.
@@ -133,6 +142,64 @@ class DrainJob:
     result: HandleResult
 
 
+class DrainBatch:
+    """The drains of one invocation's batch: no drain waits on anything (a budget, a pod stopping)
+    before every work item of the batch has marked its node (or found it has none to mark), and at
+    most `drains_at_once` drain at a time. Each work item holds one `member()`."""
+
+    def __init__(self, members: int, drains_at_once: int = MAX_CONCURRENT_DRAINS) -> None:
+        self._unmarked = members
+        self._lock = threading.Lock()
+        self._all_marked = threading.Event()
+        self._slots = threading.Semaphore(drains_at_once)
+        if members <= 0:
+            self._all_marked.set()
+
+    def member(self) -> BatchMember:
+        return BatchMember(self)
+
+    def _marked(self) -> None:
+        with self._lock:
+            self._unmarked -= 1
+            if self._unmarked <= 0:
+                self._all_marked.set()
+
+
+class BatchMember:
+    """One work item's place in its batch."""
+
+    def __init__(self, batch: DrainBatch) -> None:
+        self._batch = batch
+        self._marked = False
+
+    def __deepcopy__(self, memo: dict) -> BatchMember:
+        # Idempotency copies its payload to hash it; the place in the batch is shared, not data.
+        return self
+
+    def marked(self) -> None:
+        """This item has marked its node, or will mark none (idempotent)."""
+        if not self._marked:
+            self._marked = True
+            self._batch._marked()
+
+    @contextmanager
+    def draining(self, timeout: float | None) -> Iterator[bool]:
+        """Once every item is marked, a drain slot; yields False when `timeout` seconds passed
+        first (the drain is then continued in a later invocation)."""
+        start = time.monotonic()
+        if not self._batch._all_marked.wait(timeout):
+            yield False
+            return
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        if not self._batch._slots.acquire(timeout=left):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._batch._slots.release()
+
+
 class DrainService:
     """Carries out drains for instance events against EC2, Auto Scaling and the cluster."""
 
@@ -148,21 +215,30 @@ class DrainService:
         self.sleep = sleep
 
     def handle(self, event: Event, *, budget_seconds: float | None = None,
-               started_at: datetime | None = None, attempt: int = 0) -> HandleResult:
+               started_at: datetime | None = None, attempt: int = 0,
+               batch: BatchMember | None = None) -> HandleResult:
         """Act on one event. `budget_seconds` is this invocation's time; `started_at` is when the
         drain began (a continuation of a drain under way passes it; None until a drain starts);
-        `attempt` counts the hops of its chain (0: the event as it arrived)."""
+        `attempt` counts the hops of its chain (0: the event as it arrived); `batch` is the event's
+        place in its invocation's batch: its drain waits until the batch's nodes are all marked."""
         invocation_end = (None if budget_seconds is None else
                           self.now() + timedelta(seconds=budget_seconds - INVOCATION_RESERVE_SECONDS))
         kube_until = (None if budget_seconds is None else
                       time.monotonic() + budget_seconds - KUBE_CALLS_RESERVE_SECONDS)
         result = HandleResult()
         lifecycle = lifecycle_action(event)
-        begun = self.begin(event, lifecycle, started_at, result, attempt, kube_until)
+        member = batch or DrainBatch(1).member()
+        try:
+            begun = self.begin(event, lifecycle, started_at, result, attempt, kube_until)
+        finally:
+            member.marked()
         if isinstance(begun, Ending):
             self._finish(lifecycle, begun, result)
-        else:
-            self._finish(lifecycle, self.run(begun, invocation_end), result, begun.target.node.metadata.name)
+            return result
+        timeout = None if invocation_end is None else (invocation_end - self.now()).total_seconds()
+        with member.draining(timeout) as admitted:
+            ending = self.run(begun, invocation_end) if admitted else Ending.CONTINUED
+        self._finish(lifecycle, ending, result, begun.target.node.metadata.name)
         return result
 
     # --- resolve, plan, mark --------------------------------------------------------------------
@@ -271,33 +347,47 @@ class DrainService:
         return Ending.CONTINUED
 
     def _evict(self, job: DrainJob, invocation_end: datetime | None) -> bool:
-        """True when every pod to evict (or wait for) has left the node."""
+        """True when every pod to evict (or wait for) has left the node.
+
+        Each wave is issued once the pods before it have left, or at its latest start
+        (wave_issue_times) if they have not: the earlier waves' refused evictions go on meanwhile."""
         kube, plan, result = job.target.kube, job.plan, job.result
         node_name = plan.node.metadata.name
-        stop = job.plan.deadline if invocation_end is None else min(job.plan.deadline, invocation_end)
-        stop_at = time.monotonic() + max(0.0, (stop - self.now()).total_seconds())
-        schedule = EvictionSchedule(until=stop_at, backoff=backoff_seconds, clock=time.monotonic,
-                                    sleep=self.sleep)
+        clock = time.monotonic
+
+        def on_clock(at: datetime) -> float:
+            return clock() + (at - self.now()).total_seconds()
+
+        stop = plan.deadline if invocation_end is None else min(plan.deadline, invocation_end)
+        stop_at = clock() + max(0.0, (stop - self.now()).total_seconds())
+        schedule = EvictionSchedule(until=stop_at, backoff=backoff_seconds, clock=clock, sleep=self.sleep)
         evictions = Evictions(kube, self.metrics, job.target.cluster)
         result.steps.extend(decision_step(node_name, d) for d in plan.decisions
                             if d.action is not Action.EVICT)
-        waiting = [d.pod for d in plan.decisions if d.action is Action.WAIT]
-        all_results: list[EvictionResult] = []
-        for wave in plan.waves:
-            results = evictions.evict(wave.pods, source=Source.DRAIN, schedule=schedule,
-                                      grace_seconds=partial(capped_grace_seconds, deadline=job.plan.deadline,
-                                                            now=self.now()),
-                                      message=partial(eviction_message, reason=plan.reason))
-            all_results.extend(results)
-            result.steps.extend(Step(StepAction.EVICT, node_name, r.namespace, r.name, plan.reason.value,
-                                     r.outcome.step_outcome) for r in results)
-            if wait_until_gone(kube, node_name, [*waiting, *wave.pods], stop_at, time.monotonic, self.sleep):
-                break
-            waiting = []
-        if waiting:
-            # No wave evicted anything (a continuation finds its pods already terminating):
-            # the pods still have to be waited for, or the drain ends while they are running.
-            wait_until_gone(kube, node_name, waiting, stop_at, time.monotonic, self.sleep)
+        def evict(wave: Wave) -> list[EvictionResult]:
+            return evictions.evict(
+                wave.pods, source=Source.DRAIN, schedule=schedule,
+                message=partial(eviction_message, reason=plan.reason),
+                grace_seconds=lambda pod: capped_grace_seconds(pod, plan.deadline, self.now()),
+                delete_at=lambda pod: (on_clock(deletion_time(pod, plan.deadline))
+                                       if plan.force_at_deadline else None))
+
+        # Terminating pods (a continuation finds its own evictions under way) go before any wave.
+        to_leave_first = [d.pod for d in plan.decisions if d.action is Action.WAIT]
+        issued: list[Future[list[EvictionResult]]] = []
+        with ThreadPoolExecutor(max_workers=max(1, len(plan.waves)), thread_name_prefix="wave") as pool:
+            for wave, latest in zip(plan.waves, wave_issue_times(plan.waves, plan.deadline), strict=True):
+                if to_leave_first:
+                    to_leave_first = wait_until_gone(kube, node_name, to_leave_first,
+                                                     min(stop_at, on_clock(latest)), clock, self.sleep)
+                if clock() >= stop_at:
+                    break
+                issued.append(pool.submit(evict, wave))
+                to_leave_first = [*to_leave_first, *wave.pods]
+            all_results = [r for future in issued for r in future.result()]
+        result.steps.extend(Step(StepAction.EVICT, node_name, r.namespace, r.name, plan.reason.value,
+                                 r.outcome.step_outcome) for r in all_results)
+        wait_until_gone(kube, node_name, to_leave_first, stop_at, clock, self.sleep)
         blocked = [r for r in all_results if r.outcome is EvictionOutcome.BLOCKED]
         if blocked:
             self.metrics.add("EvictionsBlockedByPdb", len(blocked), ClusterName=job.target.cluster)

@@ -42,14 +42,20 @@ deletes, except:
   orphaned DaemonSet pods are evicted, as kubectl --force does when the DaemonSet is not found.
 
 kubectl evicts everything at once; we evict in waves by priority, lowest first and system-critical
-pods last (kubernetes/kubectl#1347 asks kubectl for the same).
+pods last (kubernetes/kubectl#1347 asks kubectl for the same). A wave waits for the one before it to
+be gone, but never past its own latest start (`wave_issue_times`): a budget that keeps refusing a
+low-priority pod cannot keep the system-critical pods from their eviction.
+
+With `forceAtDeadline`, on a drain whose deadline is its instance's end, a pod that budgets still
+refuse once only its grace period is left before the deadline (`deletion_time`) is deleted with that
+grace period: the instance stops anyway, and a graceful stop beats the hard one.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -169,33 +175,43 @@ class DrainSpec:
     # The instance is already stopped or gone: what can still be evicted is evicted once, at once
     # (nothing is waited for, nothing continued), and only if the node still has pods to evict.
     backstop: bool = False
+    # The drain's deadline is when the instance goes (for a Health retirement: when its drain time is
+    # over): with forceAtDeadline, what budgets still block is deleted at the end.
+    instance_ends_at_deadline: bool = False
 
 
 DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
     DrainSpec(DrainReason.SPOT_INTERRUPTION, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
-              revert=Revert.NEVER),
+              revert=Revert.NEVER,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.SPOT_STOP, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
-              revert=Revert.WHEN_BACK),
+              revert=Revert.WHEN_BACK,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.CAPACITY_RESERVATION_INTERRUPTION, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
-              revert=Revert.NEVER),
+              revert=Revert.NEVER,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.REBALANCE_RECOMMENDATION, forced=False, marking=Marking.RECOMMENDATION_POLICY,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.AFTER_TTL),
     DrainSpec(DrainReason.ASG_TERMINATION, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.LIFECYCLE_ACTION,
-              revert=Revert.NEVER),
+              revert=Revert.NEVER,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.ASG_TO_WARM_POOL, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.LIFECYCLE_ACTION,
-              revert=Revert.WHEN_BACK),
+              revert=Revert.WHEN_BACK,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.INSTANCE_STOPPING, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
-              revert=Revert.WHEN_BACK),
+              revert=Revert.WHEN_BACK,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.INSTANCE_SHUTTING_DOWN, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
-              revert=Revert.NEVER),
+              revert=Revert.NEVER,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.INSTANCE_STOPPED, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.WHEN_BACK, backstop=True),
@@ -204,7 +220,8 @@ DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
               revert=Revert.NEVER, backstop=True),
     DrainSpec(DrainReason.SCHEDULED_RETIREMENT, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.HEALTH, finish=Finish.NOTHING,
-              revert=Revert.NEVER),
+              revert=Revert.NEVER,
+              instance_ends_at_deadline=True),
     # The instance is rebooted or loses power or network for a while: its pods cannot stay.
     DrainSpec(DrainReason.SCHEDULED_MAINTENANCE, forced=True, marking=Marking.CORDON,
               deadline=DeadlineRule.DRAIN_TIMEOUT, lead_time=LeadTime.HEALTH, finish=Finish.NOTHING,
@@ -395,7 +412,27 @@ def eviction_message(pod: Pod, reason: DrainReason) -> str:
     return f"Evicted by spot-rebalancer: {reason}{overridden}"
 
 
+def wave_issue_times(waves: Sequence[Wave], deadline: datetime,
+                     margin_seconds: float = GRACE_SAFETY_MARGIN_SECONDS) -> list[datetime]:
+    """The latest time each wave's evictions are issued, whatever the waves before it still wait
+    for (a budget that refuses, pods slow to stop): early enough that the wave's pods' own grace
+    periods end `margin_seconds` before the deadline, and never after a later wave's, so the order
+    stays lowest priority first. A time already past means at once, with the grace periods capped
+    (capped_grace_seconds)."""
+    latest = [deadline - timedelta(seconds=margin_seconds + max(map(own_grace_seconds, wave.pods), default=0))
+              for wave in waves]
+    for index in reversed(range(len(latest) - 1)):
+        latest[index] = min(latest[index], latest[index + 1])
+    return latest
+
+
 # --- with what grace period --------------------------------------------------------------------
+
+
+def own_grace_seconds(pod: Pod) -> int:
+    """The pod's terminationGracePeriodSeconds, or the API's default."""
+    own = pod.spec.termination_grace_period_seconds
+    return DEFAULT_GRACE_SECONDS if own is None else own
 
 
 def capped_grace_seconds(pod: Pod, deadline: datetime | None, now: datetime,
@@ -407,10 +444,15 @@ def capped_grace_seconds(pod: Pod, deadline: datetime | None, now: datetime,
     """
     if deadline is None:
         return None
-    own = pod.spec.termination_grace_period_seconds
-    own = DEFAULT_GRACE_SECONDS if own is None else own
     left = math.floor((deadline - now).total_seconds() - margin_seconds)
-    return min(own, max(MIN_GRACE_SECONDS, left))
+    return min(own_grace_seconds(pod), max(MIN_GRACE_SECONDS, left))
+
+
+def deletion_time(pod: Pod, deadline: datetime,
+                  margin_seconds: float = GRACE_SAFETY_MARGIN_SECONDS) -> datetime:
+    """When a pod that budgets still block is deleted instead (forceAtDeadline): once only its own
+    grace period is left before the deadline (past already: at once, with the grace capped)."""
+    return deadline - timedelta(seconds=margin_seconds + own_grace_seconds(pod))
 
 
 # --- how long to back off ----------------------------------------------------------------------
@@ -729,6 +771,8 @@ class DrainPlan:
     waves: list[Wave]
     evicts: bool  # False when the mark only taints or cordons
     deadline: datetime  # when every pod must be gone
+    # Pods budgets still block when only their grace period is left are deleted (forceAtDeadline).
+    force_at_deadline: bool = False
 
     def steps(self, now: datetime) -> list[Step]:
         """What carrying the plan out does, as steps: mark, then skip, wait and evict."""
@@ -766,4 +810,5 @@ def plan_drain(reason: DrainReason, node: Node, pods: list[Pod], settings: Setti
     mark = node_mark(reason, node, settings)
     evicts = mark is not None and mark.evict
     decisions = decide_pods(pods, settings, reason, now) if evicts else []
-    return DrainPlan(reason, node, patch, decisions, eviction_waves(decisions), evicts, deadline)
+    force = settings.force_at_deadline and reason.spec.instance_ends_at_deadline
+    return DrainPlan(reason, node, patch, decisions, eviction_waves(decisions), evicts, deadline, force)

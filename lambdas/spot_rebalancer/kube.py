@@ -400,6 +400,15 @@ class KubeClient:
             body["deleteOptions"] = {"gracePeriodSeconds": grace_period_seconds}
         return self.request("POST", path, body=body)
 
+    def delete_pod(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> Response:
+        """DELETE a pod, budgets or not (forceAtDeadline's last resort), with this grace period (None:
+        its own). 200/202: deleting; 404: gone. Statuses are returned, as evictions' are."""
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        return self.request("DELETE", path, body=body)
+
     def create_event(self, *, namespace: str, kind: str, name: str, uid: str, reason: str,
                      message: str, event_type: str = "Normal", api_version: str = "v1") -> None:
         """Record a core/v1 Event on an object (best effort: events are for people, not state)."""

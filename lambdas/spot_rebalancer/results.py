@@ -32,6 +32,7 @@ class StepOutcome(enum.StrEnum):
     GONE = "gone"
     BLOCKED = "blocked"
     FAILED = "failed"
+    DELETED = "deleted"
     # A lifecycle action's: the result it was completed with, or that it had already ended.
     CONTINUE = "CONTINUE"
     ABANDON = "ABANDON"
@@ -79,6 +80,7 @@ class EvictionOutcome(enum.Enum):
     GONE = "gone"  # 404: nothing left to evict
     BLOCKED = "blocked"  # 429 until the deadline: a PDB never allowed it
     FAILED = "failed"  # refused for another reason (403, 400, ...) or unreachable to the end
+    DELETED = "deleted"  # still blocked when only its grace period was left: deleted (forceAtDeadline)
 
     @property
     def step_outcome(self) -> StepOutcome:

@@ -9,12 +9,14 @@ queued itself: {"continuation": {"event": <the event>, "instanceId": ..., "start
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .config import Settings
-from .drain import DrainService
+from .drain import BatchMember, DrainBatch, DrainService
 from .events import Event, EventError, EventKind, HealthNotice, InstanceEvent, LifecycleHook, parse_event
 from .results import HandleResult
 from .tagging import LaunchCompleter, LifecycleTagger
@@ -22,6 +24,8 @@ from .telemetry import MetricsRecorder
 
 SQS_MAX_DELAY_SECONDS = 900
 TAGGING_KINDS = (EventKind.INSTANCE_RUNNING, EventKind.LAUNCH_SUCCESSFUL)
+# The work that taints and cordons nothing (tagging, launch checks, undoing a drain).
+MARKS_NO_NODE = frozenset({*TAGGING_KINDS, EventKind.ASG_LAUNCH, EventKind.SCHEDULED_CHANGE_CLOSED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,43 @@ def merged(first: HandleResult, second: HandleResult) -> HandleResult:
     return HandleResult([*first.steps, *second.steps], min(wanted) if wanted else None)
 
 
+def act_on_batch(bodies: Sequence[str],
+                 act: Callable[[Work, BatchMember], dict]) -> list[list[dict] | Exception]:
+    """Each message's outcome, in order: what `act` returned for each of its work items, or
+    the first exception reading or acting on it raised.
+
+    Every work item of the batch is acted on at once, on its own thread, as one `DrainBatch`:
+    each marks its node first, and no drain waits on anything before all of them have, so a
+    drain that a budget holds up delays no other node's cordon or evictions."""
+    outcomes: list[list[dict] | Exception] = []
+    items: list[tuple[int, Work]] = []
+    for index, body in enumerate(bodies):
+        try:
+            items.extend((index, work) for work in read_message(body))
+            outcomes.append([])
+        except Exception as exc:  # the message fails alone, as its record would
+            outcomes.append(exc)
+    batch = DrainBatch(len(items))
+
+    def act_on(work: Work) -> dict | Exception:
+        member = batch.member()
+        try:
+            return act(work, member)
+        except Exception as exc:
+            return exc
+        finally:
+            member.marked()  # a duplicate, a failure or another kind of work marks nothing
+
+    if items:
+        with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="work") as pool:
+            done = list(pool.map(act_on, [work for _, work in items]))
+        for (index, _), outcome in zip(items, done, strict=True):
+            current = outcomes[index]
+            if isinstance(current, list):
+                outcomes[index] = outcome if isinstance(outcome, Exception) else [*current, outcome]
+    return outcomes
+
+
 class EventsWorker:
     def __init__(self, settings: Settings, drains: DrainService,
                  tagger: LifecycleTagger, launches: LaunchCompleter, sqs: Any,
@@ -88,9 +129,11 @@ class EventsWorker:
         self.sqs = sqs
         self.metrics = metrics
 
-    def act(self, work: Work, budget_seconds: float | None) -> dict:
+    def act(self, work: Work, budget_seconds: float | None, batch: BatchMember | None = None) -> dict:
         """Act on one event and queue its continuation if it needs one; returns what was done."""
         event = work.event
+        if batch is not None and event.kind in MARKS_NO_NODE:
+            batch.marked()  # the batch's drains need not wait for it
         if event.kind is EventKind.INSTANCE_RUNNING:
             # Tagged and labelled, and what a drain did while it was stopped undone once it is back.
             result = merged(self.tagger.handle(event, work.attempt), self.drains.undo(event, work.attempt))
@@ -102,7 +145,7 @@ class EventsWorker:
             result = self.launches.handle(event, work.attempt)
         else:
             result = self.drains.handle(event, budget_seconds=budget_seconds, started_at=work.started_at,
-                                        attempt=work.attempt)
+                                        attempt=work.attempt, batch=batch)
         self._continue(work, result)
         return {"steps": [step.as_json() for step in result.steps],
                 "continued": result.continue_at is not None}

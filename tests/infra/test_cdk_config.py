@@ -54,6 +54,7 @@ BAD_INPUTS = [
     ({"pdbBlockedAlarmMinutes": 11}, "pdbBlockedAlarmMinutes", "at most drainTimeoutSeconds in minutes (10)"),
     ({"lifecycleDefaultResult": "continue"}, "lifecycleDefaultResult", "CONTINUE, ABANDON"),
     ({"unownedPods": "delete"}, "unownedPods", "evict, skip"),
+    ({"forceAtDeadline": "on"}, "forceAtDeadline", "true or false"),
     ({"excludedNamespaces": ["kube-system", "Bad_NS"]}, "excludedNamespaces", "namespace name"),
     ({"healthLeadTimeSeconds": -1}, "healthLeadTimeSeconds", "from 0"),
     ({"lifecycleTagKey": "aws:lifecycle"}, "lifecycleTagKey", "not aws:"),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import yaml
 from cdk_support import REPO
 
+from infra.config import SpotRebalancerConfig
 from infra.construct import KUBERNETES_GROUP
-from infra.stack import RBAC_MANIFEST
+from infra.stack import FORCE_RBAC_MANIFEST, RBAC_MANIFEST, rbac_command
 
 
-def documents() -> dict[str, dict]:
-    with (REPO / RBAC_MANIFEST).open() as stream:
+def documents(manifest: str = RBAC_MANIFEST) -> dict[str, dict]:
+    with (REPO / manifest).open() as stream:
         return {doc["kind"]: doc for doc in yaml.safe_load_all(stream)}
 
 
@@ -34,3 +35,14 @@ def test_the_binding_gives_it_to_the_access_entries_group():
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                                     "name": KUBERNETES_GROUP}]
     assert set(docs) == {"ClusterRole", "ClusterRoleBinding"}
+
+
+def test_pod_deletions_are_a_role_of_their_own_bound_only_with_force_at_deadline():
+    docs = documents(FORCE_RBAC_MANIFEST)
+    assert set(docs) == {"ClusterRole", "ClusterRoleBinding"}
+    assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]
+    assert docs["ClusterRoleBinding"]["roleRef"]["name"] == docs["ClusterRole"]["metadata"]["name"]
+    assert docs["ClusterRoleBinding"]["subjects"] == documents()["ClusterRoleBinding"]["subjects"]
+    assert rbac_command(SpotRebalancerConfig(cluster_name="prod")) == f"kubectl apply -f {RBAC_MANIFEST}"
+    assert rbac_command(SpotRebalancerConfig(cluster_name="prod", force_at_deadline=True)) == (
+        f"kubectl apply -f {RBAC_MANIFEST} -f {FORCE_RBAC_MANIFEST}")

@@ -16,6 +16,7 @@ REFUSED = {
     "recommendation_default": "evict", "recommendation_ttl_seconds": "59", "drain_timeout_seconds": "0",
     "lifecycle_default_result": "continue", "unowned_pods": "delete", "excluded_namespaces": "Bad_NS",
     "opt_out_annotation": "a b", "exclude_from_load_balancers": "1", "health_lead_time_seconds": "-1",
+    "force_at_deadline": "on",
     "launch_lifecycle_hook": "on", "lifecycle_tag_key": "aws:x", "lifecycle_label_key": "a b",
     "max_evictions_per_cycle": "1001", "max_evictions_per_node": "-1", "max_evictions_per_namespace": "x",
     "max_evictions_per_workload": "1.5", "min_pod_age_seconds": "-1", "max_priority": str(2**31),

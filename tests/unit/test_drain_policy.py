@@ -27,12 +27,14 @@ from spot_rebalancer.drain_policy import (
     blocked_pods,
     capped_grace_seconds,
     decide_pods,
+    deletion_time,
     drain_deadline,
     drain_starts_at,
     eviction_message,
     eviction_waves,
     node_drain_patch,
     node_revert_patch,
+    plan_drain,
     plan_undo,
     recorded_action,
     retry_times,
@@ -40,6 +42,7 @@ from spot_rebalancer.drain_policy import (
     scheduled_change_reason,
     scheduled_changes,
     waiting_step,
+    wave_issue_times,
 )
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.evictions import EvictionSchedule, evict_one
@@ -386,6 +389,58 @@ def test_waves_hold_exactly_the_evicted_pods_in_rising_order(subjects):
 DEADLINE = NOW + timedelta(minutes=2)
 
 
+def issue_offsets(*waves_graces: list[int | None]) -> list[float]:
+    """Each wave's latest start, in seconds before DEADLINE, for waves of pods with these graces."""
+    subjects = [pod(f"p{wave}-{n}", priority=wave, grace=grace)
+                for wave, graces in enumerate(waves_graces) for n, grace in enumerate(graces)]
+    waves = eviction_waves(evicting(*subjects))
+    return [(DEADLINE - at).total_seconds() for at in wave_issue_times(waves, DEADLINE)]
+
+
+@pytest.mark.parametrize(("graces", "offsets"), [
+    ([[30], [30]], [35, 35]),  # both at the latest when their 30 s grace still ends 5 s early
+    ([[10, 60], [20]], [65, 25]),  # a wave's longest grace counts
+    ([[10], [60]], [65, 65]),  # never after a later wave's: the order stays lowest first
+    ([[None], [0]], [35, 5]),  # the API's default grace; a pod asking for none
+    ([[600], [30]], [605, 35]),  # past already: at once, with capped graces
+    ([], []),
+], ids=["equal graces", "the longest grace of a wave", "a later wave's earlier start comes first",
+        "default and zero graces", "a grace longer than the notice", "no waves"])
+def test_a_wave_starts_no_later_than_its_grace_periods_allow(graces, offsets):
+    assert issue_offsets(*graces) == offsets
+
+
+@given(graces=st.lists(st.lists(st.none() | st.integers(0, 900), min_size=1, max_size=3), max_size=5))
+def test_wave_starts_keep_the_order_and_the_graces(graces):
+    offsets = issue_offsets(*graces)
+    assert offsets == sorted(offsets, reverse=True), "a later wave never starts before an earlier one"
+    for wave_graces, offset in zip(graces, offsets, strict=True):
+        own = max(30 if g is None else g for g in wave_graces)
+        assert offset >= own + 5, "its grace periods end 5 s before the deadline"
+
+
+@pytest.mark.parametrize(("grace", "offset"), [(30, 35), (None, 35), (0, 5), (600, 605)],
+                         ids=["its own grace", "the api default", "none", "longer than the notice"])
+def test_a_blocked_pod_is_deleted_when_only_its_grace_is_left(grace, offset):
+    assert deletion_time(pod(grace=grace), DEADLINE) == DEADLINE - timedelta(seconds=offset)
+
+
+@pytest.mark.parametrize(("reason", "forced"), [
+    (DrainReason.SPOT_INTERRUPTION, True), (DrainReason.ASG_TERMINATION, True),
+    (DrainReason.INSTANCE_STOPPING, True), (DrainReason.SCHEDULED_RETIREMENT, True),
+    (DrainReason.SPOT_STOP, True), (DrainReason.CAPACITY_RESERVATION_INTERRUPTION, True),
+    (DrainReason.REBALANCE_RECOMMENDATION, False), (DrainReason.DEGRADED_HARDWARE, False),
+    (DrainReason.SCHEDULED_MAINTENANCE, False), (DrainReason.INSTANCE_TERMINATED, False),
+], ids=lambda value: str(value))
+def test_force_at_deadline_only_where_the_instance_ends(reason, forced):
+    config = Settings(force_at_deadline=True, recommendation_default="drain")
+    node = make_node("node-1")
+    plan = plan_drain(reason, node, [pod()], config, NOW, event_deadline=DEADLINE, started=NOW)
+    assert plan.force_at_deadline is forced
+    assert plan_drain(reason, node, [pod()], DEFAULTS, NOW, event_deadline=DEADLINE,
+                      started=NOW).force_at_deadline is False, "off by default"
+
+
 @pytest.mark.parametrize(("grace", "deadline", "now", "expected"), [
     (30, DEADLINE, NOW, 30),
     (600, DEADLINE, NOW, 115),  # 120 s left, 5 s margin
@@ -454,10 +509,19 @@ def test_retry_times_properties(start, span, base, cap):
 class AlwaysBlocked:
     """A Kubernetes client whose every eviction a PodDisruptionBudget refuses."""
 
+    def __init__(self, delete_status: int = 200, clock=lambda: 0.0) -> None:
+        self.delete_status = delete_status
+        self.clock = clock
+        self.deleted: list[tuple[str, int | None, float]] = []  # (pod, grace, when)
+
     def evict(self, namespace, name, grace_seconds):
         return type("Response", (), {"status": 429, "retry_after": None,
                                      "message": "Cannot evict pod as it would violate "
                                                 "the pod's disruption budget."})()
+
+    def delete_pod(self, namespace, name, grace_seconds=None):
+        self.deleted.append((name, grace_seconds, self.clock()))
+        return type("Response", (), {"status": self.delete_status, "message": "", "retry_after": None})()
 
 
 def test_evictions_retry_on_this_schedule():
@@ -470,11 +534,42 @@ def test_evictions_retry_on_this_schedule():
 
     schedule = EvictionSchedule(until=1120.0, backoff=backoff_seconds, clock=lambda: clock[0], sleep=sleep,
                                 jitter=lambda seconds: seconds)
-    result = evict_one(AlwaysBlocked(), pod(), 30, schedule)
+    result = evict_one(AlwaysBlocked(), pod(), lambda _pod: 30, schedule)
     expected = retry_times(1000.0, 1120.0)
     assert result.outcome is Outcome.BLOCKED
     assert result.attempts == len(expected) + 1
     assert [1000.0 + sum(slept[:n]) for n in range(1, len(slept) + 1)] == expected
+
+
+def fake_clock(start: float):
+    clock = [start]
+
+    def sleep(seconds):
+        clock[0] += seconds
+
+    return clock, sleep
+
+
+@pytest.mark.parametrize(("delete_at", "delete_status", "outcome", "deleted_at"), [
+    (1090.0, 200, Outcome.DELETED, 1090.0),  # still refused at its point: deleted then, not earlier
+    (1000.0, 200, Outcome.DELETED, 1000.0),  # its point had passed: at once
+    (1090.0, 404, Outcome.GONE, 1090.0),
+    (1090.0, 403, Outcome.FAILED, 1090.0),
+    (1200.0, 200, Outcome.BLOCKED, None),  # after the schedule ends (the invocation's): not yet
+    (None, 200, Outcome.BLOCKED, None),  # forceAtDeadline off
+], ids=["deleted at its point", "its point already past", "gone meanwhile", "deletion refused",
+        "its point after the schedule", "off"])
+def test_a_pod_budgets_still_refuse_at_its_point_is_deleted_with_its_grace(delete_at, delete_status, outcome,
+                                                                            deleted_at):
+    clock, sleep = fake_clock(1000.0)
+    kube = AlwaysBlocked(delete_status, lambda: clock[0])
+    schedule = EvictionSchedule(until=1120.0, backoff=backoff_seconds, clock=lambda: clock[0], sleep=sleep,
+                                jitter=lambda seconds: seconds)
+    # The grace period shrinks as the time left does: it is asked for at the deletion.
+    result = evict_one(kube, pod(), lambda _pod: int(1115 - clock[0]), schedule, delete_at)
+    assert result.outcome is outcome
+    expected = [] if deleted_at is None else [("web-1", int(1115 - deleted_at), deleted_at)]
+    assert kube.deleted == expected
 
 
 # --- the blocked pods report -------------------------------------------------------------------

@@ -43,7 +43,8 @@ class Clock:
 def test_each_backoff_is_spread_by_the_jitter():
     clock = Clock()
     kube = Answers(Response(429, BLOCKED), Response(429, BLOCKED), Response(201, b"{}"))
-    result = evict_one(kube, make_pod("web-1"), None, clock.schedule(1100.0, jitter=lambda s: s * 0.75))
+    result = evict_one(kube, make_pod("web-1"), lambda _pod: None,
+                       clock.schedule(1100.0, jitter=lambda s: s * 0.75))
     assert result.outcome is EvictionOutcome.ACCEPTED and result.attempts == 3
     assert clock.waits == [1.5, 3.0]
 
@@ -53,7 +54,7 @@ def test_each_backoff_is_spread_by_the_jitter():
 def test_a_retry_after_is_waited_at_least(retry_after, expected):
     clock = Clock()
     kube = Answers(Response(429, BLOCKED, retry_after=retry_after), Response(201, b"{}"))
-    result = evict_one(kube, make_pod("web-1"), None, clock.schedule(1100.0))
+    result = evict_one(kube, make_pod("web-1"), lambda _pod: None, clock.schedule(1100.0))
     assert result.outcome is EvictionOutcome.ACCEPTED
     assert clock.waits == [expected]
 
@@ -61,7 +62,7 @@ def test_a_retry_after_is_waited_at_least(retry_after, expected):
 def test_a_retry_after_past_the_schedule_reports_the_pod_blocked_without_waiting():
     clock = Clock()
     kube = Answers(Response(429, BLOCKED, retry_after=30.0))
-    result = evict_one(kube, make_pod("web-1"), None, clock.schedule(1020.0))
+    result = evict_one(kube, make_pod("web-1"), lambda _pod: None, clock.schedule(1020.0))
     assert result.outcome is EvictionOutcome.BLOCKED and result.attempts == 1
     assert "disruption budget" in result.message
     assert clock.waits == []

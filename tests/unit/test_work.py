@@ -2,12 +2,15 @@
 continuations."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from spot_rebalancer.drain import BatchMember, DrainBatch
 from spot_rebalancer.events import EventError
-from spot_rebalancer.work import read_message
+from spot_rebalancer.work import Work, act_on_batch, read_message
 
 EVENTS = Path(__file__).parents[1] / "events"
 
@@ -45,3 +48,74 @@ def test_a_chain_waiting_for_its_drain_carries_no_start_and_one_under_way_keeps_
     assert under_way.started_at is not None
     carried = type(under_way)(under_way.raw, under_way.event, 2, under_way.started_at).continuation()
     assert carried["continuation"]["startedAt"] == "2024-03-14T09:27:00+00:00"
+
+
+def spot_warning(instance_id: str) -> str:
+    raw = json.loads((EVENTS / "spot-interruption-terminate.json").read_text())
+    raw["detail"]["instance-id"] = instance_id
+    return json.dumps(raw)
+
+
+def test_no_drain_of_a_batch_waits_before_every_node_is_marked():
+    """Each work item marks, then drains (waiting for a budget that never gives in, for the first):
+    every mark comes before any drain's wait, whatever order the threads run in."""
+    happened: list[str] = []
+    lock = threading.Lock()
+
+    def act(work: Work, batch: BatchMember) -> dict:
+        instance = work.event.instance_id
+        if instance.endswith("1"):
+            time.sleep(0.2)  # the first record's node is the slowest to mark
+        with lock:
+            happened.append(f"marked {instance}")
+        batch.marked()
+        with batch.draining(timeout=5) as admitted:
+            assert admitted
+            with lock:
+                happened.append(f"draining {instance}")
+        return {"instance": instance}
+
+    instances = [f"i-0123456789abcdef{n}" for n in range(1, 5)]
+    outcomes = act_on_batch([spot_warning(i) for i in instances], act)
+
+    assert outcomes == [[{"instance": i}] for i in instances]
+    marks = [n for n, what in enumerate(happened) if what.startswith("marked")]
+    drains = [n for n, what in enumerate(happened) if what.startswith("draining")]
+    assert max(marks) < min(drains), happened
+
+
+def test_a_message_that_fails_fails_alone():
+    def act(work: Work, batch: BatchMember) -> dict:
+        if work.event.instance_id.endswith("2"):
+            raise RuntimeError("the API server refused")  # before marking: the batch marks it
+        batch.marked()
+        with batch.draining(timeout=5) as admitted:
+            return {"admitted": admitted}
+
+    outcomes = act_on_batch([spot_warning("i-0123456789abcdef1"), "{not json",
+                             spot_warning("i-0123456789abcdef2")], act)
+
+    assert outcomes[0] == [{"admitted": True}]
+    assert isinstance(outcomes[1], ValueError)
+    assert isinstance(outcomes[2], RuntimeError)
+
+
+def test_a_drain_admitted_too_late_is_not_admitted():
+    batch = DrainBatch(2)
+    first, _never_marked = batch.member(), batch.member()
+    first.marked()
+    with first.draining(timeout=0.05) as admitted:
+        assert admitted is False
+
+
+def test_drains_beyond_the_batch_bound_wait_for_a_slot():
+    batch = DrainBatch(2, drains_at_once=1)
+    first, second = batch.member(), batch.member()
+    first.marked()
+    second.marked()
+    with first.draining(timeout=1) as admitted:
+        assert admitted
+        with second.draining(timeout=0.05) as also:
+            assert also is False
+    with second.draining(timeout=1) as admitted:
+        assert admitted

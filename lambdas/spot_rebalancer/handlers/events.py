@@ -1,9 +1,11 @@
 """The events function: SQS batches of EventBridge events (and drain continuations) in, handed to
 `work.EventsWorker`.
 
-Work is idempotent per (notification, instance, attempt) through powertools on DynamoDB, so a
-duplicate delivery acts once. A message that fails is reported as a batch item failure; SQS delivers
-it again and, after the queue's receive limit, moves it to the dead-letter queue.
+The batch's work items are acted on at once (`work.act_on_batch`: every node marked before
+any drain waits). Work is idempotent per (notification, instance, attempt) through powertools on
+DynamoDB, so a duplicate delivery acts once. A message that fails is reported as a batch item
+failure; SQS delivers it again and, after the queue's receive limit, moves it to the dead-letter
+queue.
 
 Heavy imports (boto3, the kubernetes client, powertools' idempotency) happen on first use, so
 importing this module is cheap.
@@ -15,10 +17,10 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from ..drain import DrainService
+from ..drain import BatchMember, DrainService
 from ..tagging import LaunchCompleter, LifecycleTagger
 from ..telemetry import MetricsRecorder
-from ..work import EventsWorker, read_message
+from ..work import EventsWorker, Work, act_on_batch
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -55,8 +57,11 @@ def _runtime() -> tuple[EventsWorker, Any, Any]:
     store = DynamoDBPersistenceLayer(table_name=settings.state_table)
 
     def act(work: dict) -> dict:
-        return worker.act(work["work"], work["budget"])
+        return worker.act(work["work"], work["budget"], work["batch"])
 
+    # Configured here, once: the batch's records are acted on from several threads, and the
+    # store's first configuration is not safe to race.
+    store.configure(config)
     idempotent_act = idempotent_function(act, data_keyword_argument="work", config=config,
                                          persistence_store=store)
     logger = Logger(service="spot-rebalancer")
@@ -73,13 +78,20 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     worker, (config, idempotent_act), logger = _runtime()
     config.register_lambda_context(context)
 
+    def act(work: Work, batch: BatchMember) -> dict:
+        budget = context.get_remaining_time_in_millis() / 1000
+        logger.info("event", extra={"kind": str(work.event.kind), "key": work.key})
+        return idempotent_act(work={"key": work.key, "work": work, "budget": budget, "batch": batch})
+
+    records = event.get("Records", [])
+    outcomes = dict(zip((r["messageId"] for r in records),
+                        act_on_batch([r["body"] for r in records], act), strict=True))
+
     def process(record: Any) -> list[dict]:
-        done = []
-        for work in read_message(record.body):
-            budget = context.get_remaining_time_in_millis() / 1000
-            logger.info("event", extra={"kind": str(work.event.kind), "key": work.key})
-            done.append(idempotent_act(work={"key": work.key, "work": work, "budget": budget}))
-        return done
+        outcome = outcomes[record.message_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     try:
         return process_partial_response(event, process, BatchProcessor(EventType.SQS), context)

@@ -370,7 +370,8 @@ def _plan_json(result: Plan) -> dict[str, object]:
         "considered": [{"namespace": s.namespace, "name": s.name, "code": s.code.value,
                         "detail": s.detail} for s in result.skipped],
         "capacity": [{"group": r.group.name, "kind": r.group.kind, "nodes": r.nodes, "pods": r.pods}
-                     for r in result.capacity]}
+                     for r in result.capacity],
+        "emptying": list(result.emptying)}
 
 
 def _plan_table(result: Plan, pods: dict[tuple[str, str], Pod], *, wide: bool) -> list[str]:
@@ -387,7 +388,10 @@ def _plan_table(result: Plan, pods: dict[tuple[str, str], Pod], *, wide: bool) -
     if result.capacity:
         lines += ["", *table(["ADD NODES", "TO GROUP", "KIND", "FOR PODS"],
                              ([r.nodes, r.group.name, r.group.kind, r.pods] for r in result.capacity))]
-    return [*lines, f"{len(result.evictions)} to evict, {len(result.skipped)} kept"]
+    if result.emptying:
+        lines += ["", *table(["EMPTIED NODE", "LEFT"], ([node, "only daemons"] for node in result.emptying))]
+    return [*lines, f"{len(result.evictions)} to evict, {len(result.skipped)} kept, "
+                    f"{len(result.emptying)} on-demand node(s) emptied"]
 
 
 def _explain(args: argparse.Namespace, now: Now = _now) -> int:

@@ -114,6 +114,40 @@ class Percentage(Kind):
             raise BadValue(f"must be a percentage above 0 and at most 100, got {value!r}")
 
 
+_COUNT_OR_SHARE = re.compile(r"([0-9]{1,19})(%?)")
+
+
+@dataclass(frozen=True)
+class CountOrShare(Kind):
+    """A count from 0 to `high` ("3", or a JSON number) or a percentage from 1% to 100% ("25%"),
+    kept as its text; `share_of` says how many it allows of a total."""
+
+    high: int
+
+    def read(self, raw: object) -> object:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return str(raw)
+        if isinstance(raw, str):
+            return raw.strip()
+        raise BadValue(f"expected a count or a percentage, got {raw!r}")
+
+    def check(self, value: object) -> None:
+        match = _COUNT_OR_SHARE.fullmatch(value) if isinstance(value, str) else None
+        number = int(match.group(1)) if match else -1
+        if match is None or (number > self.high if not match.group(2) else not 1 <= number <= 100):
+            raise BadValue(f"must be a count from 0 to {self.high} or a percentage from 1% to 100%, "
+                           f"got {value!r}")
+
+
+def share_of(value: str, total: int) -> int:
+    """What a CountOrShare value allows of `total`: the count, or the percentage rounded down but at
+    least 1."""
+    match = _COUNT_OR_SHARE.fullmatch(value)
+    assert match is not None, "settings are checked when built"
+    number = int(match.group(1))
+    return max(1, number * total // 100) if match.group(2) else number
+
+
 @dataclass(frozen=True)
 class Flag(Kind):
     """true or false, in any case (or a JSON boolean)."""
@@ -541,8 +575,11 @@ class Settings:
     max_evictions_per_cycle: int = setting(10, Whole(0, 1000))
     max_evictions_per_node: int = setting(3, Whole(0, 1000))
     max_evictions_per_namespace: int = setting(5, Whole(0, 1000))
-    # Replicas of one workload in motion at a time.
-    max_evictions_per_workload: int = setting(1, Whole(0, 1000))
+    # Replicas of one workload in motion at a time (each wave): a count, or a share of its replicas
+    # ("25%", rounded down, at least 1). Its budget may allow fewer.
+    max_evictions_per_workload: str = setting("25%", CountOrShare(1000))
+    # Evicting a workload's only replica is an outage however short: off, such pods stay.
+    move_single_replica_workloads: bool = setting(False, Flag())
     min_pod_age_seconds: int = setting(300, Whole(0, 7 * 86400))
     # Pods with a higher priority are left alone; the default spares the system-* classes.
     max_priority: int = setting(1_000_000_000, Whole(-(2**31), 2**31 - 1))

@@ -89,6 +89,8 @@ BAD_INPUTS = [
     ({"logRetentionDays": 31}, "logRetentionDays", "CloudWatch Logs accepts"),
     ({"logLevel": "TRACE"}, "logLevel", "DEBUG, INFO, WARNING, ERROR"),
     ({"maxEvictionsPerWorkload": 1001}, "maxEvictionsPerWorkload", "from 0 to 1000"),
+    ({"maxEvictionsPerWorkload": "0%"}, "maxEvictionsPerWorkload", "percentage from 1% to 100%"),
+    ({"moveSingleReplicaWorkloads": "if need be"}, "moveSingleReplicaWorkloads", "true or false"),
     ({"maxPriority": 2**31}, "maxPriority", "to 2147483647"),
     ({"minOnDemandAnnotation": "a b"}, "minOnDemandAnnotation", "annotation name"),
     ({"schedulerNames": ["Default Scheduler"]}, "schedulerNames", "not a scheduler name"),

@@ -124,7 +124,7 @@ def test_the_cluster_role_is_exactly_what_the_code_is_authorised_to_do(cluster, 
     shipped ClusterRole; the apiserver's audit log then names each verb and resource it allowed, and
     the manifest must grant exactly those."""
     before = len(cluster.control_plane.audited())
-    settings = Settings(cluster_name="test", min_pod_age_seconds=0)
+    settings = Settings(cluster_name="test", min_pod_age_seconds=0, move_single_replica_workloads=True)
     prefer_spot = preferred_affinity("eks.amazonaws.com/capacityType", ["SPOT"])
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")

@@ -27,9 +27,11 @@ APPS = ("web", "api", "cart", "search")
 REPLICAS = 2
 MIN_AVAILABLE = 1
 # Replacements in the simulator start within seconds, so judging a move needs no long wait, and
-# pods just started may be moved (the test does not want to wait five minutes).
+# pods just started may be moved (the test does not want to wait five minutes). Most workloads
+# here have one replica.
 SETTINGS = Settings(cluster_name=CLUSTER, state_table=TABLE, min_pod_age_seconds=0,
-                    max_evictions_per_node=10, max_evictions_per_namespace=10)
+                    max_evictions_per_node=10, max_evictions_per_namespace=10,
+                    move_single_replica_workloads=True)
 
 
 SNAPSHOT_LISTS = ("/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets",

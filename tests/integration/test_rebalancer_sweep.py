@@ -78,6 +78,7 @@ def schedule_env(monkeypatch, kube):
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
         for name, value in {"CLUSTER_NAME": CLUSTER, "STATE_TABLE": "state", "MIN_POD_AGE_SECONDS": "0",
+                            "MOVE_SINGLE_REPLICA_WORKLOADS": "true",
                             "AWS_DEFAULT_REGION": "eu-west-1"}.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setattr(eks_auth, "client_for_cluster", lambda cluster: kube)

@@ -26,7 +26,8 @@ TABLE = "state"
 SETTLE = 600
 APPS = ("web", "api")
 SETTINGS = Settings(cluster_name=CLUSTER, state_table=TABLE, min_pod_age_seconds=0,
-                    scale_in_emptied_nodes=True, scale_in_settle_seconds=SETTLE)
+                    move_single_replica_workloads=True, scale_in_emptied_nodes=True,
+                    scale_in_settle_seconds=SETTLE)
 
 
 def history_store() -> HistoryStore:

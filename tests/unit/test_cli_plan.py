@@ -21,6 +21,12 @@ from tests.unit.builders import (
 GI = 2**30
 
 
+@pytest.fixture(autouse=True)
+def single_replicas_movable(monkeypatch):
+    """The fleets here have one replica per workload: let them move."""
+    monkeypatch.setenv("MOVE_SINGLE_REPLICA_WORKLOADS", "true")
+
+
 def fleet(tmp_path) -> str:
     """Two pods on on-demand that prefer spot, a spot node with room, one budget per workload."""
     pods = [make_pod("web-1", "od-1", labels={"app": "web"}, preferred=[PREFER_SPOT],
@@ -58,7 +64,7 @@ def test_plan_table_lists_moves_then_kept_pods(tmp_path, capsys):
     assert lines == ["VERDICT   POD             NODE   TARGET   REASON",
                      "evict     default/web-1   od-1   spot-1   score 0 -> 100",
                      "keep      default/api-1   od-1   -        pdb-exhausted",
-                     "1 to evict, 1 kept"]
+                     "1 to evict, 1 kept, 0 on-demand node(s) emptied"]
 
 
 def test_census_json_counts_the_fleet(tmp_path, capsys):
@@ -141,7 +147,7 @@ def test_tick_table(tmp_path, capsys):
     assert out[0] == "sweep: 0 step(s)"
     assert "census:" in out
     assert "spot share of requested CPU: 0.0%" in out
-    assert out[-1] == "1 to evict, 1 kept"
+    assert out[-1] == "1 to evict, 1 kept, 0 on-demand node(s) emptied"
 
 
 def test_census_prices_the_fleet_with_the_configured_prices(tmp_path, capsys, monkeypatch):

@@ -20,9 +20,11 @@ STACK = "SpotRebalancer-prod"
 
 @pytest.fixture
 def listing(tmp_path) -> str:
-    """One pod on on-demand that prefers spot, and a spot node with room: one move by default."""
+    """One pod on on-demand that prefers spot, and a spot node with room: one move by default. Its
+    workload has a second replica (that prefers nothing), so it is not a single replica's."""
     return write_list(tmp_path, [on_demand_node("od-1"), spot_node("spot-1")],
-                      [make_pod("web-1", "od-1", preferred=[PREFER_SPOT], requests={"cpu": "1"})])
+                      [make_pod("web-1", "od-1", preferred=[PREFER_SPOT], requests={"cpu": "1"}),
+                       make_pod("web-2", "spot-1", requests={"cpu": "1"})])
 
 
 def planned(capsys) -> dict[str, str]:

@@ -25,7 +25,8 @@ REFUSED = {
     "backoff_cap_seconds": "0", "rebalance_windows": '[{"cron": "0 25 * * *", "minutes": 60}]',
     "price_overrides": '{"m6i.large": {"onDemand": "cheap"}}',
     "scheduler_score_weights": '{"TaintToleration": 101}',
-    "asg_names": "ng-a,ng-a", "scale_in_emptied_nodes": "yes", "scale_in_settle_seconds": "59",
+    "asg_names": "ng-a,ng-a", "move_single_replica_workloads": "yes", "scale_in_emptied_nodes": "yes",
+    "scale_in_settle_seconds": "59",
 }
 
 

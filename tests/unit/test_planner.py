@@ -44,7 +44,8 @@ from tests.unit.builders import (
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-OPTIONS = Settings()
+# One replica of a workload at a time, and single replicas movable: each scenario states its pods.
+OPTIONS = Settings(max_evictions_per_workload="1", move_single_replica_workloads=True)
 ARM = {"kubernetes.io/arch": "arm64"}
 AMD = {"kubernetes.io/arch": "amd64"}
 SMALL = {"cpu": "2", "memory": "8Gi", "pods": "10"}
@@ -200,7 +201,7 @@ def test_anti_affinity_both_ways():
 
 def test_a_move_planned_this_cycle_repels_the_next_by_anti_affinity():
     spread = [anti_affinity_term({"app": "web"})]
-    options = replace(OPTIONS, max_evictions_per_workload=5)
+    options = replace(OPTIONS, max_evictions_per_workload="5")
     nodes = [on_demand_node("od"), spot_node("spot")]
     pods = [web(f"web-{i}", "od", labels={"app": "web"}, anti_affinity=spread) for i in (1, 2)]
     result = run(nodes, pods, options=options)
@@ -375,7 +376,7 @@ def test_one_replica_of_a_workload_at_a_time():
     result = run(nodes, pods)
     assert len(result.evictions) == 1
     assert list(skips(result).values()) == [SkipCode.WORKLOAD_CAP]
-    assert len(run(nodes, pods, options=replace(OPTIONS, max_evictions_per_workload=2)).evictions) == 2
+    assert len(run(nodes, pods, options=replace(OPTIONS, max_evictions_per_workload="2")).evictions) == 2
 
 
 # --- disruption budgets ------------------------------------------------------------------------------
@@ -426,7 +427,7 @@ def floor_cluster(floor, replicas=3, where="pod"):
                                                ("1%", 2)])
 def test_on_demand_floor(floor, moved):
     nodes, pods = floor_cluster(floor)
-    result = run(nodes, pods, options=replace(OPTIONS, max_evictions_per_workload=3))
+    result = run(nodes, pods, options=replace(OPTIONS, max_evictions_per_workload="3"))
     assert len(result.evictions) == moved
     assert set(skips(result).values()) <= {SkipCode.ON_DEMAND_FLOOR}
 
@@ -434,7 +435,7 @@ def test_on_demand_floor(floor, moved):
 def test_floor_from_the_workloads_annotations():
     nodes, pods = floor_cluster("", where="workload")
     workloads = {WEB: {"spot-rebalancer.io/min-on-demand": "3"}}
-    result = run(nodes, pods, workloads=workloads, options=replace(OPTIONS, max_evictions_per_workload=3))
+    result = run(nodes, pods, workloads=workloads, options=replace(OPTIONS, max_evictions_per_workload="3"))
     assert result.evictions == ()
     assert set(skips(result).values()) == {SkipCode.ON_DEMAND_FLOOR}
 

@@ -23,8 +23,8 @@ from tests.unit.builders import PREFER_SPOT, make_pod, on_demand_node, spot_node
 
 MOVED_AT = datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)
 WEB = WorkloadRef("default", "ReplicaSet", "web-7d4b9")
-OPTIONS = Settings(replacement_timeout_seconds=600, backoff_base_seconds=300,
-                           backoff_cap_seconds=3600)
+OPTIONS = Settings(move_single_replica_workloads=True, replacement_timeout_seconds=600,
+                   backoff_base_seconds=300, backoff_cap_seconds=3600)
 NODES = [on_demand_node("od"), spot_node("spot")]
 REASON = "preferred-node-affinity"
 

@@ -44,5 +44,5 @@ def test_rebalancer_settings_from_the_environment():
     assert settings == Settings(
         excluded_namespaces=("kube-system", "istio-system"), opt_out_annotation="example.com/pin",
         min_pod_age_seconds=60, max_evictions_per_cycle=4, max_evictions_per_node=2,
-        max_evictions_per_namespace=1, max_evictions_per_workload=2,
+        max_evictions_per_namespace=1, max_evictions_per_workload="2",
         lifecycle_label_key="example.com/lifecycle")

@@ -15,7 +15,8 @@ from spot_rebalancer.snapshot import ClusterSnapshot
 from tests.unit.builders import PREFER_SPOT, make_pod, on_demand_node, selector, spot_node, taint, toleration
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-OPTIONS = Settings(max_evictions_per_workload=10, max_evictions_per_node=10)
+OPTIONS = Settings(max_evictions_per_workload="10", max_evictions_per_node=10,
+                   move_single_replica_workloads=True)
 ZONE = "topology.kubernetes.io/zone"
 DELETION_CANDIDATE = taint("DeletionCandidateOfClusterAutoscaler", "PreferNoSchedule", "1700000000")
 

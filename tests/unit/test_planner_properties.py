@@ -62,7 +62,9 @@ def options(draw):
     caps = st.integers(0, 5) | st.integers(2, 5)  # mostly room for several moves
     return Settings(
         max_evictions_per_cycle=draw(caps), max_evictions_per_node=draw(caps),
-        max_evictions_per_namespace=draw(caps), max_evictions_per_workload=draw(caps), min_pod_age_seconds=0)
+        max_evictions_per_namespace=draw(caps), max_evictions_per_workload=str(draw(caps)),
+        min_pod_age_seconds=0,
+        move_single_replica_workloads=draw(st.booleans()))
 
 
 @st.composite
@@ -182,7 +184,7 @@ def check_caps_and_budgets(snapshot, options, result):
     assert len(evictions) <= options.max_evictions_per_cycle
     assert most(lambda e: e.from_node) <= options.max_evictions_per_node
     assert most(lambda e: e.namespace) <= options.max_evictions_per_namespace
-    assert most(lambda e: e.workload) <= options.max_evictions_per_workload
+    assert most(lambda e: e.workload) <= int(options.max_evictions_per_workload)
     labels = {(p.metadata.namespace, p.metadata.name): p.metadata.labels for p in snapshot.pods}
     for pdb in snapshot.pdbs:
         covered = [e for e in evictions if e.namespace == pdb.metadata.namespace

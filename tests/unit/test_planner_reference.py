@@ -164,7 +164,8 @@ def clusters(draw):
             budgets.append(make_pdb(app, {"app": app}, draw(st.integers(0, 2)), namespace=namespace))
     caps = st.integers(1, 6)
     options = Settings(max_evictions_per_cycle=draw(caps), max_evictions_per_node=draw(caps),
-                               max_evictions_per_namespace=draw(caps), min_pod_age_seconds=0)
+                               max_evictions_per_namespace=draw(caps), min_pod_age_seconds=0,
+                       move_single_replica_workloads=draw(st.booleans()))
     return ClusterSnapshot(nodes, pods, budgets), options
 
 
@@ -183,7 +184,7 @@ def test_a_generated_fleet_is_planned_as_the_direct_reference(tmp_path):
     write_list(path, nodes=30, pods_per_node=80)
     snapshot = read_list(path.read_bytes())
     options = Settings(max_evictions_per_cycle=400, max_evictions_per_node=30,
-                               max_evictions_per_namespace=100, max_evictions_per_workload=3)
+                               max_evictions_per_namespace=100, max_evictions_per_workload="3")
 
     result = plan(snapshot, options, History(), GENERATED_NOW)
 

@@ -58,3 +58,8 @@ class DisruptionBudgets:
     def spend(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.remaining[key] -= 1
+
+    def refund(self, keys: Iterable[str]) -> None:
+        """Give back what `spend` took, for a move taken back."""
+        for key in keys:
+            self.remaining[key] += 1

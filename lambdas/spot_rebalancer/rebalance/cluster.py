@@ -173,6 +173,19 @@ class ClusterState:
         if hostname_anti_affinity(pod):
             state.repellers.append(pod)
 
+    @staticmethod
+    def _unplace(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
+        """Undo `_place`."""
+        state.free = state.free + requests
+        cpu, memory = scoring_requests(pod, requests)
+        state.scoring_cpu -= cpu
+        state.scoring_memory -= memory
+        state.pods.remove(pod)
+        for port in ports:
+            state.ports.remove(port)
+        if pod in state.repellers:
+            state.repellers.remove(pod)
+
     def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
                 target: NodeState, pinned: bool) -> Blocker | None:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
@@ -197,6 +210,16 @@ class ClusterState:
         """Simulate the pod's replacement running on target; the evicted pod stays on source."""
         self._place(pod, requests, ports, target)
         self.evicted.add((id(pod), source.index))
+        self._count_move(pod, source, target)
+
+    def undo_move(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
+                  target: NodeState) -> None:
+        """Take back `move`: the replacement leaves target, the pod is no longer evicted."""
+        self._unplace(pod, requests, ports, target)
+        self.evicted.discard((id(pod), source.index))
+        self._count_move(pod, target, source)
+
+    def _count_move(self, pod: Pod, source: NodeState, target: NodeState) -> None:
         workload = workload_of(pod)
         if workload is not None:
             counts = self.spread_counts[workload]

@@ -26,6 +26,7 @@ RULES: dict[SkipCode, str] = {
     SkipCode.NODE_PROTECTED: "its node is not marked scale-down-disabled or do-not-disrupt",
     SkipCode.TOO_YOUNG: "older than minPodAgeSeconds",
     SkipCode.HIGH_PRIORITY: "priority at most maxPriority",
+    SkipCode.SINGLE_REPLICA: "not its workload's only replica (unless moveSingleReplicaWorkloads)",
     SkipCode.MOVE_IN_FLIGHT: "no replacement of its workload still pending",
     SkipCode.BACKING_OFF: "its workload is not backing off after failed moves",
     SkipCode.WELL_PLACED: "a node it may run on scores higher",

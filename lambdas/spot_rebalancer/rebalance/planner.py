@@ -4,10 +4,17 @@ node affinity likes better, without ever evicting a pod that has nowhere better 
 A pure function of a snapshot. A pod is misplaced when some other node scores strictly higher for
 its preferred node affinity and really takes it: eligible, its node selector, required affinity and
 tolerations hold, and, after the moves already planned this cycle, it has the room, the host ports,
-no anti-affinity clash, and the volume zone and spread domains the pod must keep. Moves go biggest
-score gain first and consume the room they take, so a full better fleet means nothing is evicted
-(the descheduler's eviction loop, issue #1707, cannot happen). Every pod with a preferred node
-affinity gets a verdict: an eviction, or a skip with a reason code.
+no anti-affinity clash, and the volume zone and spread domains the pod must keep. Moves consume
+the room they take, so a full better fleet means nothing is evicted (the descheduler's eviction
+loop, issue #1707, cannot happen). Every pod with a preferred node affinity gets a verdict: an
+eviction, or a skip with a reason code.
+
+The fleet gets cheaper only when on-demand nodes go, so moves are planned node by node first: an
+on-demand node whose every busy pod (all but DaemonSet, mirror and finished ones) is a candidate is
+emptied whole, fewest pods first. If one of its pods has nowhere to go the node's moves are undone
+(no point in moving pods off a node that stays); if a cap or a budget holds one back, the rest go
+and a later wave finishes it. Then the other pods move biggest score gain first, those on on-demand
+nodes that cannot be emptied last.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ..config import Settings
+from ..config import Settings, share_of
 from ..objects import Pod, collector_paused
 from ..pod_rules import NODE_GUARDS, PodRule, guarded_by, opts_out, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
@@ -48,6 +55,7 @@ from .cluster import Blocker, BlockerKind, ClusterState, NodeGroup, NodeState, i
 from .history import MOVE_REASON, Eviction, History
 from .nudge import CapacityRequest, RoomWanted, capacity_requests
 from .prediction import Predictor
+from .scale_in import stays_with_node
 from .timestamps import parse_timestamp, require_time_zone
 from .workloads import FloorError, WorkloadRef, on_demand_floor, workload_of
 
@@ -71,6 +79,7 @@ class SkipCode(enum.StrEnum):
     NODE_DRAINING = "node-draining"
     TOO_YOUNG = "too-young"
     HIGH_PRIORITY = "high-priority"
+    SINGLE_REPLICA = "single-replica"
     MOVE_IN_FLIGHT = "move-in-flight"
     BACKING_OFF = "backing-off"
     UNSUPPORTED_CONSTRAINT = "unsupported-constraint"
@@ -97,7 +106,8 @@ EVALUATION_ORDER: tuple[SkipCode, ...] = (
     SkipCode.OPTED_OUT, SkipCode.DO_NOT_DISRUPT, SkipCode.EXCLUDED_NAMESPACE, SkipCode.BARE_POD,
     SkipCode.UNSUPPORTED_OWNER, SkipCode.OTHER_SCHEDULER, SkipCode.NOT_READY, SkipCode.UNKNOWN_NODE,
     SkipCode.NODE_DRAINING, SkipCode.NODE_PROTECTED,
-    SkipCode.INVALID_SPEC, SkipCode.TOO_YOUNG, SkipCode.HIGH_PRIORITY, SkipCode.MOVE_IN_FLIGHT,
+    SkipCode.INVALID_SPEC, SkipCode.TOO_YOUNG, SkipCode.HIGH_PRIORITY, SkipCode.SINGLE_REPLICA,
+    SkipCode.MOVE_IN_FLIGHT,
     SkipCode.BACKING_OFF, SkipCode.UNSUPPORTED_CONSTRAINT,
     SkipCode.INVALID_SPEC, SkipCode.WELL_PLACED, SkipCode.UNSUPPORTED_CONSTRAINT, SkipCode.INVALID_SPEC,
     SkipCode.MULTIPLE_PDBS,
@@ -105,6 +115,10 @@ EVALUATION_ORDER: tuple[SkipCode, ...] = (
     SkipCode.PDB_EXHAUSTED, SkipCode.ON_DEMAND_FLOOR, SkipCode.NO_ROOM, SkipCode.CONSTRAINED,
     SkipCode.SCHEDULER_ELSEWHERE,
 )
+
+# Skips that only mean "not in this wave": a node held back by one of them is still being emptied.
+_LATER = frozenset({SkipCode.CYCLE_CAP, SkipCode.NODE_CAP, SkipCode.NAMESPACE_CAP, SkipCode.WORKLOAD_CAP,
+                    SkipCode.PDB_EXHAUSTED})
 
 _RULE_SKIPS: dict[PodRule, tuple[SkipCode, str]] = {
     PodRule.MIRROR: (SkipCode.MIRROR_POD, "static pod mirrored from a kubelet"),
@@ -124,9 +138,10 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    evictions: tuple[Eviction, ...] = ()  # in the order they were planned: biggest gain first
+    evictions: tuple[Eviction, ...] = ()  # in the order they were planned: node by node, then by gain
     skipped: tuple[Skip, ...] = ()  # sorted by namespace and name
     capacity: tuple[CapacityRequest, ...] = ()  # nodes to add so that pods left with NO_ROOM fit
+    emptying: tuple[str, ...] = ()  # on-demand nodes these evictions leave with only daemons, by name
 
     def skip_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(s.code.value for s in self.skipped).items()))
@@ -172,6 +187,15 @@ class _Candidate:
         return meta.namespace, meta.name
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """Why a candidate does not move now, and the room more nodes would give it (for the nudge)."""
+
+    code: SkipCode
+    detail: str
+    room: RoomWanted | None = None
+
+
 @dataclass(slots=True)
 class _Search:
     """Where a pod could go now: the best target, or why every better node is out."""
@@ -203,6 +227,7 @@ class _Planner:
         self.backoffs = history.backing_off(now)
         self.youngest = now - timedelta(seconds=settings.min_pod_age_seconds)
         self.evictions: list[Eviction] = []
+        self.emptying: list[str] = []
         self.skipped: list[Skip] = []
         self.room_wanted: list[RoomWanted] = []
         self.per_node: Counter[str] = Counter()
@@ -218,29 +243,75 @@ class _Planner:
         self.level_groups: dict[int, Counter[NodeGroup]] = {}
 
     def run(self) -> Plan:
-        queue: list[tuple[int, str, str, int, _Candidate]] = []
-        for pod in self.snapshot.pods:
-            if not preferred_terms(pod):
-                continue
-            candidate = self._candidate(pod)
-            if candidate is not None:
-                gain = candidate.best_score - candidate.score
-                queue.append((-gain, *candidate.order, len(queue), candidate))
+        candidates = [c for pod in self.snapshot.pods if preferred_terms(pod)
+                      if (c := self._candidate(pod)) is not None]
+        done: set[int] = set()
+        for node, on_node in self._emptiable(candidates):
+            if self._empty(node, on_node):
+                done.update(id(c) for c in on_node)
+        self._by_gain([c for c in candidates if id(c) not in done])
+        capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.settings.max_nudge_nodes)
+        self.skipped.sort(key=attrgetter("namespace", "name"))
+        return Plan(tuple(self.evictions), tuple(self.skipped), capacity, tuple(sorted(self.emptying)))
+
+    def _emptiable(self, candidates: list[_Candidate]) -> list[tuple[NodeState, list[_Candidate]]]:
+        """The on-demand nodes all of whose busy pods are candidates, with them: fewest first (each
+        the sooner empty), then by name."""
+        by_node: dict[str, list[_Candidate]] = {}
+        for c in candidates:
+            if c.source.capacity_type == ON_DEMAND:
+                by_node.setdefault(c.source.name, []).append(c)
+        found = []
+        for name, on_node in by_node.items():
+            node = self.cluster.by_name[name]
+            busy = sum(1 for p in node.pods
+                       if not stays_with_node(p) and p.metadata.deletion_timestamp is None)
+            if busy == len(on_node):
+                found.append((node, on_node))
+        return sorted(found, key=lambda found: (len(found[1]), found[0].name))
+
+    def _empty(self, node: NodeState, on_node: list[_Candidate]) -> bool:
+        """Move every pod off the node, biggest gain first, or none: False (the moves undone) when
+        one of them has nowhere to go. Pods a cap or a budget holds back wait for a later wave."""
+        committed: list[_Candidate] = []
+        later: list[tuple[_Candidate, _Refusal]] = []
+        for c in sorted(on_node, key=lambda c: (c.score - c.best_score, c.order)):
+            weighed = self._weigh(c)
+            if not isinstance(weighed, _Refusal):
+                self._commit(c)
+                committed.append(c)
+            elif weighed.code in _LATER:
+                later.append((c, weighed))
+            else:
+                for done in reversed(committed):
+                    self._undo(done)
+                return False
+        for c, refusal in later:
+            self._refuse(c, refusal)
+        if not later:
+            self.emptying.append(node.name)
+        return True
+
+    def _by_gain(self, candidates: list[_Candidate]) -> None:
+        """Biggest score gain first; pods on on-demand nodes (which stay: those that could be emptied
+        are) after all others."""
+        queue: list[tuple[bool, int, str, str, int, _Candidate]] = []
+        for c in candidates:
+            last = c.source.capacity_type == ON_DEMAND
+            queue.append((last, c.score - c.best_score, *c.order, len(queue), c))
         heapq.heapify(queue)
         while queue:
-            _, namespace, name, tie, candidate = heapq.heappop(queue)
+            last, _, namespace, name, tie, candidate = heapq.heappop(queue)
             weighed = self._weigh(candidate)
-            if weighed is None:
+            if isinstance(weighed, _Refusal):
+                self._refuse(candidate, weighed)
                 continue
             # Another move may have taken this pod's best target: if so, go back in line behind
             # pods that may now gain more.
-            if queue and weighed < -queue[0][0]:
-                heapq.heappush(queue, (-weighed, namespace, name, tie, candidate))
+            if queue and (last, -weighed) > queue[0][:2]:
+                heapq.heappush(queue, (last, -weighed, namespace, name, tie, candidate))
                 continue
             self._commit(candidate)
-        capacity = capacity_requests(self.room_wanted, self.cluster.nodes, self.settings.max_nudge_nodes)
-        self.skipped.sort(key=attrgetter("namespace", "name"))
-        return Plan(tuple(self.evictions), tuple(self.skipped), capacity)
 
     def _skip(self, pod: Pod, code: SkipCode, detail: str) -> None:
         self.skipped.append(Skip(pod.metadata.namespace, pod.metadata.name, code, detail))
@@ -310,6 +381,8 @@ class _Planner:
         priority = pod.spec.priority or 0
         if priority > settings.max_priority:
             return SkipCode.HIGH_PRIORITY, f"priority {priority} above {settings.max_priority}"
+        if self.cluster.replicas[workload] <= 1 and not settings.move_single_replica_workloads:
+            return SkipCode.SINGLE_REPLICA, f"the only replica of {workload}"
         if workload in self.in_flight:
             return SkipCode.MOVE_IN_FLIGHT, f"a replacement of {workload} is not Ready yet"
         backoff = self.backoffs.get((workload, MOVE_REASON))
@@ -363,25 +436,22 @@ class _Planner:
 
     # --- rails that depend on the moves planned so far ------------------------------------------
 
-    def _weigh(self, c: _Candidate) -> int | None:
-        """The pod's score gain now, or None once a skip is recorded for it."""
+    def _weigh(self, c: _Candidate) -> int | _Refusal:
+        """The pod's score gain now, or why it does not move."""
         over = self._over_a_cap(c)
         if over is not None:
-            self._refuse(c, *over)
-            return None
+            return _Refusal(*over)
         at_floor = (c.source.capacity_type == ON_DEMAND
                     and self.cluster.on_demand[c.workload] - 1 < c.floor)
         if c.searched_at != self.cluster.version:
             search = self._search(c, on_demand_only=at_floor)
-            c.searched_at = self.cluster.version
-            if search.target is None:
-                self._refuse_search(c, search, at_floor)
-                return None
+            if search.target is None:  # searched again if weighed again (failed searches are cached)
+                return self._search_refusal(c, search, at_floor)
             # A better node takes it: now where would the scheduler put the replacement?
             verdict = self._predict(c, at_floor)
             if isinstance(verdict, str):
-                self._refuse(c, SkipCode.SCHEDULER_ELSEWHERE, verdict)
-                return None
+                return _Refusal(SkipCode.SCHEDULER_ELSEWHERE, verdict)
+            c.searched_at = self.cluster.version
             c.target, c.target_score = verdict
         return c.target_score - c.score
 
@@ -418,31 +488,34 @@ class _Planner:
             return SkipCode.NODE_CAP, f"{cap} moves off {c.source.name} this cycle"
         if self.per_namespace[namespace] >= (cap := settings.max_evictions_per_namespace):
             return SkipCode.NAMESPACE_CAP, f"{cap} moves in {namespace} this cycle"
-        if self.per_workload[c.workload] >= (cap := settings.max_evictions_per_workload):
-            return SkipCode.WORKLOAD_CAP, f"{cap} moves of {c.workload} this cycle"
+        share = settings.max_evictions_per_workload
+        if self.per_workload[c.workload] >= (cap := share_of(share, self.cluster.replicas[c.workload])):
+            return SkipCode.WORKLOAD_CAP, f"{cap} moves of {c.workload} at a time ({share})"
         exhausted = self.budgets.exhausted(c.budgets)
         if exhausted is not None:
             return SkipCode.PDB_EXHAUSTED, f"PodDisruptionBudget {exhausted} allows no more"
         return None
 
-    def _refuse(self, c: _Candidate, code: SkipCode, detail: str) -> None:
-        """Record the skip; the candidate is out of this cycle."""
-        self._skip(c.pod, code, detail)
+    def _refuse(self, c: _Candidate, refusal: _Refusal) -> None:
+        """Record the skip (and the room it wants); the candidate is out of this plan."""
+        self._skip(c.pod, refusal.code, refusal.detail)
+        if refusal.room is not None:
+            self.room_wanted.append(refusal.room)
 
-    def _refuse_search(self, c: _Candidate, search: _Search, at_floor: bool) -> None:
+    @staticmethod
+    def _search_refusal(c: _Candidate, search: _Search, at_floor: bool) -> _Refusal:
         blockers = ", ".join(sorted(f"{n} {reason}" for reason, n in search.blockers.items()))
         if at_floor:
-            self._refuse(c, SkipCode.ON_DEMAND_FLOOR,
-                         f"{c.floor} replica(s) of {c.workload} stay on on-demand and no better "
-                         f"on-demand node takes it ({blockers or 'none'})")
-        elif search.room_score is not None:
+            return _Refusal(SkipCode.ON_DEMAND_FLOOR,
+                            f"{c.floor} replica(s) of {c.workload} stay on on-demand and no better "
+                            f"on-demand node takes it ({blockers or 'none'})")
+        if search.room_score is not None:
             groups = search.room_groups
+            room = None
             if groups:
-                group = min(groups, key=lambda g: (-groups[g], g))
-                self.room_wanted.append(RoomWanted(group, c.requests))
-            self._refuse(c, SkipCode.NO_ROOM, f"no better node has room: {blockers}")
-        else:
-            self._refuse(c, SkipCode.CONSTRAINED, f"every better node is ruled out: {blockers}")
+                room = RoomWanted(min(groups, key=lambda g: (-groups[g], g)), c.requests)
+            return _Refusal(SkipCode.NO_ROOM, f"no better node has room: {blockers}", room)
+        return _Refusal(SkipCode.CONSTRAINED, f"every better node is ruled out: {blockers}")
 
     # --- targets --------------------------------------------------------------------------------
 
@@ -530,3 +603,14 @@ class _Planner:
         meta = c.pod.metadata
         self.evictions.append(Eviction(meta.namespace, meta.name, meta.uid, c.workload, c.source.name,
                                        target.name, c.score, c.target_score))
+
+    def _undo(self, c: _Candidate) -> None:
+        """Take back the last move committed, which was the candidate's."""
+        target = c.target
+        assert target is not None and self.evictions[-1].uid == c.pod.metadata.uid, "undone last first"
+        self.evictions.pop()
+        self.cluster.undo_move(c.pod, c.requests, c.ports, c.source, target)
+        self.budgets.refund(c.budgets)
+        self.per_node[c.source.name] -= 1
+        self.per_namespace[c.pod.metadata.namespace] -= 1
+        self.per_workload[c.workload] -= 1

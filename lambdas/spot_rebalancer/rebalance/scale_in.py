@@ -23,10 +23,15 @@ class EmptiedNode:
     since: datetime  # when the rebalancer evicted the last pod that kept it busy
 
 
+def stays_with_node(pod: Pod) -> bool:
+    """Whether the pod goes with its node rather than keeping it busy: a DaemonSet's, a mirror pod
+    or finished."""
+    return bool(_LEFT_BEHIND & set(pod_rules(pod, opt_out_annotation="", excluded_namespaces=())))
+
+
 def holds_only_daemons(pods: Iterable[Pod]) -> bool:
     """Whether every pod is a DaemonSet's, a mirror pod or finished."""
-    return all(_LEFT_BEHIND & set(pod_rules(pod, opt_out_annotation="", excluded_namespaces=()))
-               for pod in pods)
+    return all(stays_with_node(pod) for pod in pods)
 
 
 def newly_emptied(snapshot: ClusterSnapshot, evicted: Collection[str], now: datetime,

@@ -348,12 +348,16 @@ class KubeClient:
     def list_nodes(self) -> list[Node]:
         return self.list_all("/api/v1/nodes", Node)
 
-    def list_pods(self, node_name: str | None = None) -> list[Pod]:
+    def list_pods(self, node_name: str | None = None, namespace: str | None = None) -> list[Pod]:
+        """Pods cluster-wide or of one namespace, on any node or on `node_name`."""
         selector = f"spec.nodeName={node_name}" if node_name else None
-        return self.list_all("/api/v1/pods", Pod, field_selector=selector)
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods" if namespace else "/api/v1/pods"
+        return self.list_all(path, Pod, field_selector=selector)
 
-    def list_pdbs(self) -> list[PodDisruptionBudget]:
-        return self.list_all("/apis/policy/v1/poddisruptionbudgets", PodDisruptionBudget)
+    def list_pdbs(self, namespace: str | None = None) -> list[PodDisruptionBudget]:
+        path = (f"/apis/policy/v1/namespaces/{quote(namespace, safe='')}/poddisruptionbudgets" if namespace
+                else "/apis/policy/v1/poddisruptionbudgets")
+        return self.list_all(path, PodDisruptionBudget)
 
     def list_pvs(self) -> list[PersistentVolume]:
         return self.list_all("/api/v1/persistentvolumes", PersistentVolume)

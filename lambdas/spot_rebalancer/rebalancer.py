@@ -6,10 +6,16 @@ the cycle judges last cycle's moves against the snapshot, plans, evicts what the
 each: a PodDisruptionBudget that refuses now is asked again next cycle, with a fresh plan), records
 the accepted moves and saves the history. The pure decisions live in `rebalance`; this module only
 reads, writes and counts.
+
+Given time (`until`, as the schedule function is), a cycle moves in waves: after each wave it polls
+the moved pods' namespaces until every replacement is judged (Ready where predicted, or failed),
+then judges them and plans the next wave from a fresh snapshot. It ends when a wave moves nothing,
+the cycle cap is reached or the time is up (the replacements still coming are judged next cycle).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Set
@@ -34,6 +40,7 @@ from .rebalance import (
     Eviction,
     History,
     MoveRecord,
+    Outcome,
     Plan,
     PriceBook,
     Review,
@@ -45,6 +52,7 @@ from .rebalance import (
     plan,
     review,
 )
+from .rebalance.budgets import budgets_caught_up
 from .rebalance.cost import INSTANCE_TYPE_LABEL
 from .rebalance.scale_in import EmptiedNode, newly_emptied, settled
 from .rebalance.windows import open_window
@@ -59,6 +67,8 @@ log = logging.getLogger(__name__)
 ASG_TAG = "aws:autoscaling:groupName"
 # Saving the history loses a race only to an overlapping cycle; reading again settles it.
 SAVE_ATTEMPTS = 3
+# Between polls for a wave's replacements: the simulator starts pods in about a second, EKS in a few.
+WAVE_POLL_SECONDS = 2.0
 
 
 class Controller(msgspec.Struct, kw_only=True):
@@ -157,23 +167,72 @@ class SweepResult:
 
 
 @dataclass(frozen=True, slots=True)
-class CycleResult:
+class Wave:
+    """One plan of a cycle and what came of it."""
+
     plan: Plan
-    review: Review
+    review: Review  # of the moves before it, on the snapshot it was planned from
     evicted: tuple[Eviction, ...] = ()  # accepted by the API
     refused: tuple[EvictionResult, ...] = ()  # blocked by a budget, gone or failed
-    capacity_added: dict[str, int] = field(default_factory=dict)  # Auto Scaling group -> instances
-    window_open: bool = True  # False: outside every rebalance window, nothing was planned or moved
-    emptied: tuple[str, ...] = ()  # on-demand nodes this cycle's moves left with only daemons
-    scaled_in: dict[str, StepOutcome] = field(default_factory=dict)  # node -> what its scale-in did
+    emptied: tuple[str, ...] = ()  # on-demand nodes its moves left with only daemons
+    seconds_to_ready: float | None = None  # until every replacement was judged; None: not waited for
 
     def summary(self) -> dict[str, object]:
-        return {"windowOpen": self.window_open, "planned": len(self.plan.evictions),
+        return {"planned": len(self.plan.evictions), "evicted": len(self.evicted),
+                "refused": len(self.refused), "emptying": list(self.plan.emptying),
+                "emptied": list(self.emptied),
+                "secondsToReady": None if self.seconds_to_ready is None else round(self.seconds_to_ready, 1)}
+
+
+class CycleEnd(enum.StrEnum):
+    ONE_WAVE = "one-wave"  # no time to wait was given (a dry run, the CLI): one wave only
+    NOTHING_LEFT = "nothing-left"  # the last wave moved nothing
+    CYCLE_CAP = "cycle-cap"
+    TIME_UP = "time-up"  # replacements were still coming when the cycle's time ran out
+    WINDOW_CLOSED = "window-closed"
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    waves: tuple[Wave, ...]
+    ended: CycleEnd = CycleEnd.ONE_WAVE
+    capacity_added: dict[str, int] = field(default_factory=dict)  # Auto Scaling group -> instances
+    scaled_in: dict[str, StepOutcome] = field(default_factory=dict)  # node -> what its scale-in did
+
+    @property
+    def plan(self) -> Plan:
+        """The first wave's plan: what the snapshot the cycle started from called for."""
+        return self.waves[0].plan
+
+    @property
+    def review(self) -> Review:
+        """The judgement of the moves of earlier cycles."""
+        return self.waves[0].review
+
+    @property
+    def window_open(self) -> bool:  # False: outside every rebalance window, nothing was planned or moved
+        return self.ended is not CycleEnd.WINDOW_CLOSED
+
+    @property
+    def evicted(self) -> tuple[Eviction, ...]:
+        return tuple(e for wave in self.waves for e in wave.evicted)
+
+    @property
+    def refused(self) -> tuple[EvictionResult, ...]:
+        return tuple(r for wave in self.waves for r in wave.refused)
+
+    @property
+    def emptied(self) -> tuple[str, ...]:
+        return tuple(node for wave in self.waves for node in wave.emptied)
+
+    def summary(self) -> dict[str, object]:
+        return {"windowOpen": self.window_open, "planned": sum(len(w.plan.evictions) for w in self.waves),
                 "evicted": len(self.evicted),
                 "refused": {f"{r.namespace}/{r.name}": r.outcome.value for r in self.refused},
-                "review": self.review.metrics, "skipped": self.plan.skip_counts(),
+                "review": self.review.metrics, "skipped": self.waves[-1].plan.skip_counts(),
                 "capacityAdded": self.capacity_added, "emptied": list(self.emptied),
-                "scaledIn": {node: str(outcome) for node, outcome in self.scaled_in.items()}}
+                "scaledIn": {node: str(outcome) for node, outcome in self.scaled_in.items()},
+                "waves": [w.summary() for w in self.waves], "ended": str(self.ended)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +258,7 @@ class Rebalancer:
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, autoscaling: AutoScaling | None = None,
                  ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None,
-                 prices: PriceList | None = None) -> None:
+                 prices: PriceList | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         if view is None:
             if kube is None:
                 raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
@@ -214,20 +273,21 @@ class Rebalancer:
         self.store = store
         self.now = now
         self.sleep = sleep
+        self.clock = clock  # what a cycle's `until` is measured on
         self.autoscaling = autoscaling
         self.ec2 = ec2
         self.tagger = tagger
         self.prices = prices
 
-    def tick(self) -> TickResult:
-        """One period's work: snapshot, sweep, census, cycle; all on one snapshot, its nodes read
-        again only if the sweep changed one."""
+    def tick(self, until: float | None = None) -> TickResult:
+        """One period's work: snapshot, sweep, census, cycle (in waves until `until`, on `clock`);
+        all on one snapshot, its nodes read again only if the sweep changed one."""
         snapshot = self._without_duplicates(self.view.snapshot())
         swept = self.sweep(snapshot.nodes)
         if swept.nodes_changed:
             snapshot = replace(snapshot, nodes=self.view.list_nodes())
         fleet = self.census(snapshot)
-        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot))
+        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot, until))
 
     def _without_duplicates(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
         """Objects listed twice are logged, counted and kept once: one bad listing must not stop the
@@ -324,37 +384,98 @@ class Rebalancer:
 
     # --- the cycle ------------------------------------------------------------------------------
 
-    def cycle(self, snapshot: ClusterSnapshot | None = None) -> CycleResult:
+    def cycle(self, snapshot: ClusterSnapshot | None = None, until: float | None = None) -> CycleResult:
+        """Judge the last moves, scale in what has settled, then move in waves until `until` (on
+        `clock`), or one wave without it."""
         snapshot = snapshot or self.view.snapshot()
         now = self.now()
         stored = self.store.load(self.cluster) if self.store is not None else None
         judged = self._review(stored.history if stored else History(), snapshot, now)
         acting = self.kube is not None and not self.settings.dry_run
         history, scaled = self._scale_in(judged.history, snapshot, now) if acting else (judged.history, {})
-        if self.settings.rebalance_windows and open_window(self.settings.rebalance_windows, now) is None:
+        if not self._window_open(now):
             # Outside every window: last moves are judged and remembered, nothing is moved.
             self._save_history(stored, history, ())
-            return CycleResult(Plan(), judged, window_open=False, scaled_in=scaled)
+            return CycleResult((Wave(Plan(), judged),), CycleEnd.WINDOW_CLOSED, scaled_in=scaled)
+        waves: list[Wave] = []
+        left = self.settings.max_evictions_per_cycle
+        while True:
+            wave, history = self._wave(snapshot, stored, history, judged, now, left)
+            left -= len(wave.evicted)
+            if self.kube is None or not acting or until is None:
+                waves.append(wave)
+                ended = CycleEnd.ONE_WAVE
+                break
+            if not wave.evicted or left <= 0:
+                waves.append(wave)
+                ended = CycleEnd.NOTHING_LEFT if not wave.evicted else CycleEnd.CYCLE_CAP
+                break
+            waited = self._await_replacements(self.kube, wave, snapshot, history, until)
+            waves.append(replace(wave, seconds_to_ready=waited))
+            now = self.now()
+            if waited is None or not self._window_open(now):
+                ended = CycleEnd.TIME_UP if waited is None else CycleEnd.WINDOW_CLOSED
+                break
+            snapshot = self._without_duplicates(self.view.snapshot())
+            stored = self.store.load(self.cluster) if self.store is not None else None
+            judged = self._review(stored.history if stored else history, snapshot, now)
+            history = judged.history
+        added = self._nudge(waves[-1].plan.capacity) if acting else {}
+        return CycleResult(tuple(waves), ended, added, scaled)
+
+    def _window_open(self, now: datetime) -> bool:
+        windows = self.settings.rebalance_windows
+        return not windows or open_window(windows, now) is not None
+
+    def _wave(self, snapshot: ClusterSnapshot, stored: StoredHistory | None, history: History,
+              judged: Review, now: datetime, left: int) -> tuple[Wave, History]:
+        """Plan on the snapshot (at most `left` moves), evict, record; the history with its moves."""
         node_groups = self._node_groups(snapshot) if self.settings.capacity_nudge else None
-        planned = plan_with_controllers(snapshot, self.settings, history, now,
+        settings = replace(self.settings, max_evictions_per_cycle=left)
+        planned = plan_with_controllers(snapshot, settings, history, now,
                                         self.view.workload_annotations, node_groups)
         self.metrics.add("MovesPlanned", len(planned.evictions), "Count", ClusterName=self.cluster)
         # Budgets refuse the rebalancer every cycle they stay exhausted (drains only while they last):
         # what the planner left for a budget, and what the Eviction API refused.
         pdb_blocked = planned.skip_counts().get(SkipCode.PDB_EXHAUSTED.value, 0)
-        if self.kube is None or not acting:
+        if self.kube is None or self.settings.dry_run:
             self._count_pdb_blocked(pdb_blocked)
-            return CycleResult(planned, judged)
-
+            return Wave(planned, judged), history
         evicted, refused = self._evict(self.kube, snapshot, planned.evictions)
         self._count_pdb_blocked(pdb_blocked + sum(r.outcome is EvictionOutcome.BLOCKED for r in refused))
         emptied = newly_emptied(snapshot, {e.uid for e in evicted}, now, self.settings.lifecycle_label_key)
         self._count_emptied(snapshot, emptied)
-        self._save_history(stored, history, move_records(evicted, history, now, snapshot),
-                           emptied if self.settings.scale_in_emptied_nodes else ())
-        added = self._nudge(planned.capacity)
-        return CycleResult(planned, judged, tuple(evicted), tuple(refused), added,
-                           emptied=tuple(e.node for e in emptied), scaled_in=scaled)
+        records = move_records(evicted, history, now, snapshot)
+        kept = emptied if self.settings.scale_in_emptied_nodes else ()
+        self._save_history(stored, history, records, kept)
+        wave = Wave(planned, judged, tuple(evicted), tuple(refused), tuple(e.node for e in emptied))
+        return wave, history.with_moves(records, kept)
+
+    def _await_replacements(self, kube: KubeClient, wave: Wave, snapshot: ClusterSnapshot,
+                            history: History, until: float) -> float | None:
+        """Poll the moved pods' namespaces until every replacement of the wave is judged (Ready
+        where predicted, or failed) and their budgets count them: the seconds it took, or None when
+        `until` came first."""
+        moved = {e.uid for e in wave.evicted}
+        evicted = [p for p in snapshot.pods if p.metadata.uid in moved]
+        records = History(in_flight=tuple(r for r in history.in_flight if r.pod_uid in moved))
+        namespaces = sorted({r.namespace for r in records.in_flight})
+        nodes = snapshot.nodes
+        started = self.clock()
+        while started < until:
+            pods = [pod for namespace in namespaces for pod in kube.list_pods(namespace=namespace)]
+            known = {n.metadata.name for n in nodes}
+            if any(p.spec.node_name and p.spec.node_name not in known for p in pods):
+                nodes = self.view.list_nodes()  # a replacement landed on a node that joined since
+            judged = review(records, ClusterSnapshot(nodes, pods), self.now(), self.settings)
+            if all(j.outcome is not Outcome.IN_FLIGHT for j in judged.judgements):
+                budgets = [b for namespace in namespaces for b in kube.list_pdbs(namespace=namespace)]
+                if budgets_caught_up(budgets, pods, evicted):
+                    return self.clock() - started
+            if self.clock() + WAVE_POLL_SECONDS > until:
+                break
+            self.sleep(WAVE_POLL_SECONDS)
+        return None
 
     def _count_pdb_blocked(self, count: int) -> None:
         self.metrics.add("EvictionsBlockedByPdb", count, "Count", ClusterName=self.cluster,

@@ -39,7 +39,8 @@ CAPACITY = "eks.amazonaws.com/capacityType"
 ZONES = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
 GI_PER_CPU = 4
 SETTINGS = Settings(min_pod_age_seconds=0, max_evictions_per_cycle=1, max_evictions_per_node=1,
-                    max_evictions_per_namespace=1, max_evictions_per_workload="1")
+                    max_evictions_per_namespace=1, max_evictions_per_workload="1",
+                    move_single_replica_workloads=True)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ than its `status.disruptionsAllowed`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 from ..objects import Pod, PodDisruptionBudget
 from ..scheduling.labels import selector_matches
@@ -63,3 +64,17 @@ class DisruptionBudgets:
         """Give back what `spend` took, for a move taken back."""
         for key in keys:
             self.remaining[key] += 1
+
+
+def budgets_caught_up(pdbs: Sequence[PodDisruptionBudget], pods: Iterable[Pod], moved: Iterable[Pod]) -> bool:
+    """Whether every budget covering a moved pod counts as healthy exactly the pods that are (Ready,
+    not being deleted): the disruption controller has seen the replacements, so the allowance a plan
+    reads now is the one the Eviction API will grant."""
+    budgets = DisruptionBudgets(pdbs)
+    watched = {key for pod in moved for key in budgets.covering(pod)}
+    if not watched:
+        return True
+    healthy = Counter(key for pod in pods if pod.ready and pod.metadata.deletion_timestamp is None
+                      for key in budgets.covering(pod))
+    return all(pdb.status.current_healthy == healthy[key] for pdb in pdbs
+               if (key := DisruptionBudgets.key(pdb)) in watched)

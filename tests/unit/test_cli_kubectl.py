@@ -22,6 +22,12 @@ EVENT = REPO / "tests" / "events" / "spot-interruption-terminate.json"
 INSTANCE = "i-0a1b2c3d4e5f60718"  # the event's
 
 
+@pytest.fixture(autouse=True)
+def single_replicas_movable(monkeypatch):
+    """The listing has one replica per workload: let them move."""
+    monkeypatch.setenv("MOVE_SINGLE_REPLICA_WORKLOADS", "true")
+
+
 @pytest.fixture
 def listing(tmp_path) -> str:
     """web-1 (app=web, default) moves, api-1 (app=api, shop) is kept by its budget."""

@@ -19,6 +19,7 @@ NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 def verdicts(pod, *others, pdbs=(), **settings):
     snapshot = ClusterSnapshot(nodes=[on_demand_node("od-1"), spot_node("spot-1")], pods=[pod, *others],
                                pdbs=list(pdbs))
+    settings.setdefault("move_single_replica_workloads", True)  # each pod is its workload's only one
     explanation = explain(plan(snapshot, Settings(**settings), History(), NOW), pod)
     return explanation, {r.code: r.result for r in explanation.rules}
 

@@ -18,7 +18,8 @@ def test_budgets_that_refuse_moves_are_counted_every_cycle_with_source_move():
                                pdbs=[make_pdb("api", {"app": "api"}, 0), make_pdb("db", {"app": "db"}, 0),
                                      make_pdb("web", {"app": "web"}, 1)])
     metrics = MetricsRecorder()
-    rebalancer = Rebalancer(Settings(cluster_name="prod", dry_run=True), None, metrics, None,
+    settings = Settings(cluster_name="prod", dry_run=True, move_single_replica_workloads=True)
+    rebalancer = Rebalancer(settings, None, metrics, None,
                             view=SnapshotView(snapshot), now=lambda: datetime(2024, 5, 1, 12, tzinfo=UTC))
     for _ in range(2):
         rebalancer.cycle()

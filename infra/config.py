@@ -44,6 +44,7 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
                       2557, 2922, 3288, 3653)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+PDB_ALARM_MINIMUM_MINUTES = 5  # one alarm period
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
@@ -76,7 +77,7 @@ class SpotRebalancerConfig(Settings):
     spot_share_target_percent: float | None = setting(None, OrNone(Percentage()), env=False)
     misplaced_pods_threshold: int | None = setting(20, OrNone(Whole(0, 1_000_000)), env=False)
     # Drains stop evicting at drainTimeoutSeconds, so a longer alarm could only ever see the rebalancer's.
-    pdb_blocked_alarm_minutes: int = setting(10, Whole(5, 24 * 60), env=False)
+    pdb_blocked_alarm_minutes: int = setting(10, Whole(PDB_ALARM_MINIMUM_MINUTES, 24 * 60), env=False)
     log_retention_days: int = setting(30, Whole(1, 3653, allowed=LOG_RETENTION_DAYS,
                                                 allowed_note="CloudWatch Logs"), env=False)
     log_level: str = setting("INFO", Choice(LOG_LEVELS), env="POWERTOOLS_LOG_LEVEL")
@@ -93,11 +94,13 @@ class SpotRebalancerConfig(Settings):
             raise ConfigError("launchLifecycleHook", "needs asgNames: the launch hook is only put on named "
                                                      "groups, and an unnamed group's launches would wait for "
                                                      "nobody")
-        if self.pdb_blocked_alarm_minutes * 60 > self.drain_timeout_seconds:
+        # The shortest alarm (one 5-minute period) stays allowed under drains shorter than that.
+        longest = max(self.drain_timeout_seconds // 60, PDB_ALARM_MINIMUM_MINUTES)
+        if self.pdb_blocked_alarm_minutes > longest:
             raise ConfigError("pdbBlockedAlarmMinutes",
-                              "must be at most drainTimeoutSeconds in minutes "
-                              f"({self.drain_timeout_seconds // 60}): a drain stops evicting then, so a "
-                              f"longer alarm never sees one blocked; got {self.pdb_blocked_alarm_minutes}")
+                              f"must be at most drainTimeoutSeconds in minutes ({longest}): a drain stops "
+                              "evicting then, so a longer alarm never sees one blocked; got "
+                              f"{self.pdb_blocked_alarm_minutes}")
         if self.vpc_id is None and (self.subnet_ids or self.security_group_ids):
             raise ConfigError("vpcId", "required when subnetIds or securityGroupIds are given")
         if self.vpc_id is not None and not self.subnet_ids:

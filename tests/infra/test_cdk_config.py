@@ -211,6 +211,13 @@ def test_cdk_own_context_keys_are_not_mistaken_for_settings():
     assert app.clusters[0].cluster_name == "prod"
 
 
+def test_short_drains_still_take_the_shortest_pdb_alarm():
+    config = SpotRebalancerConfig(cluster_name="prod", drain_timeout_seconds=120, pdb_blocked_alarm_minutes=5)
+    assert config.pdb_blocked_alarm_minutes == 5
+    with pytest.raises(SpotRebalancerConfigError, match=r"^pdbBlockedAlarmMinutes: must be at most .* \(5\)"):
+        SpotRebalancerConfig(cluster_name="prod", drain_timeout_seconds=120)
+
+
 def test_keys_the_cdk_cli_writes_and_overrides_of_other_clusters_only_warn():
     app = load_app_config({"clusterName": "prod", "acknowledged-issue-numbers": [34892],
                            "cli-telemetry": False,

@@ -20,10 +20,19 @@ from spot_rebalancer.kube import KubeClient
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
-from tests.ec2 import launch_instance
+from tests.ec2 import launch_instance, launched_ago
 from tests.events_function import sample_event
 from tests.kube.cluster import PRODUCT_USER
-from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, statefulset, wait_for
+from tests.kube.workloads import (
+    bare_pod,
+    deployment,
+    pdb,
+    pods,
+    preferred_affinity,
+    running,
+    statefulset,
+    wait_for,
+)
 
 REPO = Path(__file__).parents[2]
 MANIFEST = REPO / "infra" / "rbac" / "spot-rebalancer.yaml"
@@ -157,3 +166,35 @@ def test_the_cluster_role_is_exactly_what_the_code_is_authorised_to_do(cluster, 
     done = authorised(cluster.control_plane.audited()[before:], PRODUCT_USER.name)
     assert done == granted(MANIFEST), (f"granted but never used: {sorted(granted(MANIFEST) - done)}; "
                                        f"used but not granted: {sorted(done - granted(MANIFEST))}")
+
+
+FORCE_MANIFEST = REPO / "infra" / "rbac" / "spot-rebalancer-force-at-deadline.yaml"
+
+
+def test_the_force_at_deadline_role_is_exactly_what_its_last_resort_adds(cluster, api, product_kube,
+                                                                        namespace, nodes):
+    """With the optional role bound too, a forced drain that deletes a pod its budget still blocks is
+    allowed exactly the default role's grants plus the optional one's."""
+    kubectl = [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    subprocess.run([*kubectl, "apply", "-f", str(FORCE_MANIFEST)], check=True, capture_output=True)
+    try:
+        before = len(cluster.control_plane.audited())
+        with mock_aws():
+            ec2 = boto3.client("ec2", region_name="eu-west-1")
+            instance = launch_instance(ec2)
+            launched_ago(instance, 3600)
+            node = nodes(lifecycle="spot", instance_id=instance).name
+            bare_pod(api, namespace, "stuck", node=node)
+            pdb(api, namespace, "stuck", "stuck", min_available=1)
+            wait_for(lambda: running(pods(api, namespace, "stuck")), "the pod running")
+            warning = json.loads(sample_event("spot-interruption-terminate.json", instance))
+            warning["time"] = (datetime.now(UTC) - timedelta(seconds=105)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            drains = DrainService(Settings(cluster_name="test", force_at_deadline=True), Ec2(ec2),
+                                  AutoScaling(boto3.client("autoscaling", region_name="eu-west-1")),
+                                  lambda _: product_kube, MetricsRecorder())
+            result = drains.handle(parse_event(warning)[0], budget_seconds=100)
+        assert [s.outcome for s in result.steps if s.action == "evict"] == ["deleted"]
+        done = authorised(cluster.control_plane.audited()[before:], PRODUCT_USER.name)
+    finally:
+        subprocess.run([*kubectl, "delete", "-f", str(FORCE_MANIFEST)], check=True, capture_output=True)
+    assert done - granted(MANIFEST) == granted(FORCE_MANIFEST) == {("", "pods", "delete")}

@@ -8,7 +8,8 @@ run one after the other. Per cycle it prints the spot-preferring pods back on sp
 nodes left with no pods, the evictions, the budget violations seen (a poll every 0.2 s of the Ready
 pods of each budgeted workload), and the fleet's cost per hour once the emptied nodes are gone, by
 the product's own cost function, with list prices given as priceOverrides. The same run is then
-repeated with the old rails (maxEvictionsPerWorkload=1, maxEvictionsPerCycle=10).
+repeated with the old rails (maxEvictionsPerWorkload=1, maxEvictionsPerCycle=10, 3 a node, 5 a
+namespace); "new rails" are the defaults.
 
 `.venv/bin/python bench/return_to_spot.py [cycles]` (default 3). Not a test: nothing is asserted.
 """
@@ -36,10 +37,9 @@ NODES = 11  # of 4 CPUs, per capacity type: 210 pods of 200m need 42 CPUs
 PRICES = {"m6i.xlarge": {"onDemand": 0.192, "spot": 0.0768}}
 INVOCATION_SECONDS = 270  # the schedule function's timeout at a 5-minute period
 RAILS = {
-    "new rails": {"MAX_EVICTIONS_PER_WORKLOAD": "25%", "MAX_EVICTIONS_PER_CYCLE": "1000",
-                  "MAX_EVICTIONS_PER_NODE": "100", "MAX_EVICTIONS_PER_NAMESPACE": "1000"},
+    "new rails": {},  # the defaults
     "old rails": {"MAX_EVICTIONS_PER_WORKLOAD": "1", "MAX_EVICTIONS_PER_CYCLE": "10",
-                  "MAX_EVICTIONS_PER_NODE": "100", "MAX_EVICTIONS_PER_NAMESPACE": "1000"},
+                  "MAX_EVICTIONS_PER_NODE": "3", "MAX_EVICTIONS_PER_NAMESPACE": "5"},
 }
 
 
@@ -93,6 +93,9 @@ def run(rails: str, cycles: int, cluster, kube) -> list[dict]:
     from spot_rebalancer.rebalance import PriceBook, fleet_cost
     from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, wait_for
 
+    for name in ("MAX_EVICTIONS_PER_WORKLOAD", "MAX_EVICTIONS_PER_CYCLE", "MAX_EVICTIONS_PER_NODE",
+                 "MAX_EVICTIONS_PER_NAMESPACE"):
+        os.environ.pop(name, None)
     os.environ.update(RAILS[rails])
     schedule._runtime.cache_clear()
     settings = Settings.from_env()

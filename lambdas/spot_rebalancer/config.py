@@ -572,9 +572,11 @@ class Settings:
         noun="an EC2 tag key (1-128 characters, not aws:...)", valid=_is_tag_key))
     lifecycle_label_key: str = setting("node.kubernetes.io/lifecycle", Text(LABEL_KEY, LABEL_NOUN))
     # Rebalancer rails and caps.
-    max_evictions_per_cycle: int = setting(10, Whole(0, 1000))
-    max_evictions_per_node: int = setting(3, Whole(0, 1000))
-    max_evictions_per_namespace: int = setting(5, Whole(0, 1000))
+    # Per cycle over all its waves, and per node and namespace in each wave (bench/return_to_spot.py:
+    # a storm's 210 pods back within one cycle, without a budget broken).
+    max_evictions_per_cycle: int = setting(250, Whole(0, 1000))
+    max_evictions_per_node: int = setting(25, Whole(0, 1000))
+    max_evictions_per_namespace: int = setting(50, Whole(0, 1000))
     # Replicas of one workload in motion at a time (each wave): a count, or a share of its replicas
     # ("25%", rounded down, at least 1). Its budget may allow fewer.
     max_evictions_per_workload: str = setting("25%", CountOrShare(1000))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -55,42 +54,11 @@ class LambdaContext:
         return int((self._end - time.monotonic()) * 1000)
 
 
-class BudgetWatch:
-    """The fewest Ready, not terminating pods seen per budgeted app, polled every 0.2 s."""
-
-    def __init__(self, kube, namespace: str, budgeted: dict[str, int]) -> None:
-        self.kube, self.namespace, self.budgeted = kube, namespace, budgeted
-        self.violations: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        below = set()
-        while not self._stop.is_set():
-            listed = self.kube.list_pods(namespace=self.namespace)
-            ready = Counter(p.metadata.labels.get("app") for p in listed
-                            if p.ready and p.metadata.deletion_timestamp is None)
-            for app, replicas in self.budgeted.items():
-                if ready[app] < replicas - 1:  # maxUnavailable 1
-                    if app not in below:
-                        self.violations[app] += 1
-                    below.add(app)
-                else:
-                    below.discard(app)
-            self._stop.wait(0.2)
-
-
 def run(rails: str, cycles: int, cluster, kube) -> list[dict]:
     from spot_rebalancer.config import Settings
     from spot_rebalancer.handlers import schedule
     from spot_rebalancer.rebalance import PriceBook, fleet_cost
+    from tests.kube.ready_watch import ReadyWatch
     from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, wait_for
 
     for name in ("MAX_EVICTIONS_PER_WORKLOAD", "MAX_EVICTIONS_PER_CYCLE", "MAX_EVICTIONS_PER_NODE",
@@ -146,9 +114,10 @@ def run(rails: str, cycles: int, cluster, kube) -> list[dict]:
     on_spot, emptied, emptiable, cost = fleet()
     rows = [{"cycle": 0, "on_spot": on_spot, "emptied": emptied, "emptiable": emptiable, "evictions": 0,
              "violations": 0, "cost": cost, "waves": 0, "seconds": 0.0, "ended": "after the storm"}]
-    watch = BudgetWatch(kube, namespace, budgeted)
-    watch.start()
-    try:
+    def violations() -> int:  # the budgets are maxUnavailable 1
+        return sum(watch.times_below(app, replicas - 1) for app, replicas in budgeted.items())
+
+    with ReadyWatch(kube, namespace, interval=0.2) as watch:
         for cycle in range(1, cycles + 1):
             started = time.monotonic()
             summary = schedule.handler({}, LambdaContext(INVOCATION_SECONDS))
@@ -157,10 +126,8 @@ def run(rails: str, cycles: int, cluster, kube) -> list[dict]:
             on_spot, emptied, emptiable, cost = fleet()
             rows.append({"cycle": cycle, "on_spot": on_spot, "emptied": emptied, "emptiable": emptiable,
                          "evictions": summary["evicted"],
-                         "violations": sum(watch.violations.values()), "cost": cost,
+                         "violations": violations(), "cost": cost,
                          "waves": len(summary["waves"]), "seconds": seconds, "ended": summary["ended"]})
-    finally:
-        watch.stop()
     for row in rows:
         row["total"], row["pre_storm_cost"] = total, pre_storm
     for node in on_demand + returned:

@@ -4,7 +4,6 @@ cycle's moves judged in the next; a full spot fleet means no evictions at all.""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import replace
 
@@ -18,6 +17,7 @@ from spot_rebalancer.rebalance import SkipCode
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.state import HistoryStore
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.kube.ready_watch import ReadyWatch
 from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, statefulset, wait_for
 
 CAPACITY = "eks.amazonaws.com/capacityType"
@@ -45,37 +45,6 @@ def store():
                             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
         yield HistoryStore(client, TABLE)
-
-
-class BudgetWatch:
-    """Polls the namespace's pods in the background and keeps the fewest Ready, not terminating
-    pods seen per app: a budget is honoured when that never drops below minAvailable."""
-
-    def __init__(self, kubeconfig: str, namespace: str) -> None:
-        self._kube = KubeClient.from_kubeconfig(kubeconfig)
-        self._namespace = namespace
-        self.fewest: dict[str, int] = {}
-        self.polls = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> BudgetWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready = Counter(p.metadata.labels.get("app") for p in self._kube.list_pods()
-                            if p.metadata.namespace == self._namespace and p.status.phase == "Running"
-                            and p.ready and p.metadata.deletion_timestamp is None)
-            for app in APPS:
-                self.fewest[app] = min(self.fewest.get(app, REPLICAS), ready[app])
-            self.polls += 1
-            self._stop.wait(0.1)
 
 
 def settled(api, namespace: str) -> bool:
@@ -116,7 +85,7 @@ def test_pods_return_to_spot_after_an_interruption_within_budgets(cluster, api, 
     metrics = MetricsRecorder()
     rebalancer = Rebalancer(SETTINGS, kube, metrics, store)
     evicted_uids: list[str] = []
-    with BudgetWatch(str(cluster.kubeconfig), namespace) as watch:
+    with ReadyWatch(KubeClient.from_kubeconfig(str(cluster.kubeconfig)), namespace) as watch:
         for _ in range(3):
             result = rebalancer.cycle()
             evicted_uids.extend(e.uid for e in result.evicted)
@@ -130,8 +99,9 @@ def test_pods_return_to_spot_after_an_interruption_within_budgets(cluster, api, 
     assert len(evicted_uids) == len(set(evicted_uids)) == total, "each pod moved exactly once"
     # The watch must have looked (a few polls even on a loaded machine) and never seen a budget
     # broken; whether it caught the brief dip to minAvailable depends on timing.
-    assert watch.polls >= 3, watch.polls
-    assert all(watch.fewest[app] >= MIN_AVAILABLE for app in APPS), watch.fewest
+    assert len(watch.polls) >= 3, len(watch.polls)
+    fewest = watch.fewest(APPS)
+    assert all(fewest[app] >= MIN_AVAILABLE for app in APPS), fewest
     # Each move was judged in the cycle after it: all of them succeeded.
     assert metrics.total("MovesSucceeded", ClusterName=CLUSTER) == total
     assert metrics.total("MovesFailed", ClusterName=CLUSTER) == 0

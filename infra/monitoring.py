@@ -80,6 +80,10 @@ class Monitoring(Construct):
                     missing=cloudwatch.TreatMissingData.BREACHING,
                     description=f"The spot-rebalancer schedule function for {cluster} has not run for "
                                 f"{HEARTBEAT_PERIODS} periods: no sweep, census or rebalance.")
+        # A partial batch response keeps failed records out of the function's Errors metric.
+        self._alarm("RecordsFailed", self._metric("RecordsFailed", "Sum"), threshold=1, periods=1,
+                    description=f"The events function of spot-rebalancer for {cluster} failed records; SQS "
+                                "delivers them again, then to the dead-letter queue. See its logs.")
         self._alarm("DrainDeadlineMissed", self._metric("DeadlineMissed", "Sum"), threshold=1, periods=1,
                     description=f"A drain in {cluster} did not finish before its instance went away.")
         blocked_periods = math.ceil(config.pdb_blocked_alarm_minutes / 5)

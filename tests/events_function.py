@@ -44,6 +44,20 @@ THROTTLED = {
 ANSWERED = ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat")
 
 
+def published(text: str) -> Counter:
+    """The metrics in the CloudWatch EMF documents printed, summed by name."""
+    totals: Counter = Counter()
+    for line in text.splitlines():
+        if not line.startswith("{") or "_aws" not in line:
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]  # a list when one document holds several points
+                totals[metric["Name"]] += sum(value) if isinstance(value, list) else value
+    return totals
+
+
 def sample_event(name: str, instance_id: str) -> str:
     """An AWS sample event from tests/events for this instance, sent now, as JSON text."""
     raw = json.loads(INSTANCE_ID.sub(instance_id, (EVENTS / name).read_text()))

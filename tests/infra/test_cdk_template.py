@@ -437,13 +437,14 @@ def test_alarms_cover_dead_letters_failures_deadlines_budgets_and_the_fleet(synt
         "EventsFunctionErrors", "EventsFunctionThrottles",
         "ScheduleFunctionErrors", "ScheduleFunctionThrottles",
         "DrainDeadlineMissed", "EvictionsBlockedByPdb", "SpotShareBelowTarget", "MisplacedPodsAboveThreshold",
-        "WorkQueueBacklog", "WorkQueueOldestMessage", "ScheduleFunctionNotInvoked",
+        "WorkQueueBacklog", "WorkQueueOldestMessage", "ScheduleFunctionNotInvoked", "RecordsFailed",
     }
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()
                  if a.get("Namespace") == "SpotRebalancer"}
     cluster_only = [{"Name": "ClusterName", "Value": "batch"}]
     expectations = {
         "DeadlineMissed": ("GreaterThanOrEqualToThreshold", 1, 1),
+        "RecordsFailed": ("GreaterThanOrEqualToThreshold", 1, 1),
         "SpotShareRequestedCpu": ("LessThanThreshold", 60, 3),
     }
     for metric, (comparison, threshold, periods) in expectations.items():

@@ -6,14 +6,13 @@ writes nothing to the cluster."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import boto3
 import pytest
 
 from spot_rebalancer.drain_policy import ACTION_ANNOTATION
 from tests.ec2 import launch_instance
-from tests.events_function import REGION, events_function, sample_event
+from tests.events_function import REGION, events_function, published, sample_event
 from tests.kube.workloads import deployment, pods, running, wait_for
 
 GONE = "i-0123456789abcdef0"  # never launched: EC2 no longer knows it
@@ -23,20 +22,6 @@ GONE = "i-0123456789abcdef0"  # never launched: EC2 no longer knows it
 def function(kube, monkeypatch):
     with events_function(monkeypatch, lambda _cluster: kube, POWERTOOLS_METRICS_DISABLED="false") as deployed:
         yield deployed
-
-
-def published(text: str) -> Counter:
-    """The metrics in the CloudWatch EMF documents printed, summed by name."""
-    totals: Counter = Counter()
-    for line in text.splitlines():
-        if not line.startswith("{") or "_aws" not in line:
-            continue
-        document = json.loads(line)
-        for directive in document["_aws"]["CloudWatchMetrics"]:
-            for metric in directive["Metrics"]:
-                value = document[metric["Name"]]  # a list when one document holds several points
-                totals[metric["Name"]] += sum(value) if isinstance(value, list) else value
-    return totals
 
 
 def drain_marks(api) -> dict[str, tuple]:

@@ -74,6 +74,7 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         EventType,
         process_partial_response,
     )
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
     worker, (config, idempotent_act), logger = _runtime()
     config.register_lambda_context(context)
@@ -93,7 +94,17 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
             raise outcome
         return outcome
 
+    failures = [o for o in outcomes.values() if isinstance(o, Exception)]
+    duplicates = [f for f in failures if isinstance(f, IdempotencyAlreadyInProgressError)]
+    # A copy delivered while another invocation still acts on it is handed back to SQS for
+    # later, not an error: a batch of only such copies must not fail the invocation (and fire
+    # the function's Errors alarm). Real failures are counted, since a partial batch response
+    # hides them from that metric.
+    worker.metrics.add("RecordsFailed", len(failures) - len(duplicates),
+                       ClusterName=worker.settings.cluster_name)
+    processor = BatchProcessor(EventType.SQS,
+                               raise_on_entire_batch_failure=len(duplicates) < len(failures))
     try:
-        return process_partial_response(event, process, BatchProcessor(EventType.SQS), context)
+        return process_partial_response(event, process, processor, context)
     finally:
         worker.metrics.publish()

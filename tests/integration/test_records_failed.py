@@ -1,0 +1,29 @@
+"""Failed records are counted: a partial batch response hides them from the function's Errors
+metric, so the events function publishes `RecordsFailed` (the `RecordsFailed` alarm watches it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.events_function import events_function, published, sample_event
+
+GONE = "i-0123456789abcdef0"  # never launched: its warning is acknowledged quietly
+WARNING = "spot-interruption-terminate.json"
+
+
+@pytest.fixture
+def function(kube, monkeypatch):
+    with events_function(monkeypatch, lambda _cluster: kube, POWERTOOLS_METRICS_DISABLED="false") as deployed:
+        yield deployed
+
+
+def test_a_bad_record_fails_alone_and_is_counted(function, capsys):
+    result = function.invoke(["{not json", sample_event(WARNING, GONE)], ["bad", "good"])
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert published(capsys.readouterr().out)["RecordsFailed"] == 1
+
+
+def test_a_batch_that_acts_is_counted_as_no_failure(function, capsys):
+    assert function.invoke([sample_event(WARNING, GONE)]) == {"batchItemFailures": []}
+    metrics = published(capsys.readouterr().out)
+    assert metrics.get("RecordsFailed") == 0 and metrics["EventsIgnored"] == 1  # published, as 0

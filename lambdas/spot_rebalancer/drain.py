@@ -359,6 +359,8 @@ class DrainService:
             return clock() + (at - self.now()).total_seconds()
 
         stop = plan.deadline if invocation_end is None else min(plan.deadline, invocation_end)
+        # At the deadline itself (a backstop's is now) every wave still gets its one attempt.
+        continued_later = invocation_end is not None and invocation_end < plan.deadline
         stop_at = clock() + max(0.0, (stop - self.now()).total_seconds())
         schedule = EvictionSchedule(until=stop_at, backoff=backoff_seconds, clock=clock, sleep=self.sleep)
         evictions = Evictions(kube, self.metrics, job.target.cluster)
@@ -380,8 +382,8 @@ class DrainService:
                 if to_leave_first:
                     to_leave_first = wait_until_gone(kube, node_name, to_leave_first,
                                                      min(stop_at, on_clock(latest)), clock, self.sleep)
-                if clock() >= stop_at:
-                    break
+                if clock() >= stop_at and continued_later:
+                    break  # the drain's next invocation issues it, still after the waves before it
                 issued.append(pool.submit(evict, wave))
                 to_leave_first = [*to_leave_first, *wave.pods]
             all_results = [r for future in issued for r in future.result()]

@@ -37,7 +37,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(bin_dir / "spot-rebalancer"), *args], capture_output=True, text=True,
-                          check=False, env={"PATH": str(bin_dir)})
+                          # Each test pod is its workload's only replica, which is not moved by default.
+                          check=False, env={"PATH": str(bin_dir), "MOVE_SINGLE_REPLICA_WORKLOADS": "true"})
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS], ids=["top", *COMMANDS])

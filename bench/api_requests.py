@@ -37,6 +37,7 @@ from spot_rebalancer.state import HistoryStore
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.cluster import LocalCluster
 from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, wait_for
+from tests.state_table import create_state_table
 
 T = TypeVar("T")
 
@@ -128,10 +129,7 @@ def main() -> int:
         fill(cluster)
         kube = KubeClient.from_kubeconfig(str(cluster.kubeconfig))
         with mock_aws():
-            boto3.client("dynamodb", region_name=REGION).create_table(
-                TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+            create_state_table(boto3.client("dynamodb", region_name=REGION), TABLE)
             os.environ.update({"AWS_DEFAULT_REGION": REGION, "CLUSTER_NAME": CLUSTER, "STATE_TABLE": TABLE,
                                "MIN_POD_AGE_SECONDS": "0", "POWERTOOLS_METRICS_DISABLED": "true",
                                "POWERTOOLS_LOG_LEVEL": "WARNING"})

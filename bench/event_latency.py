@@ -27,6 +27,7 @@ from tests.kube.api import Api
 from tests.kube.cluster import LocalCluster
 from tests.kube.controlplane import ADMIN
 from tests.kube.workloads import deployment, pods, running, wait_for
+from tests.state_table import create_state_table
 
 EVENTS = 20
 PODS_PER_NODE = 10
@@ -82,10 +83,7 @@ def handler_process(kubeconfig: str, count: int, results) -> None:
         instance_ids = [launch_instance(ec2) for _ in range(count)]
         described = ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
         dns = {i["InstanceId"]: i["PrivateDnsName"] for r in described for i in r["Instances"]}
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(boto3.client("dynamodb", region_name=REGION))
         queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
         os.environ.update({"AWS_DEFAULT_REGION": REGION, "CLUSTER_NAME": "test", "STATE_TABLE": "state",
                            "WORK_QUEUE_URL": queue_url, "POWERTOOLS_METRICS_DISABLED": "true"})

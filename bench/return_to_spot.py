@@ -143,6 +143,7 @@ def main() -> int:
     from spot_rebalancer import eks_auth
     from spot_rebalancer.kube import KubeClient
     from tests.kube.cluster import LocalCluster
+    from tests.state_table import create_state_table
 
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     cluster = LocalCluster().start()
@@ -155,10 +156,7 @@ def main() -> int:
                            "STATE_TABLE": TABLE, "POWERTOOLS_METRICS_DISABLED": "true",
                            "POWERTOOLS_LOG_LEVEL": "WARNING", "MIN_POD_AGE_SECONDS": "0",
                            "PRICE_OVERRIDES": json.dumps(PRICES)})
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(boto3.client("dynamodb", region_name=REGION), TABLE)
         results = {rails: run(rails, cycles, cluster, kube) for rails in RAILS}
     finally:
         mock.stop()

@@ -27,6 +27,7 @@ from moto import mock_aws
 from moto.core.models import botocore_stubber
 
 from spot_rebalancer.handlers import events as events_handler
+from tests.state_table import create_state_table
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -187,10 +188,7 @@ def delayed_messages(queue_url: str) -> list[tuple[str, int]]:
 def function_environment(monkeypatch: Any, kube_for: Callable[[str], Any], **environment: str) -> str:
     """Inside moto: the state table and the work queue made, the function's environment set (plus
     `environment`) and its Kubernetes client taken from `kube_for(cluster)`; the queue's URL."""
-    boto3.client("dynamodb", region_name=REGION).create_table(
-        TableName="state", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    create_state_table(boto3.client("dynamodb", region_name=REGION))
     queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
     for key, value in {"AWS_DEFAULT_REGION": REGION, "CLUSTER_NAME": "test", "STATE_TABLE": "state",
                        "WORK_QUEUE_URL": queue_url, "DRAIN_TIMEOUT_SECONDS": "20",

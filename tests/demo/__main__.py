@@ -164,6 +164,7 @@ def main() -> int:
     from spot_rebalancer.kube import KubeClient
     from tests.kube.cluster import LocalCluster
     from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, wait_for
+    from tests.state_table import create_state_table
 
     cluster = LocalCluster().start()
     mock = mock_aws()
@@ -174,9 +175,7 @@ def main() -> int:
         # The handlers reach the cluster as they would EKS; here, through the local kubeconfig.
         eks_auth.client_for_cluster = lambda _name: kube
         dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(dynamodb, TABLE)
         queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
         configure_environment(queue_url)
 

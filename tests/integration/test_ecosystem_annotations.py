@@ -20,6 +20,7 @@ from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
 from tests.events_function import REGION, sample_event
 from tests.kube.workloads import deployment, pods, preferred_affinity, running, wait_for
+from tests.state_table import create_state_table
 
 KARPENTER = {"karpenter.sh/do-not-disrupt": "true"}
 AUTOSCALER = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
@@ -90,9 +91,7 @@ def test_the_rebalancer_moves_no_marked_pod_and_empties_no_marked_node(api, clus
 
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(dynamodb)
         result = Rebalancer(settings, kube, MetricsRecorder(), HistoryStore(dynamodb, "state")).cycle()
 
     skipped = {s.name: s.code for s in result.plan.skipped}

@@ -17,6 +17,7 @@ from infra.construct import HISTORY_CALLS, IDEMPOTENCY_CALLS
 from tests.ec2 import launch_instance
 from tests.events_function import REGION, events_function, sample_event
 from tests.kube.workloads import deployment, pods, running, wait_for
+from tests.state_table import create_state_table
 
 
 @pytest.fixture
@@ -66,10 +67,7 @@ def test_the_schedule_function_makes_exactly_its_granted_calls(api, nodes, kube,
     from spot_rebalancer.handlers import schedule
 
     with mock_aws():
-        boto3.client("dynamodb", region_name="eu-west-1").create_table(
-            TableName="state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(boto3.client("dynamodb", region_name="eu-west-1"))
         dynamodb_calls.clear()
         for name, value in {"CLUSTER_NAME": "test", "STATE_TABLE": "state",
                             "AWS_DEFAULT_REGION": "eu-west-1"}.items():

@@ -19,6 +19,7 @@ from spot_rebalancer.state import HistoryStore
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.ready_watch import ReadyWatch
 from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, statefulset, wait_for
+from tests.state_table import create_state_table
 
 CAPACITY = "eks.amazonaws.com/capacityType"
 CLUSTER = "test"
@@ -41,9 +42,7 @@ SNAPSHOT_LISTS = ("/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptio
 def store():
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(client, TABLE)
         yield HistoryStore(client, TABLE)
 
 

@@ -16,6 +16,7 @@ from spot_rebalancer.drain_policy import ACTION_ANNOTATION, DrainReason, node_dr
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.workloads import deployment, pods, preferred_affinity, running, wait_for
+from tests.state_table import create_state_table
 
 CLUSTER = "test"
 TTL = 1800
@@ -73,10 +74,7 @@ def schedule_env(monkeypatch, kube):
     from spot_rebalancer.handlers import schedule
 
     with mock_aws():
-        boto3.client("dynamodb", region_name="eu-west-1").create_table(
-            TableName="state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(boto3.client("dynamodb", region_name="eu-west-1"))
         for name, value in {"CLUSTER_NAME": CLUSTER, "STATE_TABLE": "state", "MIN_POD_AGE_SECONDS": "0",
                             "MOVE_SINGLE_REPLICA_WORKLOADS": "true",
                             "AWS_DEFAULT_REGION": "eu-west-1"}.items():

@@ -20,6 +20,7 @@ from spot_rebalancer.state import HistoryStore
 from spot_rebalancer.telemetry import MetricsRecorder
 from tests.kube.ready_watch import ReadyWatch
 from tests.kube.workloads import deployment, pdb, pods, preferred_affinity, running, wait_for
+from tests.state_table import create_state_table
 
 CAPACITY = "eks.amazonaws.com/capacityType"
 CLUSTER = "test"
@@ -32,9 +33,7 @@ SETTINGS = Settings(cluster_name=CLUSTER, state_table=TABLE, min_pod_age_seconds
 def store():
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(client, TABLE)
         yield HistoryStore(client, TABLE)
 
 

@@ -20,6 +20,7 @@ from spot_rebalancer.telemetry import MetricsRecorder
 from tests.ec2 import launch_instance
 from tests.events_function import REGION, events_function, sample_event
 from tests.kube.workloads import deployment, pods, preferred_affinity, running, wait_for
+from tests.state_table import create_state_table
 
 OPT_OUT = {"spot-rebalancer.io/disable": "true"}
 CAPACITY = "eks.amazonaws.com/capacityType"
@@ -108,9 +109,7 @@ def test_the_rebalancer_never_moves_opted_out_pods_or_excluded_namespaces(api, c
 
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(dynamodb)
         result = Rebalancer(settings, kube, MetricsRecorder(), HistoryStore(dynamodb, "state")).cycle()
 
     skipped = {f"{s.namespace}/{s.name}": s.code for s in result.plan.skipped}

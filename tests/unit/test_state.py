@@ -8,6 +8,7 @@ from moto import mock_aws
 
 from spot_rebalancer.rebalance import Backoff, History, MoveRecord, WorkloadRef
 from spot_rebalancer.state import DEFAULT_TTL_SECONDS, HistoryConflict, HistoryCorrupt, HistoryStore
+from tests.state_table import create_state_table
 
 REGION = "eu-west-1"
 TABLE = "state"
@@ -19,9 +20,7 @@ WEB = WorkloadRef("shop", "ReplicaSet", "web-7d4b9")
 def client():
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        create_state_table(client, TABLE)
         yield client
 
 

@@ -149,7 +149,7 @@ class SpotRebalancer(Construct):
                  code: lambda_.Code | None = None) -> None:
         super().__init__(scope, construct_id)
         self.config = config
-        code = code or lambda_code()
+        code = code or lambda_code(self)
 
         # Idempotency records (Powertools' layout: key `id`, expiry `expiration`) and drain, move
         # and recommendation state share one table: every item is keyed by a prefixed `id`.

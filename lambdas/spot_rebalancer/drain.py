@@ -285,9 +285,12 @@ class DrainService:
                                  self.now(), event_deadline=event.deadline, started=started)
             result.steps.extend(planned.steps(self.now()))
             return Ending.PLANNED
-        if lifecycle is not None and started_at is not None:
-            # A continuation: keep the hook from timing out while the drain goes on. If it has
-            # already ended the instance is on its way out: draining on still helps its pods.
+        if lifecycle is not None:
+            # Every delivery (the first, a retry, a continuation) restarts the hook's heartbeat
+            # timeout, the drain timeout plus a margin, before the drain: so no drain planned from
+            # here (its deadline at most the drain timeout away) outlives the hook, even on a retry
+            # that came when the hook had little time left. If it has already ended the instance
+            # is on its way out: draining on still helps its pods.
             self.autoscaling.heartbeat(lifecycle)
         plan = self._mark(target, reason, event, started, result)
         if plan is None or not plan.evicts:

@@ -91,11 +91,13 @@ def test_event_end_to_end(api, kube, namespace, nodes, case):
         with Stubber(asg_client) as lifecycle_calls:
             if raw["detail-type"] == "EC2 Instance-terminate Lifecycle Action":
                 detail = raw["detail"]
-                lifecycle_calls.add_response("complete_lifecycle_action", {}, {
-                    "AutoScalingGroupName": detail["AutoScalingGroupName"],
-                    "LifecycleHookName": detail["LifecycleHookName"],
-                    "LifecycleActionToken": detail["LifecycleActionToken"], "InstanceId": instance,
-                    "LifecycleActionResult": "CONTINUE"})
+                action = {"AutoScalingGroupName": detail["AutoScalingGroupName"],
+                          "LifecycleHookName": detail["LifecycleHookName"],
+                          "LifecycleActionToken": detail["LifecycleActionToken"], "InstanceId": instance}
+                # Heartbeated before the drain, completed after it.
+                lifecycle_calls.add_response("record_lifecycle_action_heartbeat", {}, action)
+                lifecycle_calls.add_response("complete_lifecycle_action", {},
+                                             {**action, "LifecycleActionResult": "CONTINUE"})
             results = [handler.handle(event, budget_seconds=100) for event in parse_event(raw)]
             lifecycle_calls.assert_no_pending_responses()
 

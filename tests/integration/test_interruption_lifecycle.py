@@ -1,6 +1,7 @@
 """Auto Scaling terminate lifecycle hooks on the local control plane and moto EC2: the hook is
 completed exactly once, with the right parameters, only once the node is empty, with the configured
-result when the drain runs out of time, and heartbeated when a drain continues in a new invocation.
+result when the drain runs out of time, and heartbeated on every delivery (the first, a retry, a
+continuation) before its drain.
 Events for instances that are not our nodes are ignored, but their hooks are still completed.
 (moto has no CompleteLifecycleAction or RecordLifecycleActionHeartbeat: a Stubber answers them.)"""
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -18,11 +19,14 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from infra.config import SpotRebalancerConfig
 from spot_rebalancer.aws import AutoScaling, Ec2
 from spot_rebalancer.config import Settings
-from spot_rebalancer.drain import DrainService
+from spot_rebalancer.drain import DrainJob, DrainService, lifecycle_action
 from spot_rebalancer.events import LifecycleHook, parse_event
+from spot_rebalancer.results import HandleResult
 from spot_rebalancer.telemetry import MetricsRecorder
+from tests.ec2 import launched_ago
 from tests.kube.workloads import deployment, pdb, pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "lifecycle-terminate.json"
@@ -89,16 +93,20 @@ def test_the_hook_is_completed_with_continue_only_once_the_node_is_empty(api, ku
     instance = aws.instance()
     node = busy_node(api, namespace, nodes, instance)
     hook = hook_for(instance)
-    left_at_completion: list[list[dict]] = []
-    aws.autoscaling.meta.events.register(
-        "before-parameter-build.autoscaling.CompleteLifecycleAction",
-        lambda **_: left_at_completion.append(pods_on(api, namespace, node.name)))
+    left_at: dict[str, list[list[dict]]] = {"heartbeat": [], "completion": []}
+    for operation, when in (("RecordLifecycleActionHeartbeat", "heartbeat"),
+                            ("CompleteLifecycleAction", "completion")):
+        aws.autoscaling.meta.events.register(
+            f"before-parameter-build.autoscaling.{operation}",
+            lambda when=when, **_: left_at[when].append(pods_on(api, namespace, node.name)))
+    aws.expect("record_lifecycle_action_heartbeat", hook)
     aws.expect("complete_lifecycle_action", hook, LifecycleActionResult="CONTINUE")
 
     metrics = MetricsRecorder()
     result = handler_for(aws, kube, metrics, drain_timeout_seconds=20).handle(hook, budget_seconds=100)
 
-    assert left_at_completion == [[]], "the hook was completed while pods were still on the node"
+    assert [len(left) for left in left_at["heartbeat"]] == [2], "the first delivery heartbeats, then drains"
+    assert left_at["completion"] == [[]], "the hook was completed while pods were still on the node"
     assert result.continue_at is None
     assert metrics.total("PodsEvicted") == 2
     assert [s.outcome for s in result.steps if s.action == "complete-lifecycle"] == ["CONTINUE"]
@@ -113,6 +121,7 @@ def test_a_budget_that_never_allows_eviction_ends_in_the_configured_result_at_th
     wait_for(lambda: api.get(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/web")
              ["status"].get("observedGeneration"), "the PDB to be observed")
     hook = hook_for(instance)
+    aws.expect("record_lifecycle_action_heartbeat", hook)
     aws.expect("complete_lifecycle_action", hook, LifecycleActionResult=timeout_result)
 
     metrics = MetricsRecorder()
@@ -138,6 +147,7 @@ def test_a_drain_longer_than_the_invocation_continues_heartbeats_and_finishes(
     metrics = MetricsRecorder()
     handler = handler_for(aws, kube, metrics, drain_timeout_seconds=20)
 
+    aws.expect("record_lifecycle_action_heartbeat", hook)
     first = handler.handle(hook, budget_seconds=12)
     started = datetime.now(UTC)
 
@@ -153,6 +163,34 @@ def test_a_drain_longer_than_the_invocation_continues_heartbeats_and_finishes(
     assert pods_on(api, namespace, node.name) == []
     assert {s.action for s in second.steps} >= {"wait", "complete-lifecycle"}
     assert metrics.total("PodsEvicted") == 2, "the continuation waited; it did not evict again"
+
+
+def test_a_retry_late_in_the_hooks_timeout_heartbeats_first_and_plans_no_drain_past_the_hook(
+        api, kube, namespace, nodes, aws):
+    """A failed first delivery came back after the queue's visibility timeout (660 s): the hook,
+    deployed with the drain timeout plus a margin as its heartbeat timeout, had a minute left, and
+    a drain planned from then (the drain timeout) would outlive it. The retry's heartbeat restarts
+    the hook's timeout before the drain, so the plan ends within it."""
+    deployed = SpotRebalancerConfig(cluster_name="test")
+    instance = aws.instance()
+    launched_ago(instance, 3600)
+    busy_node(api, namespace, nodes, instance)
+    hook = replace(hook_for(instance), time=datetime.now(UTC) - timedelta(seconds=660))
+    hook_timeout = timedelta(seconds=deployed.lifecycle_heartbeat_seconds)
+    heartbeats: list[datetime] = []
+    aws.autoscaling.meta.events.register(
+        "before-parameter-build.autoscaling.RecordLifecycleActionHeartbeat",
+        lambda **_: heartbeats.append(datetime.now(UTC)))
+    aws.expect("record_lifecycle_action_heartbeat", hook)
+    drains = DrainService(deployed, Ec2(aws.ec2), AutoScaling(aws.autoscaling), lambda _cluster: kube,
+                          MetricsRecorder())
+
+    job = drains.begin(hook, lifecycle_action(hook), None, HandleResult())
+
+    assert isinstance(job, DrainJob), job
+    assert hook.time + hook_timeout < job.plan.deadline, "without a heartbeat the hook would end first"
+    (heartbeat_at,) = heartbeats
+    assert job.plan.deadline <= heartbeat_at + hook_timeout, "the drain outlives the hook"
 
 
 @pytest.mark.parametrize("case", ["another cluster", "instance gone", "not a node"])

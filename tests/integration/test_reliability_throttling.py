@@ -99,7 +99,9 @@ def test_a_completion_throttled_past_its_retries_fails_loudly_and_the_redelivery
     assert not [p for p in pods(api, namespace) if p["spec"].get("nodeName") == node], "drained"
 
     assert function.invoke([body]) == {"batchItemFailures": []}, "the redelivery"
-    assert function.autoscaling.sends == {(COMPLETE, "throttled"): ATTEMPTS + 2, (COMPLETE, "accepted"): 1}
+    # Each delivery heartbeats the hook before its drain; the completion is sent once.
+    assert function.autoscaling.sends == {(HEARTBEAT, "accepted"): 2,
+                                          (COMPLETE, "throttled"): ATTEMPTS + 2, (COMPLETE, "accepted"): 1}
     assert [c["LifecycleActionResult"] for c in function.autoscaling.calls(COMPLETE)] == ["CONTINUE"]
     assert evictions(cluster) == dict.fromkeys(web, 1), "the redelivery evicted nothing again"
 
@@ -114,21 +116,22 @@ def test_throttled_heartbeat_and_completion_of_a_continued_drain(api, cluster, n
                            remaining_ms=12_000) == {"batchItemFailures": []}
     (continuation,) = function.queued()
     assert json.loads(continuation)["continuation"]["attempt"] == 1
+    assert [op for op, _ in function.autoscaling.accepted] == [HEARTBEAT], "the first delivery's"
 
     # Throttled past its retries, the heartbeat fails the continuation before it does anything.
     function.autoscaling.throttle(HEARTBEAT, ATTEMPTS)
     written = sum(n for (method, _), n in cluster.proxy.requests.items() if method != "GET")
     assert "Throttling" in failure_of(function, continuation)
     assert sum(n for (method, _), n in cluster.proxy.requests.items() if method != "GET") == written
-    assert function.autoscaling.accepted == []
+    assert [op for op, _ in function.autoscaling.accepted] == [HEARTBEAT], "nothing more was accepted"
 
     function.autoscaling.throttle(HEARTBEAT, 2)
     function.autoscaling.throttle(COMPLETE, 2)
     assert function.invoke([continuation]) == {"batchItemFailures": []}, "the redelivery"
 
-    assert function.autoscaling.sends == {(HEARTBEAT, "throttled"): ATTEMPTS + 2, (HEARTBEAT, "accepted"): 1,
+    assert function.autoscaling.sends == {(HEARTBEAT, "throttled"): ATTEMPTS + 2, (HEARTBEAT, "accepted"): 2,
                                           (COMPLETE, "throttled"): 2, (COMPLETE, "accepted"): 1}
-    assert [op for op, _ in function.autoscaling.accepted] == [HEARTBEAT, COMPLETE]
+    assert [op for op, _ in function.autoscaling.accepted] == [HEARTBEAT, HEARTBEAT, COMPLETE]
     assert not [p for p in pods(api, namespace) if p["spec"].get("nodeName") == node]
     assert evictions(cluster) == dict.fromkeys(web, 1)
     assert function.queued() == []

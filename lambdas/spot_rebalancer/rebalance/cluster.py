@@ -129,6 +129,9 @@ class ClusterState:
         self.affinity_scorers: list[Pod] = []
         # Bumped by every simulated move, so cached "no room" verdicts know when they are stale.
         self.version = 0
+        # The node whose room each simulated move (or undo) changed, in order: caches of per-node
+        # verdicts refresh only the nodes changed since they were made.
+        self.changed: list[int] = []
         # Per controller, the pods topology spread counts on each node (by index): running or
         # pending there, not being deleted; a move takes one from its source and adds it to its
         # target. The scheduler's default spreading selects a pod's ReplicaSet or StatefulSet.
@@ -209,6 +212,7 @@ class ClusterState:
              target: NodeState) -> None:
         """Simulate the pod's replacement running on target; the evicted pod stays on source."""
         self._place(pod, requests, ports, target)
+        self.changed.append(target.index)
         self.evicted.add((id(pod), source.index))
         self._count_move(pod, source, target)
 
@@ -216,6 +220,7 @@ class ClusterState:
                   target: NodeState) -> None:
         """Take back `move`: the replacement leaves target, the pod is no longer evicted."""
         self._unplace(pod, requests, ports, target)
+        self.changed.append(target.index)
         self.evicted.discard((id(pod), source.index))
         self._count_move(pod, target, source)
 

@@ -105,7 +105,7 @@ def normalize_spread(scores: Sequence[int | None]) -> list[int]:
 
 def spread_scores(constraints: Sequence[tuple[str, int]], labels: Sequence[Mapping[str, str]],
                   own_counts: Sequence[Sequence[int]], domain_counts: Sequence[Mapping[str, int]],
-                  require_all: bool) -> list[int]:
+                  require_all: bool, repeats: Sequence[int] | None = None) -> list[int]:
     """PodTopologySpread's normalised scores of the feasible nodes.
 
     `constraints` are the pod's ScheduleAnyway (topology key, maxSkew) pairs, `labels` each feasible
@@ -113,12 +113,14 @@ def spread_scores(constraints: Sequence[tuple[str, int]], labels: Sequence[Mappi
     hostname constraint reads) and `domain_counts[k]` the pods it selects per domain over every node
     it counts. With `require_all` (a pod's own constraints, not the system defaults) a node missing
     one of the keys is left out. A topology's weight grows with its domains among the feasible
-    nodes (a node without the key counting as the domain "").
+    nodes (a node without the key counting as the domain ""). With `repeats`, entry i stands for
+    repeats[i] feasible nodes alike in their labels and own counts (scored once, counted each).
     """
     ignored = [require_all and any(key not in node for key, _ in constraints) for node in labels]
     counted = [node for node, left_out in zip(labels, ignored, strict=True) if not left_out]
-    weights = [topology_weight(len(counted) if key == HOSTNAME_KEY
-                               else len({node.get(key, "") for node in counted}))
+    hosts = len(counted) if repeats is None else sum(n for n, out in zip(repeats, ignored, strict=True)
+                                                     if not out)
+    weights = [topology_weight(hosts if key == HOSTNAME_KEY else len({node.get(key, "") for node in counted}))
                for key, _ in constraints]
     raw: list[int | None] = []
     for index, node in enumerate(labels):

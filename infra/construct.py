@@ -49,6 +49,8 @@ TERMINATE_HOOK_NAME = "spot-rebalancer-drain"
 LAUNCH_HOOK_NAME = "spot-rebalancer-launch"
 LAUNCH_HEARTBEAT_SECONDS = 300
 LIFECYCLE_TAG_VALUES = ("spot", "on-demand")
+CAPACITY_BLOCK_WARNINGS = ("Capacity Block Expiration Warning",
+                           "Capacity Block Reservation Expiration Warning")
 # The state table calls each function makes (tests/integration/test_least_privilege.py records them):
 # powertools' idempotency records (a conditional put returns the record it finds, so no get), and the
 # move history.
@@ -103,6 +105,10 @@ def event_patterns(config: SpotRebalancerConfig) -> dict[str, events.EventPatter
             source=["aws.ec2"], detail_type=["EC2 Spot Instance Interruption Warning"]),
         "CapacityReservationInterruptionRule": events.EventPattern(
             source=["aws.ec2"], detail_type=["EC2 Capacity Reservation Instance Interruption Warning"]),
+        # A Capacity Block's instances are terminated from 30 minutes before its end; the warning
+        # comes 10 minutes before that. AWS's pages name its detail-type both ways.
+        "CapacityBlockExpirationRule": events.EventPattern(
+            source=["aws.ec2"], detail_type=list(CAPACITY_BLOCK_WARNINGS)),
         "RebalanceRecommendationRule": events.EventPattern(
             source=["aws.ec2"], detail_type=["EC2 Instance Rebalance Recommendation"]),
         "TerminateLifecycleActionRule": lifecycle_action("EC2 Instance-terminate Lifecycle Action",
@@ -215,6 +221,9 @@ class SpotRebalancer(Construct):
                           {"ForAllValues:StringEquals": {
                               "dynamodb:LeadingKeys": [history_key(config.cluster_name)]}})
         self._grant_lifecycle_actions(self.events_role)
+        # A Capacity Block's warning names its reservation: its end and instances are read from EC2.
+        self.events_role.add_to_policy(iam.PolicyStatement(
+            sid="ReadCapacityBlocks", actions=["ec2:DescribeCapacityReservations"], resources=["*"]))
         if config.capacity_nudge:
             self._grant_capacity_nudge(self.schedule_role)
         if config.scale_in_emptied_nodes:
@@ -332,7 +341,8 @@ class SpotRebalancer(Construct):
         Validations.of(role).acknowledge(
             _ack(
                 "AwsSolutions-IAM5[Resource::*]",
-                "ec2:DescribeInstances, ec2:DescribeSpotPriceHistory, pricing:GetProducts, "
+                "ec2:DescribeInstances, ec2:DescribeCapacityReservations, ec2:DescribeSpotPriceHistory, "
+                "pricing:GetProducts, "
                 "autoscaling:DescribeAutoScalingGroups/DescribeAutoScalingInstances and X-Ray's "
                 "PutTraceSegments/PutTelemetryRecords have no resource-level permissions; AWS requires "
                 "Resource *."),

@@ -47,3 +47,44 @@ def node_group(region: str, desired: int, maximum: int, *, name: str = "ng-spot"
                "ResourceType": "auto-scaling-group"} for k, v in (tags or {}).items()])
     described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return autoscaling, [i["InstanceId"] for i in described["AutoScalingGroups"][0]["Instances"]]
+
+
+def capacity_block_answers(stub, reservation_id: str, ends_at, instances: dict[str, str] | None, *,
+                           reservation_type: str = "capacity-block", account: str = "123456789012",
+                           region: str = "us-east-2") -> None:
+    """Queue on a botocore Stubber what EC2 answers for a Capacity Block (moto knows no capacity
+    reservations, nor the capacity-reservation-id filter): DescribeCapacityReservations, then one
+    page of DescribeInstances of its `instances` ({instance id: the cluster its tags name}; None: a
+    reservation whose instances are not asked for)."""
+    from datetime import timedelta
+
+    starts = ends_at - timedelta(days=2)
+    stub.add_response("describe_capacity_reservations", {"CapacityReservations": [{
+        "CapacityReservationId": reservation_id,
+        "OwnerId": account,
+        "CapacityReservationArn": f"arn:aws:ec2:{region}:{account}:capacity-reservation/{reservation_id}",
+        "AvailabilityZoneId": "use2-az2", "AvailabilityZone": f"{region}b",
+        "InstanceType": "p5.48xlarge", "InstancePlatform": "Linux/UNIX", "Tenancy": "default",
+        "TotalInstanceCount": max(2, len(instances or {})), "AvailableInstanceCount": 0,
+        "EbsOptimized": True, "EphemeralStorage": False,
+        "State": "active", "StartDate": starts, "EndDate": ends_at, "EndDateType": "limited",
+        "InstanceMatchCriteria": "targeted", "CreateDate": starts - timedelta(days=5),
+        "ReservationType": reservation_type, "Tags": []}]},
+        {"CapacityReservationIds": [reservation_id]})
+    if instances is None:
+        return
+    stub.add_response("describe_instances", {"Reservations": [{
+        "ReservationId": "r-0f1e2d3c4b5a69788", "OwnerId": account,
+        "Instances": [{
+            "InstanceId": instance_id, "InstanceType": "p5.48xlarge",
+            "State": {"Code": 16, "Name": "running"},
+            "PrivateDnsName": f"ip-10-0-{n}-17.{region}.compute.internal",
+            "Placement": {"AvailabilityZone": f"{region}b", "Tenancy": "default"},
+            "Architecture": "x86_64", "LaunchTime": starts,
+            "CapacityReservationId": reservation_id,
+            "InstanceLifecycle": "capacity-block",
+            "Tags": [{"Key": "eks:cluster-name", "Value": cluster},
+                     {"Key": f"kubernetes.io/cluster/{cluster}", "Value": "owned"}],
+        } for n, (instance_id, cluster) in enumerate(instances.items())]}]},
+        {"Filters": [{"Name": "capacity-reservation-id", "Values": [reservation_id]},
+                     {"Name": "instance-state-name", "Values": ["pending", "running"]}]})

@@ -31,6 +31,14 @@ class Instance:
     launched_at: datetime | None = None  # when it last started running (a stop and start moves it)
 
 
+@dataclass(frozen=True, slots=True)
+class CapacityReservation:
+    reservation_id: str
+    reservation_type: str  # "capacity-block" for a Capacity Block, "default" for an On-Demand one
+    state: str  # active, expired, scheduled, payment-pending, ...
+    ends_at: datetime | None  # None: no end date (an unlimited On-Demand reservation)
+
+
 def boto_config() -> Any:
     from botocore.config import Config
 
@@ -59,6 +67,33 @@ class Ec2:
         # simply leaves it out, which is what a fleet sweep wants.
         paginator = self._client.get_paginator("describe_instances")
         return paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}])
+
+    def capacity_reservation(self, reservation_id: str) -> CapacityReservation | None:
+        """The reservation, or None when EC2 no longer knows it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self._client.describe_capacity_reservations(
+                CapacityReservationIds=[reservation_id]).get("CapacityReservations", [])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidCapacityReservationId.NotFound":
+                return None
+            raise
+        if not found:
+            return None
+        raw = found[0]
+        return CapacityReservation(reservation_id=raw["CapacityReservationId"],
+                                   reservation_type=raw.get("ReservationType", "default"),
+                                   state=raw.get("State", ""), ends_at=raw.get("EndDate"))
+
+    def reservation_instances(self, reservation_id: str) -> list[Instance]:
+        """The pending and running instances in the capacity reservation."""
+        paginator = self._client.get_paginator("describe_instances")
+        pages = paginator.paginate(Filters=[
+            {"Name": "capacity-reservation-id", "Values": [reservation_id]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        return [_instance(raw) for page in pages for reservation in page.get("Reservations", [])
+                for raw in reservation.get("Instances", [])]
 
     def tag(self, instance_ids: list[str], key: str, value: str) -> None:
         if instance_ids:

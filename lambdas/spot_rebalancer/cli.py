@@ -22,11 +22,12 @@ from typing import Any
 import msgspec
 
 from . import __version__
+from .capacity_blocks import CapacityBlocks
 from .config import ConfigError, Settings
 from .deployment import DeploymentError, context_settings, stack_settings
 from .drain import UNDOING_KINDS, closed_change, drain_reason
 from .drain_policy import plan_drain, plan_undo, waiting_step
-from .events import Event, EventError, Ignored, InstanceEvent, parse_event
+from .events import CapacityBlockWarning, Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeApiError, KubeClient
 from .nodes import match_node
 from .objects import Node, Pod
@@ -302,7 +303,7 @@ def _handle(args: argparse.Namespace, now: Now = _now) -> int:
         raise UsageError("--event - and --from-file - cannot both read stdin")
     events = parse_event(_read_input(args.event, "event"))
     _, snapshot = _cluster(args)
-    steps = [step for event in events for step in _handle_one(event, snapshot, settings, now())
+    steps = [step for event in events for step in _event_steps(event, snapshot, settings, now())
              if not step.namespace or _in_namespace(args, step.namespace)]
     if args.output == "json":  # one object per line, as the functions log them
         for step in steps:
@@ -310,6 +311,21 @@ def _handle(args: argparse.Namespace, now: Now = _now) -> int:
         return 0
     _emit(args, [step.as_json() for step in steps], lambda: _steps_table(steps, wide=args.output == "wide"))
     return 0
+
+
+def _event_steps(event: Event, snapshot: ClusterSnapshot, settings: Settings, now: datetime) -> list[Step]:
+    if not isinstance(event, CapacityBlockWarning):
+        return _handle_one(event, snapshot, settings, now)
+    # The warning names a reservation: its instances come from EC2, as the function finds them.
+    import boto3
+
+    from .aws import Ec2, boto_config
+
+    fan_out = CapacityBlocks(settings, Ec2(boto3.client("ec2", config=boto_config())), now=lambda: now
+                             ).fan_out(event)
+    if not fan_out.events:
+        return fan_out.steps
+    return [step for one in fan_out.events for step in _handle_one(one, snapshot, settings, now)]
 
 
 def _handle_one(event: Event, snapshot: ClusterSnapshot, settings: Settings, now: datetime) -> list[Step]:

@@ -83,6 +83,7 @@ UNDO_DELAY = timedelta(seconds=60)
 # The event kinds whose reason does not depend on the event's details.
 _DRAIN_REASONS: dict[EventKind, DrainReason] = {
     EventKind.CAPACITY_RESERVATION_INTERRUPTION: DrainReason.CAPACITY_RESERVATION_INTERRUPTION,
+    EventKind.CAPACITY_BLOCK_EXPIRY: DrainReason.CAPACITY_BLOCK_EXPIRY,
     EventKind.REBALANCE_RECOMMENDATION: DrainReason.REBALANCE_RECOMMENDATION,
     EventKind.DEGRADED_HARDWARE: DrainReason.DEGRADED_HARDWARE,
 }

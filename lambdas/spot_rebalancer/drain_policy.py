@@ -98,6 +98,7 @@ class DrainReason(enum.StrEnum):
     SPOT_INTERRUPTION = "spot-interruption"  # the spot instance is terminated
     SPOT_STOP = "spot-stop"  # the spot instance is stopped or hibernated: it may start again
     CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
+    CAPACITY_BLOCK_EXPIRY = "capacity-block-expiry"  # its Capacity Block ends: EC2 terminates it
     REBALANCE_RECOMMENDATION = "rebalance-recommendation"
     ASG_TERMINATION = "asg-termination"
     ASG_TO_WARM_POOL = "asg-warm-pool"  # scaled in into the group's warm pool: it may come back
@@ -193,6 +194,10 @@ DRAIN_SPECS: dict[DrainReason, DrainSpec] = {spec.reason: spec for spec in (
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.NEVER,
               instance_ends_at_deadline=True),
+    DrainSpec(DrainReason.CAPACITY_BLOCK_EXPIRY, forced=True, marking=Marking.CORDON,
+              deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
+              revert=Revert.NEVER,
+              instance_ends_at_deadline=True),
     DrainSpec(DrainReason.REBALANCE_RECOMMENDATION, forced=False, marking=Marking.RECOMMENDATION_POLICY,
               deadline=DeadlineRule.EVENT, lead_time=LeadTime.NONE, finish=Finish.NOTHING,
               revert=Revert.AFTER_TTL),
@@ -269,6 +274,23 @@ def drain_deadline(spec: DrainSpec, event_deadline: datetime | None, settings: S
     if spec.deadline is DeadlineRule.EVENT and event_deadline is not None:
         return min(event_deadline, limit)
     return limit
+
+
+CAPACITY_BLOCK_TYPE = "capacity-block"  # a Capacity Reservation's ReservationType
+
+
+def capacity_block_end(reservation_type: str, ends_at: datetime | None, announced: datetime | None,
+                       now: datetime) -> datetime | str:
+    """When an ending Capacity Block ends, by its reservation (`ends_at`), or why its expiration
+    warning (announcing `announced`) drains nothing: not a Capacity Block, extended past the
+    announced end, or over already (its instances went with it)."""
+    if reservation_type != CAPACITY_BLOCK_TYPE or ends_at is None:
+        return f"not a Capacity Block (reservation type {reservation_type})"
+    if announced is not None and ends_at > announced:
+        return f"extended to {ends_at.isoformat()}"
+    if ends_at <= now:
+        return f"ended at {ends_at.isoformat()}"
+    return ends_at
 
 
 def drain_starts_at(spec: DrainSpec, event_deadline: datetime | None, settings: Settings) -> datetime | None:

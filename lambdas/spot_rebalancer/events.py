@@ -5,6 +5,10 @@ domain events: one for most kinds, one per affected instance for AWS Health. Env
 are decoded by msgspec into typed structs, so a missing field, a wrong type or a malformed instance id
 surfaces as `EventError` naming the event and the field, never as a KeyError deep in a handler.
 
+A Capacity Block's expiration warning names its reservation, not instances: it comes back as one
+`CapacityBlockWarning`, which the events function fans out to the block's instances
+(`CapacityBlockExpiry`, one per instance, built by `block_instance_event`).
+
 Events that arrive but need no action (a `pending` instance, a closed Health issue, a non-EC2 Health
 event) come back as `Ignored`, so they
 are acknowledged quietly instead of failing and being retried. A closed Health scheduled change, and
@@ -29,11 +33,16 @@ from msgspec import Meta, field
 INSTANCE_ID_PATTERN = r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})\Z"
 InstanceId = Annotated[str, Meta(pattern=INSTANCE_ID_PATTERN)]
 _INSTANCE_ID_RE = re.compile(INSTANCE_ID_PATTERN)
+# Capacity Reservation ids are "cr-" and 17 lowercase hex digits.
+CapacityReservationId = Annotated[str, Meta(pattern=r"^cr-[0-9a-f]{17}\Z")]
 AwareTime = Annotated[datetime, Meta(tz=True)]
 
 # EC2 emits the interruption warning two minutes before it stops or terminates a spot instance;
 # hibernation starts at once, without the two minutes.
 SPOT_WARNING_LEAD = timedelta(minutes=2)
+# EC2 begins terminating a Capacity Block's instances this long before the block ends (its warning
+# comes ten minutes before that).
+CAPACITY_BLOCK_TERMINATION_LEAD = timedelta(minutes=30)
 # Times outside these years are no AWS event's; near the ends of Python's datetime range, the
 # arithmetic on them (a deadline, a lead time) would overflow.
 # An Auto Scaling lifecycle action's Origin or Destination for an instance in the group's warm pool.
@@ -56,6 +65,10 @@ class EventKind(enum.StrEnum):
     SPOT_INTERRUPTION = "spot-interruption"
     # An instance in an interruptible Capacity Reservation its owner reclaims: terminated in 2 minutes.
     CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
+    # A Capacity Block ending: the warning names the reservation (fanned out to its instances), each
+    # of which EC2 terminates 30 minutes before the block's end.
+    CAPACITY_BLOCK_WARNING = "capacity-block-warning"
+    CAPACITY_BLOCK_EXPIRY = "capacity-block-expiry"
     REBALANCE_RECOMMENDATION = "rebalance-recommendation"
     ASG_TERMINATION = "asg-termination"  # terminate lifecycle hook waiting on the instance
     ASG_LAUNCH = "asg-launch"  # launch lifecycle hook waiting on the instance
@@ -135,6 +148,33 @@ class HealthNotice(InstanceEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CapacityBlockWarning(Event):
+    """A Capacity Block's expiration warning: its reservation and the end the event announces."""
+
+    reservation_id: str
+    ends_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapacityBlockExpiry(InstanceEvent):
+    """One instance of an ending Capacity Block; `deadline` is when EC2 begins terminating it."""
+
+    reservation_id: str
+    block_ends_at: datetime
+
+
+def block_instance_event(warning: CapacityBlockWarning, instance_id: str,
+                         block_ends_at: datetime) -> CapacityBlockExpiry:
+    """The warning as it concerns one of its block's instances; `block_ends_at` is the end the
+    reservation itself gives (the event's may be stale)."""
+    return CapacityBlockExpiry(event_id=warning.event_id, time=warning.time, region=warning.region,
+                               account=warning.account, kind=EventKind.CAPACITY_BLOCK_EXPIRY,
+                               instance_id=instance_id, reservation_id=warning.reservation_id,
+                               block_ends_at=block_ends_at,
+                               deadline=block_ends_at - CAPACITY_BLOCK_TERMINATION_LEAD)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ignored(Event):
     detail_type: str
     why: str
@@ -168,6 +208,12 @@ class _ReservationInterruptionDetail(msgspec.Struct, frozen=True):
     instance_id: InstanceId = field(name="instance-id")
     instance_action: Literal["terminate"] = field(name="instance-action")
     termination_time: AwareTime | None = field(default=None, name="instance-termination-time")
+
+
+class _CapacityBlockDetail(msgspec.Struct, frozen=True):
+    reservation_id: CapacityReservationId = field(name="capacity-reservation-id")
+    # AWS shows no example value: read leniently, as only a hint (the reservation's EndDate decides).
+    end_date: Any = field(default=None, name="end-date")
 
 
 class _StateDetail(msgspec.Struct, frozen=True):
@@ -287,6 +333,23 @@ def _reservation_interruption(env: _Envelope) -> tuple[Event, ...]:
                           instance_id=detail.instance_id, deadline=deadline),)
 
 
+def _capacity_block(env: _Envelope) -> tuple[Event, ...]:
+    detail = _detail(env, _CapacityBlockDetail)
+    return (CapacityBlockWarning(**_common(env), kind=EventKind.CAPACITY_BLOCK_WARNING,
+                                 reservation_id=detail.reservation_id,
+                                 ends_at=_hinted_time(detail.end_date)),)
+
+
+def _hinted_time(value: Any) -> datetime | None:
+    """An ISO 8601 time with a zone, in the years events may carry; else None."""
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        utc = None if moment is None or moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return utc if utc is not None and EARLIEST_EVENT_TIME <= utc < LATEST_EVENT_TIME else None
+
+
 def _rebalance(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _Ec2InstanceDetail)
     return (RebalanceRecommendation(**_common(env), kind=EventKind.REBALANCE_RECOMMENDATION,
@@ -400,6 +463,9 @@ _PARSERS: dict[tuple[str, str], _Parser] = {
     ("aws.ec2", "EC2 Spot Instance Interruption Warning"): _spot,
     ("aws.ec2", "EC2 Instance Rebalance Recommendation"): _rebalance,
     ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"): _reservation_interruption,
+    # AWS's pages give the warning both names.
+    ("aws.ec2", "Capacity Block Expiration Warning"): _capacity_block,
+    ("aws.ec2", "Capacity Block Reservation Expiration Warning"): _capacity_block,
     ("aws.ec2", "EC2 Instance State-change Notification"): _state,
     ("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action"): _lifecycle,
     ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action"): _lifecycle,

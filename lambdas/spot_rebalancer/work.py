@@ -4,6 +4,8 @@ carried forward through the queue.
 Each message is one EventBridge event as the rule delivered it, or a continuation this function
 queued itself: {"continuation": {"event": <the event>, "instanceId": ..., "startedAt": ...,
 "attempt": n}}, where startedAt (when the drain began) is left out while the drain has not begun.
+A Capacity Block's warning names no instance: it is fanned out into one such message per instance
+of the block, each also carrying "blockEndsAt" (the block's end, as its reservation gives it).
 """
 
 from __future__ import annotations
@@ -15,9 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .capacity_blocks import CapacityBlocks
 from .config import Settings
 from .drain import BatchMember, DrainBatch, DrainService
-from .events import Event, EventError, EventKind, HealthNotice, InstanceEvent, LifecycleHook, parse_event
+from .events import (
+    CapacityBlockExpiry,
+    CapacityBlockWarning,
+    Event,
+    EventError,
+    EventKind,
+    HealthNotice,
+    InstanceEvent,
+    LifecycleHook,
+    block_instance_event,
+    parse_event,
+)
 from .results import HandleResult
 from .tagging import LaunchCompleter, LifecycleTagger
 from .telemetry import MetricsRecorder
@@ -25,7 +39,8 @@ from .telemetry import MetricsRecorder
 SQS_MAX_DELAY_SECONDS = 900
 TAGGING_KINDS = (EventKind.INSTANCE_RUNNING, EventKind.LAUNCH_SUCCESSFUL)
 # The work that taints and cordons nothing (tagging, launch checks, undoing a drain).
-MARKS_NO_NODE = frozenset({*TAGGING_KINDS, EventKind.ASG_LAUNCH, EventKind.SCHEDULED_CHANGE_CLOSED})
+MARKS_NO_NODE = frozenset({*TAGGING_KINDS, EventKind.ASG_LAUNCH, EventKind.SCHEDULED_CHANGE_CLOSED,
+                           EventKind.CAPACITY_BLOCK_WARNING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +67,8 @@ class Work:
         carried: dict[str, Any] = {"event": self.raw, "instanceId": instance, "attempt": self.attempt + 1}
         if self.started_at is not None:
             carried["startedAt"] = self.started_at.isoformat()
+        if isinstance(self.event, CapacityBlockExpiry):
+            carried["blockEndsAt"] = self.event.block_ends_at.isoformat()
         return {"continuation": carried}
 
 
@@ -66,6 +83,11 @@ def read_message(body: str) -> list[Work]:
     instance = continuation.get("instanceId")
     # No startedAt: a chain waiting for its drain's start (a lead time), not a drain under way.
     started = datetime.fromisoformat(continuation["startedAt"]) if continuation.get("startedAt") else None
+    if continuation.get("blockEndsAt"):
+        # One instance of the block the warning names: the fan-out found it in the reservation.
+        ends = datetime.fromisoformat(continuation["blockEndsAt"])
+        events = tuple(block_instance_event(e, instance, ends) if isinstance(e, CapacityBlockWarning) else e
+                       for e in events)
     work = [Work(raw, event, int(continuation["attempt"]), started)
             for event in events if isinstance(event, InstanceEvent) and event.instance_id == instance]
     if not work:
@@ -119,11 +141,12 @@ def act_on_batch(bodies: Sequence[str],
 
 
 class EventsWorker:
-    def __init__(self, settings: Settings, drains: DrainService,
+    def __init__(self, settings: Settings, drains: DrainService, blocks: CapacityBlocks,
                  tagger: LifecycleTagger, launches: LaunchCompleter, sqs: Any,
                  metrics: MetricsRecorder) -> None:
         self.settings = settings
         self.drains = drains
+        self.blocks = blocks
         self.tagger = tagger
         self.launches = launches
         self.sqs = sqs
@@ -143,6 +166,11 @@ class EventsWorker:
             result = self.drains.undo(event, work.attempt)
         elif event.kind is EventKind.ASG_LAUNCH and isinstance(event, LifecycleHook):
             result = self.launches.handle(event, work.attempt)
+        elif isinstance(event, CapacityBlockWarning):
+            fan_out = self.blocks.fan_out(event)
+            for instance_event in fan_out.events:  # each drained on its own, as its own message
+                self._send(Work(work.raw, instance_event, work.attempt).continuation(), 0)
+            result = HandleResult(fan_out.steps)
         else:
             result = self.drains.handle(event, budget_seconds=budget_seconds, started_at=work.started_at,
                                         attempt=work.attempt, batch=batch)
@@ -154,7 +182,8 @@ class EventsWorker:
         if result.continue_at is None:
             return
         wait = (result.continue_at - datetime.now(UTC)).total_seconds()
-        self.sqs.send_message(QueueUrl=self.settings.work_queue_url,
-                              MessageBody=json.dumps(Work(work.raw, work.event, work.attempt,
-                                                          result.started_at).continuation()),
-                              DelaySeconds=int(min(SQS_MAX_DELAY_SECONDS, max(0, wait))))
+        self._send(Work(work.raw, work.event, work.attempt, result.started_at).continuation(), wait)
+
+    def _send(self, message: dict, delay_seconds: float) -> None:
+        self.sqs.send_message(QueueUrl=self.settings.work_queue_url, MessageBody=json.dumps(message),
+                              DelaySeconds=int(min(SQS_MAX_DELAY_SECONDS, max(0, delay_seconds))))

@@ -44,6 +44,8 @@ def expected_rule(event: dict[str, Any], *, launch_hook: bool) -> str | None:
         return {
             "EC2 Spot Instance Interruption Warning": "SpotInterruptionWarningRule",
             "EC2 Capacity Reservation Instance Interruption Warning": "CapacityReservationInterruptionRule",
+            "Capacity Block Expiration Warning": "CapacityBlockExpirationRule",
+            "Capacity Block Reservation Expiration Warning": "CapacityBlockExpirationRule",
             "EC2 Instance Rebalance Recommendation": "RebalanceRecommendationRule",
             "EC2 Instance State-change Notification":
                 "InstanceStateChangeRule" if detail.get("state") in DELIVERED_STATES else None,
@@ -80,6 +82,7 @@ def matching(rules: dict[str, EventPattern], event: dict[str, Any]) -> list[str]
 def test_the_samples_cover_every_kind_of_event_handled():
     kinds = {expected_rule(e, launch_hook=True) for e in SAMPLES.values()}
     assert kinds >= {"SpotInterruptionWarningRule", "CapacityReservationInterruptionRule",
+                     "CapacityBlockExpirationRule",
                      "RebalanceRecommendationRule", "InstanceStateChangeRule",
                      "TerminateLifecycleActionRule", "LaunchLifecycleActionRule", "LaunchSuccessfulRule",
                      "HealthEventRule"}
@@ -140,3 +143,14 @@ def test_health_events_of_other_services_or_categories_are_not_delivered_whateve
     assert matching(rules, without_scope) == ["HealthEventRule"]
     assert matching(rules, _with_detail(scheduled, eventTypeCategory="accountNotification")) == []
 
+
+
+def test_a_capacity_block_warning_is_delivered_by_either_name_and_its_delivery_is_not(synth):
+    """AWS's pages name the warning "Capacity Block Expiration Warning" and "Capacity Block
+    Reservation Expiration Warning"; the block's delivery needs nothing."""
+    rules = patterns(synth, "prod")
+    warning = _sample("Capacity Block Expiration Warning")
+    other_name = {**warning, "detail-type": "Capacity Block Reservation Expiration Warning"}
+    delivered = {**warning, "detail-type": "Capacity Block Delivered"}
+    assert matching(rules, warning) == matching(rules, other_name) == ["CapacityBlockExpirationRule"]
+    assert matching(rules, delivered) == []

@@ -198,7 +198,7 @@ def _rules(synth, cluster: str) -> dict[str, dict[str, Any]]:
     return synth.resources(cluster, "AWS::Events::Rule")
 
 
-@pytest.mark.parametrize(("cluster", "count"), [("prod", 8), ("batch", 9)])
+@pytest.mark.parametrize(("cluster", "count"), [("prod", 9), ("batch", 10)])
 def test_every_event_rule_delivers_to_the_work_queue_with_retries_and_a_dead_letter_queue(
         synth, cluster, count):
     i = ids(synth, cluster)
@@ -263,7 +263,7 @@ def test_the_state_table_has_the_idempotency_layout_ttl_recovery_and_encryption(
 RESOURCE_STAR_ALLOWED = {"ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups",
                          "autoscaling:DescribeAutoScalingInstances",
                          "xray:PutTraceSegments", "xray:PutTelemetryRecords", "pricing:GetProducts",
-                         "ec2:DescribeSpotPriceHistory"}
+                         "ec2:DescribeSpotPriceHistory", "ec2:DescribeCapacityReservations"}
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
@@ -311,6 +311,13 @@ def test_only_the_events_role_completes_lifecycle_actions(synth):
     assert json.dumps(tagged["Resource"]).endswith(':autoScalingGroup:*:autoScalingGroupName/*"]]}')
     assert tagged["Condition"] == {
         "StringEquals": {"autoscaling:ResourceTag/kubernetes.io/cluster/prod": "owned"}}
+
+
+def test_only_the_events_role_reads_capacity_reservations(synth):
+    """A Capacity Block's warning is fanned out by the events function alone."""
+    [reads] = granting(statements(synth, "prod", "Events"), "ec2:DescribeCapacityReservations")
+    assert actions_of(reads) == {"ec2:DescribeCapacityReservations"}
+    assert not granting(statements(synth, "prod", "Schedule"), "ec2:DescribeCapacityReservations")
 
 
 def test_only_the_schedule_role_prices_the_fleet(synth):

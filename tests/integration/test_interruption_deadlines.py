@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from spot_rebalancer.aws import AutoScaling, Ec2
+from spot_rebalancer.capacity_blocks import CapacityBlocks
 from spot_rebalancer.config import Settings
 from spot_rebalancer.drain import DrainService
 from spot_rebalancer.drain_policy import GRACE_SAFETY_MARGIN_SECONDS
@@ -173,7 +174,8 @@ def test_a_retirement_announced_days_ahead_drains_with_its_whole_timeout_when_it
     metrics = MetricsRecorder()
     drains = DrainService(settings, Ec2(ec2), AutoScaling(boto3.client("autoscaling", region_name=REGION)),
                           lambda _cluster: kube, metrics, now=lambda: clock[0])
-    worker = EventsWorker(settings, drains, LifecycleTagger(settings, Ec2(ec2), lambda _c: kube, metrics),
+    worker = EventsWorker(settings, drains, CapacityBlocks(settings, Ec2(ec2)),
+                          LifecycleTagger(settings, Ec2(ec2), lambda _c: kube, metrics),
                           LaunchCompleter(settings, Ec2(ec2), drains.autoscaling, lambda _c: kube), sqs,
                           metrics)
     (work,) = read_message(json.dumps(health_retirement(instance, timedelta(days=10))))

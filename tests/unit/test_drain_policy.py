@@ -25,6 +25,7 @@ from spot_rebalancer.drain_policy import (
     SkipReason,
     backoff_seconds,
     blocked_pods,
+    capacity_block_end,
     capped_grace_seconds,
     decide_pods,
     deletion_time,
@@ -44,7 +45,7 @@ from spot_rebalancer.drain_policy import (
     waiting_step,
     wave_issue_times,
 )
-from spot_rebalancer.events import parse_event
+from spot_rebalancer.events import block_instance_event, parse_event
 from spot_rebalancer.evictions import EvictionSchedule, evict_one
 from spot_rebalancer.objects import Node, NodeCondition, NodeSystemInfo, Pod, Taint, Volume
 from spot_rebalancer.results import EvictionOutcome as Outcome
@@ -213,6 +214,7 @@ def test_what_each_reason_leaves_and_how_it_is_undone():
     assert {r: r.spec.revert for r in DrainReason} == {
         DrainReason.SPOT_INTERRUPTION: Revert.NEVER, DrainReason.SPOT_STOP: Revert.WHEN_BACK,
         DrainReason.CAPACITY_RESERVATION_INTERRUPTION: Revert.NEVER,
+        DrainReason.CAPACITY_BLOCK_EXPIRY: Revert.NEVER,
         DrainReason.ASG_TO_WARM_POOL: Revert.WHEN_BACK,
         DrainReason.INSTANCE_STOPPED: Revert.WHEN_BACK, DrainReason.INSTANCE_TERMINATED: Revert.NEVER,
         DrainReason.REBALANCE_RECOMMENDATION: Revert.AFTER_TTL, DrainReason.ASG_TERMINATION: Revert.NEVER,
@@ -222,6 +224,36 @@ def test_what_each_reason_leaves_and_how_it_is_undone():
 
 
 # --- deadlines and lead times ------------------------------------------------------------------
+
+
+BLOCK_ENDS = NOW + timedelta(minutes=40)
+
+
+@pytest.mark.parametrize(("reservation_type", "ends_at", "announced", "outcome"), [
+    ("capacity-block", BLOCK_ENDS, BLOCK_ENDS, BLOCK_ENDS),
+    ("capacity-block", BLOCK_ENDS, None, BLOCK_ENDS),  # the warning announced no end
+    # Extended since the warning: its instances run on.
+    ("capacity-block", BLOCK_ENDS + timedelta(days=1), BLOCK_ENDS,
+     f"extended to {(BLOCK_ENDS + timedelta(days=1)).isoformat()}"),
+    ("capacity-block", NOW - timedelta(minutes=1), None,
+     f"ended at {(NOW - timedelta(minutes=1)).isoformat()}"),  # a replay: its instances are gone
+    ("default", BLOCK_ENDS, BLOCK_ENDS, "not a Capacity Block (reservation type default)"),
+    ("capacity-block", None, BLOCK_ENDS, "not a Capacity Block (reservation type capacity-block)"),
+], ids=["as announced", "nothing announced", "extended", "over", "an On-Demand reservation", "no end"])
+def test_when_an_ending_capacity_block_ends_or_why_it_drains_nothing(reservation_type, ends_at, announced,
+                                                                      outcome):
+    assert capacity_block_end(reservation_type, ends_at, announced, NOW) == outcome
+
+
+def test_a_capacity_block_drain_ends_when_ec2_starts_terminating_not_at_the_blocks_end():
+    (warning,) = parse_event((EVENTS / "capacity-block-expiration-warning.json").read_text())
+    event = block_instance_event(warning, "i-0a1b2c3d4e5f60718", warning.ends_at)
+    assert drain_reason(event) is DrainReason.CAPACITY_BLOCK_EXPIRY
+    assert event.deadline == warning.ends_at - timedelta(minutes=30) == warning.time + timedelta(minutes=10)
+    started = warning.time
+    assert drain_deadline(DrainReason.CAPACITY_BLOCK_EXPIRY.spec, event.deadline, DEFAULTS, started) == (
+        event.deadline)
+    assert drain_starts_at(DrainReason.CAPACITY_BLOCK_EXPIRY.spec, event.deadline, DEFAULTS) is None
 
 STARTED = NOW
 TWO_MINUTES = NOW + timedelta(minutes=2)
@@ -429,6 +461,7 @@ def test_a_blocked_pod_is_deleted_when_only_its_grace_is_left(grace, offset):
     (DrainReason.SPOT_INTERRUPTION, True), (DrainReason.ASG_TERMINATION, True),
     (DrainReason.INSTANCE_STOPPING, True), (DrainReason.SCHEDULED_RETIREMENT, True),
     (DrainReason.SPOT_STOP, True), (DrainReason.CAPACITY_RESERVATION_INTERRUPTION, True),
+    (DrainReason.CAPACITY_BLOCK_EXPIRY, True),
     (DrainReason.REBALANCE_RECOMMENDATION, False), (DrainReason.DEGRADED_HARDWARE, False),
     (DrainReason.SCHEDULED_MAINTENANCE, False), (DrainReason.INSTANCE_TERMINATED, False),
 ], ids=lambda value: str(value))

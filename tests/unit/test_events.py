@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from spot_rebalancer.events import (
     INSTANCE_ID_PATTERN,
+    CapacityBlockWarning,
     Event,
     EventError,
     EventKind,
@@ -218,6 +219,39 @@ def test_a_capacity_reservation_interruption_ends_at_its_termination_time():
     del raw["detail"]["instance-termination-time"]
     (event,) = parse_event(raw)
     assert event.deadline == event.time + timedelta(minutes=2), "the notice is two minutes"
+
+
+def test_a_capacity_block_warning_names_its_reservation_and_announced_end():
+    raw = sample("capacity-block-expiration-warning.json")
+    (event,) = parse_event(raw)
+    assert type(event) is CapacityBlockWarning
+    assert (event.kind, event.reservation_id) == (EventKind.CAPACITY_BLOCK_WARNING, "cr-0c8e2a4f6b1d35790")
+    assert event.ends_at == at("2024-06-21T11:30:00")
+    assert event.time == at("2024-06-21T10:50:00")
+    # AWS's pages also call it a Capacity Block Reservation Expiration Warning.
+    raw["detail-type"] = "Capacity Block Reservation Expiration Warning"
+    assert parse_event(raw) == (event,)
+
+
+@pytest.mark.parametrize("end_date", [None, "", "Fri, 21 Jun 2024 11:30:00 GMT", "2024-06-21T11:30:00",
+                                      "9999-12-31T23:59:59Z", 1718969400],
+                         ids=["missing", "empty", "RFC 1123", "no zone", "end of time", "a number"])
+def test_a_capacity_block_end_date_is_only_a_hint(end_date):
+    """The reservation's own EndDate decides; an end the warning gives in no form we know is left
+    out rather than failing the warning."""
+    raw = sample("capacity-block-expiration-warning.json")
+    raw["detail"]["end-date"] = end_date
+    (event,) = parse_event(raw)
+    assert (event.reservation_id, event.ends_at) == ("cr-0c8e2a4f6b1d35790", None)
+
+
+@pytest.mark.parametrize("reservation_id", ["", "cr-0C8E2A4F6B1D35790", "cr-0c8e2a4f6b1d35790\n",
+                                            "i-0a1b2c3d"])
+def test_a_capacity_block_warning_must_name_a_reservation(reservation_id):
+    raw = sample("capacity-block-expiration-warning.json")
+    raw["detail"]["capacity-reservation-id"] = reservation_id
+    with pytest.raises(EventError, match="capacity-reservation-id"):
+        parse_event(raw)
 
 
 def test_warm_pool_lifecycle_actions_say_where_the_instance_goes():

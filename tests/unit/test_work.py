@@ -4,12 +4,13 @@ continuations."""
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from spot_rebalancer.drain import BatchMember, DrainBatch
-from spot_rebalancer.events import EventError
+from spot_rebalancer.events import EventError, EventKind, block_instance_event
 from spot_rebalancer.work import Work, act_on_batch, read_message
 
 EVENTS = Path(__file__).parents[1] / "events"
@@ -48,6 +49,26 @@ def test_a_chain_waiting_for_its_drain_carries_no_start_and_one_under_way_keeps_
     assert under_way.started_at is not None
     carried = type(under_way)(under_way.raw, under_way.event, 2, under_way.started_at).continuation()
     assert carried["continuation"]["startedAt"] == "2024-03-14T09:27:00+00:00"
+
+
+def test_a_capacity_block_warning_is_one_work_item_and_its_fan_out_one_per_instance():
+    """The warning names no instance; each of its block's instances comes back as its own message,
+    carrying the block's end (from the reservation) through every hop of its drain."""
+    raw = json.loads((EVENTS / "capacity-block-expiration-warning.json").read_text())
+    (warning,) = read_message(json.dumps(raw))
+    assert (warning.event.kind, warning.key) == (EventKind.CAPACITY_BLOCK_WARNING, f"{raw['id']}##0")
+    ends = datetime(2024, 6, 21, 11, 30, tzinfo=UTC)
+    drain = Work(raw, block_instance_event(warning.event, "i-0d2f4a6c8e0b13579", ends))
+    message = drain.continuation()
+    assert message["continuation"]["blockEndsAt"] == "2024-06-21T11:30:00+00:00"
+    (hop,) = read_message(json.dumps(message))
+    assert hop.event == drain.event
+    assert hop.event.kind is EventKind.CAPACITY_BLOCK_EXPIRY
+    assert hop.event.deadline == ends - timedelta(minutes=30)
+    assert hop.key == f"{raw['id']}#i-0d2f4a6c8e0b13579#1"
+    later = Work(hop.raw, hop.event, hop.attempt, datetime(2024, 6, 21, 10, 51, tzinfo=UTC)).continuation()
+    (next_hop,) = read_message(json.dumps(later))
+    assert (next_hop.event, next_hop.attempt) == (drain.event, 2)
 
 
 def spot_warning(instance_id: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from ..capacity_blocks import CapacityBlocks
 from ..config import Settings
 from ..drain import BatchMember, DrainService
 from ..tagging import LaunchCompleter, LifecycleTagger
@@ -48,6 +49,7 @@ def _runtime() -> tuple[EventsWorker, Any, Any]:
     worker = EventsWorker(
         settings,
         DrainService(settings, ec2, autoscaling, client_for_cluster, metrics),
+        CapacityBlocks(settings, ec2),
         LifecycleTagger(settings, ec2, client_for_cluster, metrics),
         LaunchCompleter(settings, ec2, autoscaling, client_for_cluster),
         boto3.client("sqs", config=boto_config()),

@@ -108,9 +108,11 @@ def act_on_batch(bodies: Sequence[str],
     """Each message's outcome, in order: what `act` returned for each of its work items, or
     the first exception reading or acting on it raised.
 
-    Every work item of the batch is acted on at once, on its own thread, as one `DrainBatch`:
-    each marks its node first, and no drain waits on anything before all of them have, so a
-    drain that a budget holds up delays no other node's cordon or evictions."""
+    The batch's instances are acted on at once, each on its own thread, as one `DrainBatch`: each
+    marks its node first, and no drain waits on anything before all of them have, so a drain that a
+    budget holds up delays no other node's cordon or evictions. Copies of one work item (one key)
+    are acted on once and share its outcome; different work for one instance (a spot warning and
+    its lifecycle action) is acted on one item after the other, so no node has two drains at once."""
     outcomes: list[list[dict] | Exception] = []
     items: list[tuple[int, Work]] = []
     for index, body in enumerate(bodies):
@@ -119,22 +121,36 @@ def act_on_batch(bodies: Sequence[str],
             outcomes.append([])
         except Exception as exc:  # the message fails alone, as its record would
             outcomes.append(exc)
-    batch = DrainBatch(len(items))
+    lanes: dict[str, list[Work]] = {}
+    acted: set[str] = set()
+    for _, work in items:
+        if work.key not in acted:
+            acted.add(work.key)
+            lane = work.event.instance_id if isinstance(work.event, InstanceEvent) else work.key
+            lanes.setdefault(lane, []).append(work)
+    batch = DrainBatch(len(lanes))
 
-    def act_on(work: Work) -> dict | Exception:
+    def act_in_turn(lane: list[Work]) -> list[dict | Exception]:
+        # The lane's later items reuse its place in the batch: their node is the one its first
+        # item marks, and once marked a place stays marked.
         member = batch.member()
-        try:
-            return act(work, member)
-        except Exception as exc:
-            return exc
-        finally:
-            member.marked()  # a duplicate, a failure or another kind of work marks nothing
+        done: list[dict | Exception] = []
+        for work in lane:
+            try:
+                done.append(act(work, member))
+            except Exception as exc:
+                done.append(exc)
+            finally:
+                member.marked()  # a failure or another kind of work marks nothing
+        return done
 
-    if items:
-        with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="work") as pool:
-            done = list(pool.map(act_on, [work for _, work in items]))
-        for (index, _), outcome in zip(items, done, strict=True):
-            current = outcomes[index]
+    if lanes:
+        by_key: dict[str, dict | Exception] = {}
+        with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="work") as pool:
+            for works, done in zip(lanes.values(), pool.map(act_in_turn, lanes.values()), strict=True):
+                by_key.update((work.key, outcome) for work, outcome in zip(works, done, strict=True))
+        for index, work in items:
+            current, outcome = outcomes[index], by_key[work.key]
             if isinstance(current, list):
                 outcomes[index] = outcome if isinstance(outcome, Exception) else [*current, outcome]
     return outcomes

@@ -2,7 +2,8 @@
 the events function as deployed (powertools idempotency on DynamoDB), act exactly once on the
 local control plane: one cordon patch, each pod evicted once, one lifecycle completion. Ten of
 the copies arrive while the first is still draining: they are handed back to SQS, and that
-invocation is neither an error nor a failed record."""
+invocation is neither an error nor a failed record. Copies in one batch, beside another event
+for the same instance, act once too."""
 
 from __future__ import annotations
 
@@ -81,3 +82,31 @@ def test_a_hundred_deliveries_of_one_lifecycle_action_act_once(api, cluster, nam
           f"delivered again), {len(acknowledged)} acknowledged, {DELIVERIES - len(acknowledged)} lost -> "
           f"{requests[('PATCH', f'/api/v1/nodes/{node}')]} cordon patch, {sum(evictions.values())} "
           f"evictions of {len(on_node)} pods, {len(completions)} lifecycle completion")
+
+
+def test_copies_and_other_events_for_one_instance_in_one_batch_act_once(api, cluster, namespace, nodes,
+                                                                         function):
+    """One batch holding a spot warning twice and the instance's terminate lifecycle action: every
+    record is acknowledged (a copy is no failure to retry), the warning acts once, the two events
+    never drain the node at once, so each pod is evicted once, and the hook is completed once."""
+    instance = launch_instance(boto3.client("ec2", region_name=REGION))
+    node = nodes(lifecycle="spot", instance_id=instance).name
+    deployment(api, namespace, "web", replicas=REPLICAS)
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == REPLICAS, "web pods running")
+    nodes(lifecycle="on-demand")
+    on_node = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
+    warning = sample_event("spot-interruption-terminate.json", instance)
+    hook = sample_event("lifecycle-terminate.json", instance)
+    cluster.proxy.reset_counts()
+
+    result = function.invoke([warning, hook, warning], ["warning", "hook", "warning-copy"])
+
+    assert result == {"batchItemFailures": []}
+    evictions = {path.split("/")[-2]: n for (method, path), n in cluster.proxy.requests.items()
+                 if method == "POST" and path.endswith("/eviction")}
+    assert evictions == dict.fromkeys(on_node, 1), "each pod evicted once"
+    completions = function.autoscaling.calls("CompleteLifecycleAction")
+    assert [c["LifecycleActionResult"] for c in completions] == ["CONTINUE"]
+    assert len(function.idempotency_records()) == 2, "the warning and the hook, each acted on once"
+    assert function.queued() == []
+    assert not [p for p in pods(api, namespace) if p["spec"].get("nodeName") == node]

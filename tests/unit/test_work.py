@@ -140,3 +140,55 @@ def test_drains_beyond_the_batch_bound_wait_for_a_slot():
             assert also is False
     with second.draining(timeout=1) as admitted:
         assert admitted
+
+
+def test_copies_of_one_event_in_a_batch_act_once_and_share_the_outcome():
+    """EventBridge delivers at least once: two copies in one batch once drained the node twice at
+    once (or one failed as still in progress, to come back after the queue's visibility timeout)."""
+    acted: list[str] = []
+
+    def act(work: Work, batch: BatchMember) -> dict:
+        acted.append(work.key)
+        return {"instance": work.event.instance_id}
+
+    warning = spot_warning("i-0123456789abcdef1")
+    outcomes = act_on_batch([warning, spot_warning("i-0123456789abcdef2"), warning], act)
+
+    assert len(acted) == len(set(acted)) == 2, acted
+    assert outcomes[0] == outcomes[2] == [{"instance": "i-0123456789abcdef1"}]
+    assert outcomes[1] == [{"instance": "i-0123456789abcdef2"}]
+
+
+def test_two_events_for_one_instance_act_one_after_the_other_and_hold_back_no_other_node():
+    """A spot warning and a rebalance recommendation for one instance in one batch: both act, never
+    at once (one node, one drain at a time); the other instance's drain is not held back by them."""
+    happened: list[str] = []
+    lock = threading.Lock()
+    gone = threading.Event()
+
+    def act(work: Work, batch: BatchMember) -> dict:
+        name = f"{work.event.kind} {work.event.instance_id}"
+        with lock:
+            happened.append(f"start {name}")
+        batch.marked()
+        with batch.draining(timeout=5) as admitted:
+            assert admitted
+            if work.event.instance_id.endswith("2"):
+                gone.set()
+            elif work.event.kind == "spot-interruption":
+                assert gone.wait(5), "the other node's drain waited for this one"
+        with lock:
+            happened.append(f"end {name}")
+        return {"kind": str(work.event.kind)}
+
+    recommendation = json.loads((EVENTS / "rebalance-recommendation.json").read_text())
+    recommendation["detail"]["instance-id"] = "i-0123456789abcdef1"
+    outcomes = act_on_batch([spot_warning("i-0123456789abcdef1"), json.dumps(recommendation),
+                             spot_warning("i-0123456789abcdef2")], act)
+
+    assert [o[0]["kind"] for o in outcomes if isinstance(o, list)] == [
+        "spot-interruption", "rebalance-recommendation", "spot-interruption"]
+    same = [what for what in happened if what.endswith("i-0123456789abcdef1")]
+    assert same == [f"{what} i-0123456789abcdef1" for what in (
+        "start spot-interruption", "end spot-interruption",
+        "start rebalance-recommendation", "end rebalance-recommendation")], happened

@@ -58,7 +58,16 @@ from .events import (
 from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
 from .objects import Node, Pod
-from .results import EvictionOutcome, EvictionResult, HandleResult, Step, StepAction, StepOutcome
+from .results import (
+    DrainEnd,
+    DrainReport,
+    EvictionOutcome,
+    EvictionResult,
+    HandleResult,
+    Step,
+    StepAction,
+    StepOutcome,
+)
 from .targets import Miss, Target, TargetResolver
 from .telemetry import MetricsRecorder
 
@@ -128,6 +137,7 @@ class Ending(enum.Enum):
     MARKED = "marked"  # tainted (and cordoned) only, as the node's mark says
     DRAINED = "drained"  # every pod to evict (or wait for) has left the node
     DEADLINE_MISSED = "deadline-missed"
+    NO_NOTICE = "no-notice"  # a spot hibernation (results.DrainEnd)
     CONTINUED = "continued"  # this invocation's time ran out first: continued in the next
 
 
@@ -240,6 +250,8 @@ class DrainService:
         with member.draining(timeout) as admitted:
             ending = self.run(begun, invocation_end) if admitted else Ending.CONTINUED
         self._finish(lifecycle, ending, result, begun.target.node.metadata.name)
+        if ending is not Ending.CONTINUED:
+            result.drain = drain_report(begun, DrainEnd(ending.value))
         return result
 
     # --- resolve, plan, mark --------------------------------------------------------------------
@@ -346,6 +358,8 @@ class DrainService:
             # The drain was bounded by its deadline, not by this invocation. Its back-offs and
             # polls stop short of the deadline rather than overrun it, so the clock may read a
             # moment before it: continuing would only reach the same end one invocation later.
+            if gives_no_notice(job.event):
+                return Ending.NO_NOTICE
             self.metrics.add("DeadlineMissed", 1, ClusterName=job.target.cluster)
             return Ending.DEADLINE_MISSED
         return Ending.CONTINUED
@@ -477,6 +491,21 @@ class DrainService:
                             else "CONTINUE")
         outcome = self.autoscaling.complete(lifecycle, lifecycle_result)
         result.steps.append(Step(StepAction.COMPLETE_LIFECYCLE, reason=lifecycle.hook, outcome=outcome))
+
+
+def drain_report(job: DrainJob, end: DrainEnd) -> DrainReport:
+    """What the drain's invocation did, counted from its eviction steps."""
+    evictions = [s.outcome for s in job.result.steps if s.action is StepAction.EVICT]
+    return DrainReport(job.target.node.metadata.name, job.event.instance_id, job.reason.value,
+                       job.event.kind.value, end, evicted=evictions.count(StepOutcome.ACCEPTED),
+                       blocked=evictions.count(StepOutcome.BLOCKED),
+                       deleted=evictions.count(StepOutcome.DELETED))
+
+
+def gives_no_notice(event: Event) -> bool:
+    """Whether the event's instance stops as the event arrives, with no time to drain: a spot
+    hibernation (EC2 gives it no two-minute warning)."""
+    return isinstance(event, SpotInterruption) and event.action == "hibernate"
 
 
 def lifecycle_action(event: Event) -> LifecycleAction | None:

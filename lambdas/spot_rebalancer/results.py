@@ -66,6 +66,31 @@ class Step:
                                        ("reason", self.reason), ("outcome", self.outcome)) if v}
 
 
+class DrainEnd(enum.StrEnum):
+    """How a drain that ran ended (one continued in a later invocation has not ended)."""
+
+    DRAINED = "drained"  # every pod to evict (or wait for) left the node in time
+    DEADLINE_MISSED = "deadline-missed"  # pods were still on the node when its deadline came
+    # A spot hibernation begins as its warning arrives: what could be evicted at once was, the rest
+    # hibernates with the instance and resumes with it. No deadline was given, so none was missed.
+    NO_NOTICE = "no-notice"
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """A drain that ended, for the people who run the fleet: what the notification says. The counts
+    are of its last invocation (a drain continued through the queue evicted the rest before)."""
+
+    node: str
+    instance_id: str
+    reason: str
+    event_kind: str
+    end: DrainEnd
+    evicted: int
+    blocked: int
+    deleted: int = 0  # deleted at the deadline (forceAtDeadline)
+
+
 @dataclass
 class HandleResult:
     """What handling one event did, and whether it must be continued in another invocation."""
@@ -73,6 +98,7 @@ class HandleResult:
     steps: list[Step] = field(default_factory=list)
     continue_at: datetime | None = None
     started_at: datetime | None = None  # when its drain began; None while none has (a lead time)
+    drain: DrainReport | None = None  # set when a drain ran and ended in this invocation
 
 
 class EvictionOutcome(enum.Enum):

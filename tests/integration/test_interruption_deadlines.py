@@ -22,6 +22,7 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.drain import DrainService
 from spot_rebalancer.drain_policy import GRACE_SAFETY_MARGIN_SECONDS
 from spot_rebalancer.events import parse_event
+from spot_rebalancer.results import DrainEnd
 from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
 from spot_rebalancer.work import EventsWorker, read_message
@@ -214,3 +215,35 @@ def test_a_pending_instance_is_ignored_quietly(api, kube, nodes, ec2, instance):
     assert metrics.total("EventsIgnored") == 1
     after = api.get(f"/api/v1/nodes/{node.name}")
     assert not after["spec"].get("unschedulable") and not after["spec"].get("taints")
+
+
+@pytest.mark.parametrize(("sample", "end", "missed"), [
+    # Hibernation begins as its warning arrives: what could go was evicted, the rest hibernates
+    # with the instance and resumes with it.
+    ("spot-interruption-hibernate.json", DrainEnd.NO_NOTICE, 0),
+    # The same pods under a terminate warning whose two minutes are over: a real miss.
+    ("spot-interruption-terminate.json", DrainEnd.DEADLINE_MISSED, 1),
+], ids=["hibernation", "terminate warning too late"])
+def test_a_hibernation_is_drained_at_once_and_never_counts_as_a_missed_deadline(
+        api, kube, cluster, namespace, nodes, ec2, instance, monkeypatch, sample, end, missed):
+    node = nodes(lifecycle="spot", instance_id=instance)
+    deployment(api, namespace, "web", replicas=2, grace=POD_GRACE_SECONDS)
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "web running")
+    nodes(lifecycle="on-demand")
+    # The pods take a while to stop: still on the node when the drain ends.
+    monkeypatch.setattr(cluster.nodes, "deletion_delay", 5)
+    warned_at = datetime.now(UTC).replace(microsecond=0)
+    if end is DrainEnd.DEADLINE_MISSED:
+        warned_at -= timedelta(seconds=125)
+    (event,) = parse_event(event_for(sample, instance, warned_at))
+    metrics = MetricsRecorder()
+
+    result = handler_for(ec2, kube, metrics).handle(event, budget_seconds=100)
+
+    assert result.drain is not None
+    assert (result.drain.end, result.drain.evicted, result.drain.blocked) == (end, 2, 0)
+    assert (result.drain.node, result.drain.instance_id) == (node.name, instance)
+    assert metrics.total("DeadlineMissed") == missed
+    assert metrics.total("PodsEvicted", Source="drain") == 2
+    assert result.continue_at is None
+    assert api.get(f"/api/v1/nodes/{node.name}")["spec"]["unschedulable"] is True

@@ -210,3 +210,37 @@ def test_two_revisions_of_a_statefulset_are_searched_apart():
 
     assert [(e.name, e.to_node) for e in result.evictions] == [("db-1", "arm")]
     assert decisions(result) == decisions(reference_plan(snapshot, options, History(), NOW))
+
+
+class FreshLevelsPlanner(_Planner):
+    """Each level's nodes sorted afresh and their most room folded anew at every search."""
+
+    def _level(self, members):
+        ordered = sorted((self.cluster.nodes[i] for i in members),
+                         key=lambda n: (-n.free.cpu, -n.free.memory, n.name))
+        most_room = ordered[0].free
+        for node in ordered[1:]:
+            most_room = most_room.max(node.free)
+        return most_room, ordered
+
+
+def fresh_levels_plan(snapshot, options, history, now):
+    return FreshLevelsPlanner(snapshot, options, history, now, {}, {}).run()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters())
+def test_levels_kept_across_moves_plan_as_levels_made_afresh(cluster):
+    """Every detail of the plan, skip reasons' counts included, is the same."""
+    snapshot, options = cluster
+    assert plan(snapshot, options, History(), NOW) == fresh_levels_plan(snapshot, options, History(), NOW)
+
+
+def test_a_generated_fleet_plans_as_with_levels_made_afresh(tmp_path):
+    path = tmp_path / "list.json"
+    write_list(path, nodes=30, pods_per_node=80)
+    snapshot = read_list(path.read_bytes())
+    options = Settings(max_evictions_per_cycle=400, max_evictions_per_node=30,
+                       max_evictions_per_namespace=100, max_evictions_per_workload="3")
+    assert plan(snapshot, options, History(), GENERATED_NOW) == \
+        fresh_levels_plan(snapshot, options, History(), GENERATED_NOW)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
 from ..scheduling.ports import HostPort, host_ports
-from ..scheduling.resources import ZERO, Resources, pod_requests, shortfall
+from ..scheduling.resources import Resources, pod_requests, shortfall
 from ..scheduling.spread import blocking_constraints, unsupported_spread
 from ..scheduling.volume_zone import claims_volumes
 from ..snapshot import ClusterSnapshot
@@ -187,6 +188,35 @@ class _Candidate:
         return meta.namespace, meta.name
 
 
+@dataclass(slots=True)
+class _Level:
+    """The nodes of one score level as of a cluster version: roomiest first, with their sort keys,
+    and resource by resource the most room any of them has."""
+
+    version: int
+    members: frozenset[int]
+    key_of: dict[int, tuple[int, int, str]]  # by node index
+    keys: list[tuple[int, int, str]]
+    ordered: list[NodeState]
+    most_room: Resources
+
+
+def _roomiest(node: NodeState) -> tuple[int, int, str]:
+    return -node.free.cpu, -node.free.memory, node.name
+
+
+def _most_room(nodes: list[NodeState]) -> Resources:
+    """`Resources.max` over the nodes' free room, in their order, without its many steps between."""
+    frees = [n.free for n in nodes]
+    extended = dict(frees[0].extended)
+    for free in frees[1:]:
+        for name, value in free.extended:
+            extended[name] = max(extended.get(name, 0), value)
+    return Resources(max(f.cpu for f in frees), max(f.memory for f in frees),
+                     max(f.ephemeral_storage for f in frees), max(f.pods for f in frees),
+                     tuple(sorted(extended.items())))
+
+
 @dataclass(frozen=True, slots=True)
 class _Refusal:
     """Why a candidate does not move now, and the room more nodes would give it (for the nudge)."""
@@ -237,9 +267,8 @@ class _Planner:
         self.failed_predictions: dict[tuple, str] = {}
         self.predictor = Predictor(self.cluster, dict(settings.scheduler_score_weights))
         self.repelled: dict[tuple[str, frozenset], str] = {}
-        # Per list of nodes of one score level (kept by the placements): as of `cluster.version`, the
-        # most room any of them offers and the nodes roomiest first; and their node groups.
-        self.level_room: dict[int, tuple[int, Resources, list[NodeState]]] = {}
+        # Per list of nodes of one score level (kept by the placements): their room, and their node groups.
+        self.level_room: dict[int, _Level] = {}
         self.level_groups: dict[int, Counter[NodeGroup]] = {}
 
     def run(self) -> Plan:
@@ -574,16 +603,28 @@ class _Planner:
     def _level(self, members: list[int]) -> tuple[Resources, list[NodeState]]:
         """As things stand now: resource by resource the most any of these nodes has free, and the
         nodes emptiest first (as the scheduler's default least-allocated scoring prefers; then by
-        name)."""
-        version, most_room, ordered = self.level_room.get(id(members), (-1, ZERO, []))
-        if version != self.cluster.version:
-            ordered = sorted((self.cluster.nodes[i] for i in members),
-                             key=lambda n: (-n.free.cpu, -n.free.memory, n.name))
-            most_room = ordered[0].free
-            for node in ordered[1:]:
-                most_room = most_room.max(node.free)
-            self.level_room[id(members)] = (self.cluster.version, most_room, ordered)
-        return most_room, ordered
+        name). Kept from the last time, with the nodes moves changed since put back in order."""
+        cluster = self.cluster
+        level = self.level_room.get(id(members))
+        if level is None:
+            ordered = sorted((cluster.nodes[i] for i in members), key=_roomiest)
+            level = self.level_room[id(members)] = _Level(
+                cluster.version, frozenset(members), {n.index: _roomiest(n) for n in ordered},
+                [_roomiest(n) for n in ordered], ordered, _most_room(ordered))
+        elif level.version != cluster.version:
+            changed = level.members.intersection(cluster.changed[level.version:])
+            for index in changed:
+                node = cluster.nodes[index]
+                at = bisect_left(level.keys, level.key_of[index])
+                del level.keys[at], level.ordered[at]
+                key = level.key_of[index] = _roomiest(node)
+                at = bisect_left(level.keys, key)
+                level.keys.insert(at, key)
+                level.ordered.insert(at, node)
+            if changed:
+                level.most_room = _most_room(level.ordered)
+            level.version = cluster.version
+        return level.most_room, level.ordered
 
     def _groups(self, members: list[int]) -> Counter[NodeGroup]:
         groups = self.level_groups.get(id(members))

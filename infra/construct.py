@@ -295,7 +295,7 @@ class SpotRebalancer(Construct):
         log_group.grant_write(role)
         function = lambda_.Function(
             self, construct_id, runtime=lambda_.Runtime.PYTHON_3_13, architecture=lambda_.Architecture.ARM_64,
-            tracing=lambda_.Tracing.ACTIVE, log_group=log_group, role=role, **props)
+            tracing=lambda_.Tracing.DISABLED, log_group=log_group, role=role, **props)
         if network is not None:
             resource = function.node.default_child
             assert isinstance(resource, lambda_.CfnFunction)
@@ -343,9 +343,8 @@ class SpotRebalancer(Construct):
                 "AwsSolutions-IAM5[Resource::*]",
                 "ec2:DescribeInstances, ec2:DescribeCapacityReservations, ec2:DescribeSpotPriceHistory, "
                 "pricing:GetProducts, "
-                "autoscaling:DescribeAutoScalingGroups/DescribeAutoScalingInstances and X-Ray's "
-                "PutTraceSegments/PutTelemetryRecords have no resource-level permissions; AWS requires "
-                "Resource *."),
+                "autoscaling:DescribeAutoScalingGroups/DescribeAutoScalingInstances have no "
+                "resource-level permissions; AWS requires Resource *."),
             _ack(
                 f"AwsSolutions-IAM5[Resource::{self._nag_arn('ec2', 'instance/*')}]",
                 f"CreateTags is limited by condition to instances tagged {owned_key}={owned_value} and "

@@ -67,7 +67,7 @@ def granting(stmts: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
-def test_functions_are_arm64_python313_traced_with_their_own_logs(synth, cluster):
+def test_functions_are_arm64_python313_untraced_with_their_own_logs(synth, cluster):
     template = synth.template(cluster)
     functions = synth.resources(cluster, FUNCTION)
     assert len(functions) == 2
@@ -75,11 +75,15 @@ def test_functions_are_arm64_python313_traced_with_their_own_logs(synth, cluster
         props = function["Properties"]
         assert props["Architectures"] == ["arm64"]
         assert props["Runtime"] == "python3.13"
-        assert props["TracingConfig"] == {"Mode": "Active"}
+        # X-Ray is off (README "Tracing"): no tracing mode, and no role may send traces.
+        assert "TracingConfig" not in props
         log_group = props["LoggingConfig"]["LogGroup"]["Ref"]
         retention = synth.templates[cluster]["Resources"][log_group]["Properties"]["RetentionInDays"]
         assert retention == {"batch": 90}.get(cluster, 30)
     template.resource_count_is("AWS::Logs::LogGroup", 2)
+    for role in ("Events", "Schedule"):
+        granted = {a for statement in statements(synth, cluster, role) for a in actions_of(statement)}
+        assert not any(a.startswith("xray:") for a in granted), role
 
 
 def test_the_events_function_fits_the_spot_notice_and_may_continue_itself(synth):
@@ -261,8 +265,7 @@ def test_the_state_table_has_the_idempotency_layout_ttl_recovery_and_encryption(
 # ---- permissions -------------------------------------------------------------------------------
 
 RESOURCE_STAR_ALLOWED = {"ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups",
-                         "autoscaling:DescribeAutoScalingInstances",
-                         "xray:PutTraceSegments", "xray:PutTelemetryRecords", "pricing:GetProducts",
+                         "autoscaling:DescribeAutoScalingInstances", "pricing:GetProducts",
                          "ec2:DescribeSpotPriceHistory", "ec2:DescribeCapacityReservations"}
 
 

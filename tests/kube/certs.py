@@ -32,6 +32,7 @@ def write_pki(directory: Path) -> dict[str, Path]:
                                        content_commitment=False, key_encipherment=False,
                                        data_encipherment=False, key_agreement=False,
                                        encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     serving_key = ec.generate_private_key(ec.SECP256R1())
     serving = (x509.CertificateBuilder()
@@ -42,6 +43,12 @@ def write_pki(directory: Path) -> dict[str, Path]:
                .add_extension(x509.SubjectAlternativeName([
                    x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc"),
                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+               # Key identifiers as real cluster CAs issue them: Python 3.13's strict X.509
+               # verification (the functions' runtime) refuses a chain without them.
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                              critical=False)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(serving_key.public_key()),
+                              critical=False)
                .sign(ca_key, hashes.SHA256()))
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {

@@ -7,7 +7,7 @@ DynamoDB, so a duplicate delivery acts once. A message that fails is reported as
 failure; SQS delivers it again and, after the queue's receive limit, moves it to the dead-letter
 queue.
 
-Heavy imports (boto3, the kubernetes client, powertools' idempotency) happen on first use, so
+Heavy imports (boto3, powertools' idempotency and batch) happen on first use, so
 importing this module is cheap.
 """
 

@@ -2,7 +2,7 @@
 the census and one rebalance cycle, in waves while the invocation has time). It runs with a reserved
 concurrency of one, so ticks do not overlap.
 
-Heavy imports (boto3, the kubernetes client, powertools) happen on first use, so importing this
+Heavy imports (boto3, powertools) happen on first use, so importing this
 module is cheap.
 """
 

@@ -232,9 +232,13 @@ def cached_install(lambdas_dir: Path, cache_dir: Path, recipe: Recipe | None = N
     into place, so a failed or concurrent install never leaves a partial one behind."""
     recipe = recipe or Recipe.here()
     final = cache_dir / lock_hash(lambdas_dir, recipe)
-    if final.is_dir():
+    if final.is_dir() and _compiled_as(final, recipe):
         os.utime(final)  # recently used: kept by _forget_old_installs
         return final
+    if final.is_dir():  # an install under this key without its bytecode: never shipped as compiled
+        stale = Path(tempfile.mkdtemp(prefix=f".{final.name[:12]}-stale-", dir=cache_dir))
+        final.rename(stale / final.name)
+        shutil.rmtree(stale, ignore_errors=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{final.name[:12]}-", dir=cache_dir))
     try:
@@ -248,6 +252,15 @@ def cached_install(lambdas_dir: Path, cache_dir: Path, recipe: Recipe | None = N
         shutil.rmtree(building, ignore_errors=True)
     _forget_old_installs(cache_dir)
     return final
+
+
+def _compiled_as(directory: Path, recipe: Recipe) -> bool:
+    """Whether every module in `directory` has the recipe's bytecode (trivially so without a compiler)."""
+    if recipe.bytecode is None:
+        return True
+    tag = f"cpython-{PYTHON_VERSION.replace('.', '')}"
+    return all((source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc").is_file()
+               for source in directory.rglob("*.py"))
 
 
 def _forget_old_installs(cache_dir: Path) -> None:

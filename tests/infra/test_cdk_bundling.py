@@ -101,6 +101,21 @@ def test_a_failing_pip_says_what_failed_and_leaves_no_bundle_behind(lambdas_copy
     assert list(cache.iterdir()) == []  # the next synth tries again instead of using half a bundle
 
 
+@pytest.mark.skipif(bytecode_compiler() is None, reason="no CPython 3.13 on this machine")
+def test_a_cached_install_without_its_bytecode_is_installed_again(lambdas_copy: Path, tmp_path: Path):
+    (lambdas_copy / "requirements.txt").write_text("six==1.17.0\n")
+    recipe = Recipe.here()
+    cache = tmp_path / "cache"
+    planted = cache / lock_hash(lambdas_copy, recipe)
+    planted.mkdir(parents=True)
+    (planted / "six.py").write_text("# an uncompiled install left under the compiled key\n")
+    installed = cached_install(lambdas_copy, cache, recipe)
+    assert installed == planted
+    assert (installed / "__pycache__" / "six.cpython-313.pyc").is_file()
+    assert "uncompiled install" not in (installed / "six.py").read_text()
+    assert [p.name for p in cache.iterdir()] == [planted.name]
+
+
 def _staged_bundle(outdir: Path) -> Path:
     bundles = [p for p in outdir.glob("asset.*") if (p / "spot_rebalancer").is_dir()]
     assert len(bundles) == 1, bundles  # one asset shared by both functions of every stack

@@ -198,6 +198,8 @@ class SpotRebalancer(Construct):
             # A drain longer than one invocation continues by re-enqueueing itself on its own
             # trigger queue; Lambda's loop detection would otherwise stop it after a few hops.
             recursive_loop=lambda_.RecursiveLoop.ALLOW)
+        # The event source grants consuming the work queue, ChangeMessageVisibility included: the
+        # function hands its failed records back early with it (on this queue only).
         self.events_function.add_event_source(event_sources.SqsEventSource(
             self.work_queue, batch_size=EVENTS_BATCH_SIZE, report_batch_item_failures=True,
             max_concurrency=config.events_max_concurrency))

@@ -134,6 +134,13 @@ class AwsSends:
         return botocore_stubber(event_name=event_name, request=request, **kwargs)
 
 
+def record(message_id: str, receipt_handle: str, body: str, attributes: dict[str, str]) -> dict:
+    """An SQS event record from the work queue, as Lambda hands it to the function."""
+    return {"messageId": message_id, "receiptHandle": receipt_handle, "body": body, "attributes": attributes,
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:work", "awsRegion": REGION}
+
+
 @dataclass
 class EventsFunction:
     """The deployed events function: `invoke` hands it one SQS batch; `ec2` and `autoscaling`
@@ -148,11 +155,19 @@ class EventsFunction:
                remaining_ms: int = 100_000) -> dict:
         """One invocation with one SQS record per body (message ids default to fresh ones)."""
         ids = message_ids or [str(uuid.uuid4()) for _ in bodies]
-        records = [{"messageId": message_id, "receiptHandle": "r", "body": body, "attributes": {},
-                    "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                    "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:work", "awsRegion": REGION}
-                   for message_id, body in zip(ids, bodies, strict=True)]
+        return self.invoke_records([record(message_id, "r", body, {})
+                                    for message_id, body in zip(ids, bodies, strict=True)], remaining_ms)
+
+    def invoke_records(self, records: list[dict], remaining_ms: int = 100_000) -> dict:
         return events_handler.handler({"Records": records}, Context(remaining_ms))
+
+    def receive(self) -> list[dict]:
+        """The work queue's visible messages, received as Lambda's poller receives them (hidden for
+        the queue's visibility timeout from now), as one invocation's records."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                       AttributeNames=["All"]).get("Messages", [])
+        return [record(m["MessageId"], m["ReceiptHandle"], m["Body"], m["Attributes"]) for m in messages]
 
     def queued(self) -> list[str]:
         """The bodies waiting on the work queue (continuations the function sent itself)."""

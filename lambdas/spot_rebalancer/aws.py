@@ -45,6 +45,15 @@ def boto_config() -> Any:
     return Config(retries=RETRY_CONFIG)
 
 
+def quick_config() -> Any:
+    """For a call an invocation makes on its way out (handing failed records back early): short
+    timeouts and one retry, so it cannot keep the invocation past its end; failing it costs only
+    speed."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=2, read_timeout=2, retries={"mode": "standard", "max_attempts": 1})
+
+
 class Ec2:
     def __init__(self, client: Any) -> None:
         self._client = client

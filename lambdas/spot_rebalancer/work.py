@@ -11,7 +11,8 @@ of the block, each also carrying "blockEndsAt" (the block's end, as its reservat
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,10 +38,20 @@ from .tagging import LaunchCompleter, LifecycleTagger
 from .telemetry import MetricsRecorder
 
 SQS_MAX_DELAY_SECONDS = 900
+SQS_MAX_BATCH_ENTRIES = 10
+# A failed record is delivered again this long after its first receive, twice as long after each
+# receive since, at most RETRY_LONGEST_SECONDS: the queue's five receives fit in under a minute, inside
+# a spot warning's two minutes, where the queue's visibility timeout (660 s) would bring the first
+# retry after the instance is gone. The dead-letter queue still takes it after the fifth.
+RETRY_FIRST_SECONDS = 2
+RETRY_LONGEST_SECONDS = 16
 TAGGING_KINDS = (EventKind.INSTANCE_RUNNING, EventKind.LAUNCH_SUCCESSFUL)
 # The work that taints and cordons nothing (tagging, launch checks, undoing a drain).
 MARKS_NO_NODE = frozenset({*TAGGING_KINDS, EventKind.ASG_LAUNCH, EventKind.SCHEDULED_CHANGE_CLOSED,
                            EventKind.CAPACITY_BLOCK_WARNING})
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +165,61 @@ def act_on_batch(bodies: Sequence[str],
             if isinstance(current, list):
                 outcomes[index] = outcome if isinstance(outcome, Exception) else [*current, outcome]
     return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One SQS record as far as handing it back goes: its queue, receipt and receive count."""
+
+    message_id: str
+    queue_arn: str
+    receipt_handle: str
+    receive_count: int
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Delivery:
+        count = record.get("attributes", {}).get("ApproximateReceiveCount", "1")
+        return cls(record["messageId"], record.get("eventSourceARN", ""), record.get("receiptHandle", ""),
+                   int(count) if str(count).isdigit() else 1)
+
+
+def retry_delay_seconds(receive_count: int) -> int:
+    """How long a record that failed on its `receive_count`th receive stays hidden."""
+    return min(RETRY_LONGEST_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(8, max(0, receive_count - 1)))
+
+
+def queue_url(queue_arn: str, endpoint_url: str) -> str:
+    """The URL of the queue `arn:<partition>:sqs:<region>:<account>:<name>` at the SQS client's
+    endpoint (which already accounts for the partition and any custom endpoint)."""
+    parts = queue_arn.split(":")
+    if len(parts) != 6 or parts[2] != "sqs" or not parts[4] or not parts[5]:
+        raise ValueError(f"not an SQS queue ARN: {queue_arn!r}")
+    return f"{endpoint_url.rstrip('/')}/{parts[4]}/{parts[5]}"
+
+
+def retry_soon(sqs: Any, failed: Sequence[Delivery]) -> None:
+    """Make failed records visible again after their short back-off (`retry_delay_seconds`)
+    instead of the queue's visibility timeout. A record this cannot hand back early is only
+    logged: it is still reported failed, and comes back after the visibility timeout."""
+    by_queue: dict[str, list[Delivery]] = {}
+    for delivery in failed:
+        by_queue.setdefault(delivery.queue_arn, []).append(delivery)
+    for queue_arn, deliveries in by_queue.items():
+        for start in range(0, len(deliveries), SQS_MAX_BATCH_ENTRIES):
+            chunk = deliveries[start:start + SQS_MAX_BATCH_ENTRIES]
+            try:
+                answer = sqs.change_message_visibility_batch(
+                    QueueUrl=queue_url(queue_arn, sqs.meta.endpoint_url),
+                    Entries=[{"Id": str(n), "ReceiptHandle": d.receipt_handle,
+                              "VisibilityTimeout": retry_delay_seconds(d.receive_count)}
+                             for n, d in enumerate(chunk)])
+            except Exception as exc:  # costs only speed: the records are still reported failed
+                log.warning("failed records %s come back after the visibility timeout: %s",
+                            [d.message_id for d in chunk], exc)
+                continue
+            for refused in answer.get("Failed", []):
+                log.warning("failed record %s comes back after the visibility timeout: %s %s",
+                            chunk[int(refused["Id"])].message_id, refused.get("Code"), refused.get("Message"))
 
 
 class EventsWorker:

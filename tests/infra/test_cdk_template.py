@@ -354,6 +354,10 @@ def test_queue_and_table_access_come_from_grants_on_exactly_those_resources(synt
     events, schedule = statements(synth, "prod", "Events"), statements(synth, "prod", "Schedule")
     assert [s["Resource"] for s in granting(events, "sqs:ReceiveMessage")] == [att(i["work"])]
     assert not granting(schedule, "sqs:ReceiveMessage")
+    # Failed records are handed back early (ChangeMessageVisibility) on the work queue only: the
+    # dead-letter queues' messages stay where they are.
+    assert [s["Resource"] for s in granting(events, "sqs:ChangeMessageVisibility")] == [att(i["work"])]
+    assert not granting(schedule, "sqs:ChangeMessageVisibility")
     # Nothing the schedule function runs sends to the work queue: it could only forge work there.
     assert [s["Resource"] for s in granting(schedule, "sqs:SendMessage")] == [att(i["delivery_dlq"])]
     for stmts in (events, schedule):

@@ -1,5 +1,5 @@
 """Queue messages read into work: events as EventBridge sent them, and the function's own
-continuations."""
+continuations; batches acted on; failed records handed back to the queue early."""
 
 import json
 import threading
@@ -7,11 +7,21 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from spot_rebalancer.drain import BatchMember, DrainBatch
 from spot_rebalancer.events import EventError, EventKind, block_instance_event
-from spot_rebalancer.work import Work, act_on_batch, read_message
+from spot_rebalancer.work import (
+    Delivery,
+    Work,
+    act_on_batch,
+    queue_url,
+    read_message,
+    retry_delay_seconds,
+    retry_soon,
+)
 
 EVENTS = Path(__file__).parents[1] / "events"
 
@@ -192,3 +202,45 @@ def test_two_events_for_one_instance_act_one_after_the_other_and_hold_back_no_ot
     assert same == [f"{what} i-0123456789abcdef1" for what in (
         "start spot-interruption", "end spot-interruption",
         "start rebalance-recommendation", "end rebalance-recommendation")], happened
+
+
+def test_a_failed_record_comes_back_sooner_than_a_spot_warning_ends_and_later_with_each_receive():
+    delays = [retry_delay_seconds(count) for count in range(1, 6)]  # the queue's five receives
+    assert delays == sorted(delays) and delays[0] >= 1
+    assert sum(delays) < 60, "every retry the queue allows lands inside a spot warning's two minutes"
+    assert retry_delay_seconds(10_000) == delays[-1]
+
+
+def test_the_queue_url_comes_from_the_records_arn_at_the_clients_endpoint():
+    assert (queue_url("arn:aws-cn:sqs:cn-north-1:123456789012:work", "https://sqs.cn-north-1.amazonaws.com.cn")
+            == "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/work")
+    with pytest.raises(ValueError, match="not an SQS queue ARN"):
+        queue_url("arn:aws:sns:eu-west-1:123456789012:work", "https://sqs.eu-west-1.amazonaws.com")
+
+
+def test_a_delivery_reads_its_receive_count_and_takes_a_missing_one_as_the_first():
+    record = {"messageId": "m", "receiptHandle": "h", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:work",
+              "attributes": {"ApproximateReceiveCount": "3"}}
+    assert Delivery.of(record) == Delivery("m", "arn:aws:sqs:eu-west-1:1:work", "h", 3)
+    assert Delivery.of({"messageId": "m", "attributes": {"ApproximateReceiveCount": "x"}}).receive_count == 1
+
+
+def test_retry_soon_makes_a_received_message_visible_again_and_survives_what_it_cannot_hand_back(caplog):
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-1")
+        url = sqs.create_queue(QueueName="work", Attributes={"VisibilityTimeout": "660"})["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="event")
+        (message,) = sqs.receive_message(QueueUrl=url)["Messages"]
+        arn = "arn:aws:sqs:eu-west-1:123456789012:work"
+        delay = retry_delay_seconds(1)
+
+        retry_soon(sqs, [Delivery("good", arn, message["ReceiptHandle"], 1),
+                         Delivery("stale", arn, "not-a-receipt", 1),
+                         Delivery("elsewhere", "arn:aws:sqs:eu-west-1:123456789012:gone", "r", 1)])
+
+        assert "Messages" not in sqs.receive_message(QueueUrl=url), "hidden for its back-off first"
+        time.sleep(delay + 0.5)
+        (again,) = sqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"])["Messages"]
+        assert again["Attributes"]["ApproximateReceiveCount"] == "2"
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "stale" in warned and "elsewhere" in warned and "good" not in warned

@@ -4,8 +4,8 @@
 The batch's work items are acted on at once (`work.act_on_batch`: every node marked before
 any drain waits). Work is idempotent per (notification, instance, attempt) through powertools on
 DynamoDB, so a duplicate delivery acts once. A message that fails is reported as a batch item
-failure; SQS delivers it again and, after the queue's receive limit, moves it to the dead-letter
-queue.
+failure and made visible again after a short back-off (`work.retry_soon`), so SQS delivers it again
+within seconds and, after the queue's receive limit, moves it to the dead-letter queue.
 
 Heavy imports (boto3, powertools' idempotency and batch) happen on first use, so
 importing this module is cheap.
@@ -13,7 +13,8 @@ importing this module is cheap.
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable, Sequence
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from ..capacity_blocks import CapacityBlocks
@@ -21,16 +22,16 @@ from ..config import Settings
 from ..drain import BatchMember, DrainService
 from ..tagging import LaunchCompleter, LifecycleTagger
 from ..telemetry import MetricsRecorder
-from ..work import EventsWorker, Work, act_on_batch
+from ..work import Delivery, EventsWorker, Work, act_on_batch, retry_soon
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 
 @cache
-def _runtime() -> tuple[EventsWorker, Any, Any]:
-    """The worker, the idempotent wrapper of its `act`, and the powertools logger, built once
-    per container from the environment."""
+def _runtime() -> tuple[EventsWorker, Any, Any, Callable[[Sequence[Delivery]], None]]:
+    """The worker, the idempotent wrapper of its `act`, the powertools logger and the fast retry
+    of failed records, built once per container from the environment."""
     import boto3
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.utilities.idempotency import (
@@ -39,7 +40,7 @@ def _runtime() -> tuple[EventsWorker, Any, Any]:
         idempotent_function,
     )
 
-    from ..aws import AutoScaling, Ec2, boto_config
+    from ..aws import AutoScaling, Ec2, boto_config, quick_config
     from ..eks_auth import client_for_cluster
 
     settings = Settings.from_env()
@@ -67,7 +68,8 @@ def _runtime() -> tuple[EventsWorker, Any, Any]:
     idempotent_act = idempotent_function(act, data_keyword_argument="work", config=config,
                                          persistence_store=store)
     logger = Logger(service="spot-rebalancer")
-    return worker, (config, idempotent_act), logger
+    retry_failed_soon = partial(retry_soon, boto3.client("sqs", config=quick_config()))
+    return worker, (config, idempotent_act), logger, retry_failed_soon
 
 
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
@@ -78,7 +80,7 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     )
     from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-    worker, (config, idempotent_act), logger = _runtime()
+    worker, (config, idempotent_act), logger, retry_failed_soon = _runtime()
     config.register_lambda_context(context)
 
     def act(work: Work, batch: BatchMember) -> dict:
@@ -104,6 +106,10 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     # hides them from that metric.
     worker.metrics.add("RecordsFailed", len(failures) - len(duplicates),
                        ClusterName=worker.settings.cluster_name)
+    # Real failures come back within seconds, not after the visibility timeout; a copy still in
+    # progress elsewhere keeps it (back in seconds, it would only use up its receives).
+    retry_failed_soon([Delivery.of(r) for r in records if isinstance(outcomes[r["messageId"]], Exception)
+                       and not isinstance(outcomes[r["messageId"]], IdempotencyAlreadyInProgressError)])
     processor = BatchProcessor(EventType.SQS,
                                raise_on_entire_batch_failure=len(duplicates) < len(failures))
     try:

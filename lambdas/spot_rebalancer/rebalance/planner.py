@@ -207,14 +207,19 @@ def _roomiest(node: NodeState) -> tuple[int, int, str]:
 
 def _most_room(nodes: list[NodeState]) -> Resources:
     """`Resources.max` over the nodes' free room, in their order, without its many steps between."""
-    frees = [n.free for n in nodes]
+    frees = list(map(_FREE, nodes))
+    # An extended resource the first node lacks counts from zero; otherwise the order is no matter,
+    # so each distinct set of extended resources (most nodes share one) is looked at once.
     extended = dict(frees[0].extended)
-    for free in frees[1:]:
-        for name, value in free.extended:
+    for pairs in set(map(_EXTENDED, frees)):
+        for name, value in pairs:
             extended[name] = max(extended.get(name, 0), value)
-    return Resources(max(f.cpu for f in frees), max(f.memory for f in frees),
-                     max(f.ephemeral_storage for f in frees), max(f.pods for f in frees),
-                     tuple(sorted(extended.items())))
+    return Resources(max(map(_CPU, frees)), max(map(_MEMORY, frees)), max(map(_STORAGE, frees)),
+                     max(map(_PODS, frees)), tuple(sorted(extended.items())))
+
+
+_FREE, _EXTENDED = attrgetter("free"), attrgetter("extended")
+_CPU, _MEMORY, _STORAGE, _PODS = (attrgetter(name) for name in ("cpu", "memory", "ephemeral_storage", "pods"))
 
 
 @dataclass(frozen=True, slots=True)

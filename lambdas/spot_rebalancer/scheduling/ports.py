@@ -23,8 +23,10 @@ class HostPort(NamedTuple):
 def host_ports(pod: Pod) -> tuple[HostPort, ...]:
     """The host ports the pod binds: its app containers' and its native sidecars' (init containers
     with `restartPolicy: Always`, which run as long as the pod), with the API's defaults applied."""
-    containers = [c for c in pod.spec.init_containers if c.restart_policy == "Always"]
-    containers += pod.spec.containers
+    spec = pod.spec
+    containers = spec.containers
+    if spec.init_containers:
+        containers = [c for c in spec.init_containers if c.restart_policy == "Always"] + containers
     return tuple(HostPort(p.host_ip or ANY_IP, p.protocol or "TCP", p.host_port)
                  for c in containers for p in c.ports if p.host_port > 0)
 

@@ -102,6 +102,9 @@ def pod_requests(pod: Pod) -> Resources:
     """
     spec = pod.spec
     try:
+        if len(spec.containers) == 1 and not spec.init_containers and spec.resources is None \
+                and not spec.overhead:
+            return _one_container(_items(spec.containers[0]))  # the common case, kept cheap
         return _pod_requests(_aggregate(tuple(_items(c) for c in spec.containers), _init_items(pod)),
                              _pod_level(pod), tuple(spec.overhead.items()))
     except QuantityError as exc:
@@ -243,6 +246,11 @@ def _aggregate(containers: tuple[_Items, ...], init_containers: tuple[tuple[_Ite
     if init_containers:
         total = total.max(heaviest_init)
     return total
+
+
+@lru_cache(maxsize=4096)
+def _one_container(items: _Items) -> Resources:
+    return _pod_requests(_aggregate((items,), ()), (), ())
 
 
 @lru_cache(maxsize=4096)

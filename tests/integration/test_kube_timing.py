@@ -1,6 +1,7 @@
 """The client's timing against the real control plane: Retry-After honoured while there is time for
 it, a hung endpoint failing the record within its budget and naming the endpoint (and the next
-delivery succeeding once it answers), and no drain outliving its invocation on a slow API server."""
+delivery succeeding once it answers), and no drain, nor any invocation of the events function,
+outliving its budget on a slow API server."""
 
 from __future__ import annotations
 
@@ -166,3 +167,36 @@ def test_on_a_slow_api_server_no_drain_outlives_its_invocation(api, cluster, kub
     assert elapsed <= BUDGET_SECONDS - KUBE_CALLS_RESERVE_SECONDS + 0.5, f"{elapsed:.1f} s: {outcome}"
     print(f"\nslow API server ({SLOW_SECONDS:g} s a request): {BUDGET_SECONDS:g} s budget, ended after "
           f"{elapsed:.1f} s, {outcome}")
+
+
+def test_on_a_slow_api_server_no_invocation_of_the_events_function_outlives_its_budget(
+        api, cluster, kube, namespace, nodes, monkeypatch):
+    """The whole invocation, not only one drain: a batch of three spot warnings through the events
+    function as deployed (idempotency records, continuations, failed records handed back), every
+    request 3 s slow. Lambda would cut an invocation that runs past its budget and lose the batch's
+    partial response."""
+    def slow(method: str, path: str):
+        threading.Event().wait(SLOW_SECONDS)
+
+    with events_function(monkeypatch, lambda _cluster: kube) as function:
+        ec2 = boto3.client("ec2", region_name=REGION)
+        instances = [launch_instance(ec2) for _ in range(3)]
+        for instance in instances:
+            nodes(lifecycle="spot", instance_id=instance)
+        deployment(api, namespace, "web", replicas=3)
+        wait_for(lambda: len(running(pods(api, namespace, "web"))) == 3, "web pods running")
+        nodes(lifecycle="on-demand")
+        bodies = [sample_event("spot-interruption-terminate.json", instance) for instance in instances]
+        cluster.proxy.set_fault(slow)
+        started = time.monotonic()
+        try:
+            try:
+                outcome = f"returned {function.invoke(bodies, remaining_ms=int(BUDGET_SECONDS * 1000))}"
+            except BatchProcessingError as exc:
+                outcome = f"failed: {[str(child[1]) for child in exc.child_exceptions]}"
+            elapsed = time.monotonic() - started
+        finally:
+            cluster.proxy.set_fault(None)
+    assert elapsed <= BUDGET_SECONDS, f"{elapsed:.1f} s of a {BUDGET_SECONDS:g} s budget: {outcome}"
+    print(f"\nslow API server ({SLOW_SECONDS:g} s a request), a batch of 3 warnings through the events "
+          f"function: {BUDGET_SECONDS:g} s budget, ended after {elapsed:.1f} s, {outcome[:200]}")

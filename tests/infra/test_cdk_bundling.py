@@ -24,6 +24,7 @@ from infra.bundling import (
     BundlingError,
     Bytecode,
     Recipe,
+    build_bundle,
     bytecode_compiler,
     cached_install,
     code_hash,
@@ -114,6 +115,23 @@ def test_a_cached_install_without_its_bytecode_is_installed_again(lambdas_copy: 
     assert (installed / "__pycache__" / "six.cpython-313.pyc").is_file()
     assert "uncompiled install" not in (installed / "six.py").read_text()
     assert [p.name for p in cache.iterdir()] == [planted.name]
+
+
+@pytest.mark.skipif(bytecode_compiler() is None, reason="no CPython 3.13 on this machine")
+def test_the_bytecode_is_the_same_bytes_wherever_and_whenever_it_is_compiled(
+        lambdas_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def package_bytecode(output: Path) -> dict[str, bytes]:
+        build_bundle(lambdas_copy, output, install_cache_dir())
+        package = output / "spot_rebalancer"
+        return {str(p.relative_to(package)): p.read_bytes() for p in package.rglob("*.pyc")}
+
+    first = package_bytecode(tmp_path / "one")
+    for source in (lambdas_copy / "spot_rebalancer").rglob("*.py"):
+        os.utime(source, (1_000_000_000, 1_000_000_000))  # other mtimes, and a build date asked for
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setenv("PYTHONHASHSEED", "123")
+    second = package_bytecode(tmp_path / "elsewhere" / "two")
+    assert first and first == second
 
 
 def _staged_bundle(outdir: Path) -> Path:

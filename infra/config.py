@@ -76,6 +76,9 @@ class SpotRebalancerConfig(Settings):
     alarm_email: str | None = setting(None, OrNone(Text(_EMAIL, "an e-mail address")), env=False)
     spot_share_target_percent: float | None = setting(None, OrNone(Percentage()), env=False)
     misplaced_pods_threshold: int | None = setting(20, OrNone(Whole(0, 1_000_000)), env=False)
+    # Alarm when more than this share of the moves settled in an hour failed (at least
+    # MOVE_FAILURE_MIN_SETTLED of them); None turns it off.
+    move_failure_alarm_percent: float | None = setting(50, OrNone(Percentage()), env=False)
     # Drains stop evicting at drainTimeoutSeconds, so a longer alarm could only ever see the rebalancer's.
     pdb_blocked_alarm_minutes: int = setting(10, Whole(PDB_ALARM_MINIMUM_MINUTES, 24 * 60), env=False)
     log_retention_days: int = setting(30, Whole(1, 3653, allowed=LOG_RETENTION_DAYS,

@@ -31,6 +31,10 @@ BACKLOG_ROUNDS = 3
 BACKLOG_PERIODS = 3
 # Schedule periods without one invocation before the heartbeat alarm fires.
 HEARTBEAT_PERIODS = 3
+# Moves failing are judged over this window, and only once this many moves settled in it: each
+# failure backs its workload off, so a few failures alone are the loop doing its job.
+MOVE_FAILURE_WINDOW = Duration.hours(1)
+MOVE_FAILURE_MIN_SETTLED = 5
 FLEET_DIMENSIONS = f"{{{NAMESPACE},Architecture,CapacityType,ClusterName}}"
 
 
@@ -118,6 +122,21 @@ class Monitoring(Construct):
                         description=f"More than {config.misplaced_pods_threshold} pods in {cluster} run on "
                                     "capacity their affinity does not prefer, and the rebalancer is not "
                                     "moving them back.")
+        if config.move_failure_alarm_percent is not None:
+            percent = config.move_failure_alarm_percent
+            # The share compared without dividing: nothing settled has no share to divide out.
+            failing = cloudwatch.MathExpression(
+                expression=(f"IF(FILL(failed, 0) + FILL(succeeded, 0) >= {MOVE_FAILURE_MIN_SETTLED} AND "
+                            f"100 * FILL(failed, 0) > {percent:g} * (FILL(failed, 0) + FILL(succeeded, 0)), "
+                            "1, 0)"),
+                using_metrics={"failed": self._metric("MovesFailed", "Sum", period=MOVE_FAILURE_WINDOW),
+                               "succeeded": self._metric("MovesSucceeded", "Sum",
+                                                         period=MOVE_FAILURE_WINDOW)},
+                period=MOVE_FAILURE_WINDOW, label="more of the settled moves failed than the setting allows")
+            self._alarm("MovesFailing", failing, threshold=1, periods=1,
+                        description=f"More than {percent:g}% of the rebalancer's moves in {cluster} failed "
+                                    "in the last hour: replacements did not come up Ready where predicted "
+                                    "(a custom scheduler profile, a webhook, or no room after all).")
         self.dashboard = self._dashboard(events_function, schedule_function, work_queue, dead_letter_queues)
 
     def _topic(self) -> sns.ITopic:

@@ -41,6 +41,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "securityGroupIds": ["sg-0fedcba987654321f"],
         "alarmTopicArn": EXISTING_TOPIC,
         "misplacedPodsThreshold": "",
+        "moveFailureAlarmPercent": "",
         "scheduleMinutes": 10,
         "scheduleMemoryMb": 2048,
     },

@@ -85,6 +85,7 @@ BAD_INPUTS = [
     ({"spotShareTargetPercent": "150"}, "spotShareTargetPercent", "percentage"),
     ({"spotShareTargetPercent": "lots"}, "spotShareTargetPercent", "expected a number"),
     ({"misplacedPodsThreshold": -1}, "misplacedPodsThreshold", "from 0"),
+    ({"moveFailureAlarmPercent": 0}, "moveFailureAlarmPercent", "percentage"),
     ({"pdbBlockedAlarmMinutes": 2}, "pdbBlockedAlarmMinutes", "from 5"),
     ({"logRetentionDays": 31}, "logRetentionDays", "CloudWatch Logs accepts"),
     ({"logLevel": "TRACE"}, "logLevel", "DEBUG, INFO, WARNING, ERROR"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
@@ -452,6 +451,7 @@ def test_alarms_cover_dead_letters_failures_deadlines_budgets_and_the_fleet(synt
         "ScheduleFunctionErrors", "ScheduleFunctionThrottles",
         "DrainDeadlineMissed", "EvictionsBlockedByPdb", "SpotShareBelowTarget", "MisplacedPodsAboveThreshold",
         "WorkQueueBacklog", "WorkQueueOldestMessage", "ScheduleFunctionNotInvoked", "RecordsFailed",
+        "MovesFailing",
     }
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()
                  if a.get("Namespace") == "SpotRebalancer"}
@@ -475,6 +475,8 @@ def test_optional_alarms_follow_their_settings(synth):
     assert "SpotShareBelowTarget" not in _alarms(synth, "prod")
     assert "MisplacedPodsAboveThreshold" in _alarms(synth, "prod")
     assert "MisplacedPodsAboveThreshold" not in _alarms(synth, "ops_private")
+    assert "MovesFailing" in _alarms(synth, "prod")
+    assert "MovesFailing" not in _alarms(synth, "ops_private")
     # Census alarms look at whole schedule periods, since a census comes once a period.
     misplaced = _alarms(synth, "prod")["MisplacedPodsAboveThreshold"]["Metrics"]
     assert [m["MetricStat"]["Period"] for m in misplaced if "MetricStat" in m] == [300]
@@ -485,27 +487,6 @@ def _math(alarm: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
     metrics = alarm["Metrics"]
     expression = next(m["Expression"] for m in metrics if "Expression" in m)
     return expression, {m["Id"]: m["MetricStat"] for m in metrics if "MetricStat" in m}
-
-
-def _misplaced_alarm_fires(expression: str, threshold: int, series: list[float]) -> bool:
-    """The expression over a series, as CloudWatch evaluates it (DIFF has no value for the first
-    point), alarming when its last CENSUS_PERIODS values are all 1."""
-    assert expression == f"IF(misplaced > {threshold} AND DIFF(misplaced) >= 0, 1, 0)"
-    values = [1 if now > threshold and now - before >= 0 else 0 for before, now in itertools.pairwise(series)]
-    return len(values) >= 3 and all(v >= 1 for v in values[-3:])
-
-
-@pytest.mark.parametrize(("series", "fires"), [
-    ([80, 70, 60, 50], False),  # a storm being worked down: no page
-    ([80, 80, 81, 81], True),  # above the threshold and stuck
-    ([10, 12, 15, 19], False),  # growing, but under the threshold
-    ([30, 25, 25, 26], False),  # went down once within the window
-], ids=["working down", "stuck", "under the threshold", "went down"])
-def test_misplaced_pods_page_only_when_above_the_threshold_and_not_going_down(synth, series, fires):
-    expression, metrics = _math(_alarms(synth, "prod")["MisplacedPodsAboveThreshold"])
-    assert metrics["misplaced"]["Metric"]["MetricName"] == "MisplacedPods"
-    assert metrics["misplaced"]["Stat"] == "Maximum"
-    assert _misplaced_alarm_fires(expression, 20, series) is fires
 
 
 def test_work_queue_backlog_alarms_watch_its_depth_and_age(synth):

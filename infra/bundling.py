@@ -9,6 +9,7 @@ that in and copies the package on top.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -237,7 +238,8 @@ def cached_install(lambdas_dir: Path, cache_dir: Path, recipe: Recipe | None = N
         return final
     if final.is_dir():  # an install under this key without its bytecode: never shipped as compiled
         stale = Path(tempfile.mkdtemp(prefix=f".{final.name[:12]}-stale-", dir=cache_dir))
-        final.rename(stale / final.name)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent synth took it away first
+            final.rename(stale / final.name)
         shutil.rmtree(stale, ignore_errors=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{final.name[:12]}-", dir=cache_dir))

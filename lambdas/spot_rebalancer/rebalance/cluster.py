@@ -158,10 +158,13 @@ class ClusterState:
                 self.spread_counts[workload][state.index] += 1
             requests = held_requests(pod)
             self._place(pod, requests, host_ports(pod), state)
-            if wide_anti_affinity(pod):
-                self.wide_repellers.append(pod)
-            if scoring_terms(pod):
-                self.affinity_scorers.append(pod)
+            affinity = pod.spec.affinity  # most pods have no pod (anti-)affinity at all
+            if affinity is not None and (affinity.pod_affinity is not None
+                                         or affinity.pod_anti_affinity is not None):
+                if wide_anti_affinity(pod):
+                    self.wide_repellers.append(pod)
+                if scoring_terms(pod):
+                    self.affinity_scorers.append(pod)
             if workload is not None and workload.kind == "DaemonSet":
                 state.daemon_requests = state.daemon_requests + requests
 

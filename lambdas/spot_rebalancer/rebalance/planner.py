@@ -335,6 +335,11 @@ class _Planner:
             queue.append((last, c.score - c.best_score, *c.order, len(queue), c))
         heapq.heapify(queue)
         while queue:
+            if len(self.evictions) >= self.settings.max_evictions_per_cycle:
+                # The cycle is full: every pod left gets the same refusal, so their order is no matter.
+                for *_, candidate in queue:
+                    self._refuse(candidate, _Refusal(*self._cycle_cap()))
+                return
             last, _, namespace, name, tie, candidate = heapq.heappop(queue)
             weighed = self._weigh(candidate)
             if isinstance(weighed, _Refusal):
@@ -517,7 +522,7 @@ class _Planner:
         """The first cap or budget one more move of this pod would exceed."""
         settings, namespace = self.settings, c.pod.metadata.namespace
         if len(self.evictions) >= settings.max_evictions_per_cycle:
-            return SkipCode.CYCLE_CAP, f"{settings.max_evictions_per_cycle} moves this cycle"
+            return self._cycle_cap()
         if self.per_node[c.source.name] >= (cap := settings.max_evictions_per_node):
             return SkipCode.NODE_CAP, f"{cap} moves off {c.source.name} this cycle"
         if self.per_namespace[namespace] >= (cap := settings.max_evictions_per_namespace):
@@ -529,6 +534,9 @@ class _Planner:
         if exhausted is not None:
             return SkipCode.PDB_EXHAUSTED, f"PodDisruptionBudget {exhausted} allows no more"
         return None
+
+    def _cycle_cap(self) -> tuple[SkipCode, str]:
+        return SkipCode.CYCLE_CAP, f"{self.settings.max_evictions_per_cycle} moves this cycle"
 
     def _refuse(self, c: _Candidate, refusal: _Refusal) -> None:
         """Record the skip (and the room it wants); the candidate is out of this plan."""

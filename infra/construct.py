@@ -32,7 +32,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from spot_rebalancer.ownership import owned_tag
-from spot_rebalancer.state_keys import HISTORY_KEY_PREFIX, history_key
+from spot_rebalancer.state_keys import HISTORY_KEY_PREFIX, IMPAIRED_KEY_PREFIX, history_key, impaired_key
 from spot_rebalancer.telemetry import NAMESPACE
 
 from .bundling import lambda_code
@@ -217,7 +217,8 @@ class SpotRebalancer(Construct):
 
         self._grant_common(self.events_role)
         self._grant_common(self.schedule_role)
-        not_history = {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": [f"{HISTORY_KEY_PREFIX}*"]}}
+        not_history = {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": [
+            f"{HISTORY_KEY_PREFIX}*", f"{IMPAIRED_KEY_PREFIX}*"]}}
         self._grant_state(self.events_role, "IdempotencyRecords", IDEMPOTENCY_CALLS, not_history)
         self._grant_state(self.schedule_role, "MoveHistory", HISTORY_CALLS,
                           {"ForAllValues:StringEquals": {
@@ -230,6 +231,8 @@ class SpotRebalancer(Construct):
             self._grant_capacity_nudge(self.schedule_role)
         if config.scale_in_emptied_nodes:
             self._grant_scale_in(self.schedule_role)
+        if config.instance_status_checks:
+            self._grant_status_checks(self.schedule_role)
         # The census prices the fleet: list prices and current spot prices (neither has resources).
         self.schedule_role.add_to_policy(iam.PolicyStatement(
             sid="PriceTheFleet", actions=["pricing:GetProducts", "ec2:DescribeSpotPriceHistory"],
@@ -343,8 +346,8 @@ class SpotRebalancer(Construct):
         Validations.of(role).acknowledge(
             _ack(
                 "AwsSolutions-IAM5[Resource::*]",
-                "ec2:DescribeInstances, ec2:DescribeCapacityReservations, ec2:DescribeSpotPriceHistory, "
-                "pricing:GetProducts, "
+                "ec2:DescribeInstances, ec2:DescribeCapacityReservations, ec2:DescribeInstanceStatus, "
+                "ec2:DescribeSpotPriceHistory, pricing:GetProducts, "
                 "autoscaling:DescribeAutoScalingGroups/DescribeAutoScalingInstances have no "
                 "resource-level permissions; AWS requires Resource *."),
             _ack(
@@ -409,6 +412,16 @@ class SpotRebalancer(Construct):
         role.add_to_policy(iam.PolicyStatement(
             sid="ScaleInEmptiedNodes", actions=["autoscaling:TerminateInstanceInAutoScalingGroup"],
             resources=resources, conditions=conditions))
+
+    def _grant_status_checks(self, role: iam.Role) -> None:
+        """Find impaired instances, record each drain queued (its own items only) and queue it for the
+        events function: what instanceStatusChecks needs, and only with it."""
+        role.add_to_policy(iam.PolicyStatement(
+            sid="FindImpairedInstances", actions=["ec2:DescribeInstanceStatus"], resources=["*"]))
+        self._grant_state(role, "ImpairedDrainRecords", ["dynamodb:PutItem"], {"ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [impaired_key(self.config.cluster_name, "*")]}})
+        role.add_to_policy(iam.PolicyStatement(
+            sid="QueueImpairedDrains", actions=["sqs:SendMessage"], resources=[self.work_queue.queue_arn]))
 
     def _rules(self, period: Duration) -> dict[str, events.Rule]:
         rules = {}

@@ -10,6 +10,9 @@ from typing import Any
 
 from .results import StepOutcome
 
+# DescribeInstanceStatus's two checks: the instance's own (its OS, its network configuration) and
+# the system's (the host, its power and network).
+STATUS_CHECKS = ("instance", "system")
 DESCRIBE_BATCH = 1000  # DescribeInstances accepts at most 1,000 instance ids a call
 # Throttling and transient errors are retried by botocore's standard mode with backoff.
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
@@ -103,6 +106,19 @@ class Ec2:
             {"Name": "instance-state-name", "Values": ["pending", "running"]}])
         return [_instance(raw) for page in pages for reservation in page.get("Reservations", [])
                 for raw in reservation.get("Instances", [])]
+
+    def impaired_instances(self) -> dict[str, tuple[str, ...]]:
+        """The running instances of the region whose instance or system status check is impaired,
+        with which ("instance", "system"). Two filtered listings (filters of different names are
+        ANDed), each paginated: impaired instances are few, so neither is long."""
+        paginator = self._client.get_paginator("describe_instance_status")
+        impaired: dict[str, list[str]] = {}
+        for check in STATUS_CHECKS:
+            impaired_only = [{"Name": f"{check}-status.status", "Values": ["impaired"]}]
+            for page in paginator.paginate(Filters=impaired_only):
+                for status in page.get("InstanceStatuses", []):
+                    impaired.setdefault(status["InstanceId"], []).append(check)
+        return {instance: tuple(checks) for instance, checks in impaired.items()}
 
     def tag(self, instance_ids: list[str], key: str, value: str) -> None:
         if instance_ids:

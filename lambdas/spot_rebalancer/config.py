@@ -560,6 +560,9 @@ class Settings:
     opt_out_annotation: str = setting("spot-rebalancer.io/disable", Text(LABEL_KEY, ANNOTATION_NOUN))
     exclude_from_load_balancers: bool = setting(False, Flag())
     health_lead_time_seconds: int = setting(3600, Whole(0, 14 * 86400))
+    # Opt-in: every cycle, the schedule function drains the nodes whose instance or system status
+    # check EC2 reports impaired, as for degraded hardware.
+    instance_status_checks: bool = setting(False, Flag())
     # Auto Scaling groups that get the terminate hook (and the launch hook when asked for); they also
     # scope the lifecycle and launch rules and what the functions may do to groups. None: any group
     # tagged kubernetes.io/cluster/<name>=owned.

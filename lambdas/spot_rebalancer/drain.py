@@ -95,6 +95,8 @@ _DRAIN_REASONS: dict[EventKind, DrainReason] = {
     EventKind.CAPACITY_BLOCK_EXPIRY: DrainReason.CAPACITY_BLOCK_EXPIRY,
     EventKind.REBALANCE_RECOMMENDATION: DrainReason.REBALANCE_RECOMMENDATION,
     EventKind.DEGRADED_HARDWARE: DrainReason.DEGRADED_HARDWARE,
+    # An impaired status check is degraded hardware as far as the node's pods are concerned.
+    EventKind.INSTANCE_IMPAIRED: DrainReason.DEGRADED_HARDWARE,
 }
 
 

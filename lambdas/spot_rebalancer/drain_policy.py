@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -274,6 +274,20 @@ def drain_deadline(spec: DrainSpec, event_deadline: datetime | None, settings: S
     if spec.deadline is DeadlineRule.EVENT and event_deadline is not None:
         return min(event_deadline, limit)
     return limit
+
+
+def impaired_to_drain(nodes: Iterable[Node], impaired: Mapping[str, tuple[str, ...]]
+                      ) -> list[tuple[Node, tuple[str, ...]]]:
+    """The nodes whose instance has an impaired status check (`impaired`: instance id to which
+    checks), with those checks, that no forced drain has marked yet: a node already drained, or
+    being drained, for this or any reason its instance does not survive is not drained again."""
+    found = []
+    for node in nodes:
+        checks = impaired.get(node.instance_id) if node.instance_id else None
+        action = recorded_action(node)
+        if checks and (action is None or not action.reason.forced):
+            found.append((node, checks))
+    return found
 
 
 CAPACITY_BLOCK_TYPE = "capacity-block"  # a Capacity Reservation's ReservationType

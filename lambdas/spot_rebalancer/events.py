@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,9 @@ AwareTime = Annotated[datetime, Meta(tz=True)]
 # EC2 emits the interruption warning two minutes before it stops or terminates a spot instance;
 # hibernation starts at once, without the two minutes.
 SPOT_WARNING_LEAD = timedelta(minutes=2)
+# The source and detail-type of the messages the schedule function sends itself.
+PRODUCT_SOURCE = "spot-rebalancer"
+STATUS_IMPAIRED_DETAIL_TYPE = "Instance Status Check Impaired"
 # EC2 begins terminating a Capacity Block's instances this long before the block ends (its warning
 # comes ten minutes before that).
 CAPACITY_BLOCK_TERMINATION_LEAD = timedelta(minutes=30)
@@ -82,6 +86,8 @@ class EventKind(enum.StrEnum):
     # pending is called off and what was done is undone.
     SCHEDULED_CHANGE_CLOSED = "scheduled-change-closed"
     DEGRADED_HARDWARE = "degraded-hardware"  # AWS Health issue naming the instance
+    # The schedule function found the instance's status check impaired (instanceStatusChecks).
+    INSTANCE_IMPAIRED = "instance-impaired"
     IGNORED = "ignored"
 
 
@@ -175,6 +181,13 @@ def block_instance_event(warning: CapacityBlockWarning, instance_id: str,
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StatusImpaired(InstanceEvent):
+    """An instance whose EC2 status checks the schedule function found impaired."""
+
+    checks: tuple[str, ...]  # which: "instance", "system"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ignored(Event):
     detail_type: str
     why: str
@@ -214,6 +227,11 @@ class _CapacityBlockDetail(msgspec.Struct, frozen=True):
     reservation_id: CapacityReservationId = field(name="capacity-reservation-id")
     # AWS shows no example value: read leniently, as only a hint (the reservation's EndDate decides).
     end_date: Any = field(default=None, name="end-date")
+
+
+class _StatusImpairedDetail(msgspec.Struct, frozen=True):
+    instance_id: InstanceId = field(name="instance-id")
+    impaired: Annotated[list[Literal["instance", "system"]], Meta(min_length=1, max_length=2)]
 
 
 class _StateDetail(msgspec.Struct, frozen=True):
@@ -350,6 +368,24 @@ def _hinted_time(value: Any) -> datetime | None:
     return utc if utc is not None and EARLIEST_EVENT_TIME <= utc < LATEST_EVENT_TIME else None
 
 
+def _status_impaired(env: _Envelope) -> tuple[Event, ...]:
+    detail = _detail(env, _StatusImpairedDetail)
+    return (StatusImpaired(**_common(env), kind=EventKind.INSTANCE_IMPAIRED, instance_id=detail.instance_id,
+                           checks=tuple(dict.fromkeys(detail.impaired))),)
+
+
+def status_impaired_message(instance_id: str, checks: Iterable[str], found_at: datetime, region: str,
+                            account: str) -> dict[str, Any]:
+    """The work-queue message the schedule function sends for an instance it found impaired: an
+    event in EventBridge's envelope, from the product's own source (never an AWS one), so it is
+    read, continued and shown (`handle --dry-run`) like any other."""
+    found = found_at.astimezone(UTC).replace(microsecond=0)
+    return {"version": "0", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{instance_id}/{found.isoformat()}")),
+            "detail-type": STATUS_IMPAIRED_DETAIL_TYPE, "source": PRODUCT_SOURCE, "account": account,
+            "time": found.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": region, "resources": [],
+            "detail": {"instance-id": instance_id, "impaired": sorted(checks)}}
+
+
 def _rebalance(env: _Envelope) -> tuple[Event, ...]:
     detail = _detail(env, _Ec2InstanceDetail)
     return (RebalanceRecommendation(**_common(env), kind=EventKind.REBALANCE_RECOMMENDATION,
@@ -471,4 +507,5 @@ _PARSERS: dict[tuple[str, str], _Parser] = {
     ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action"): _lifecycle,
     ("aws.autoscaling", "EC2 Instance Launch Successful"): _launch,
     ("aws.health", "AWS Health Event"): _health,
+    (PRODUCT_SOURCE, STATUS_IMPAIRED_DETAIL_TYPE): _status_impaired,
 }

@@ -59,6 +59,7 @@ from .rebalance.windows import open_window
 from .results import EvictionOutcome, EvictionResult, Step, StepAction, StepOutcome
 from .snapshot import ClusterSnapshot
 from .state import HistoryConflict, HistoryStore, StoredHistory
+from .status_checks import StatusChecks
 from .tagging import LifecycleTagger
 from .telemetry import MetricsRecorder
 
@@ -242,10 +243,12 @@ class TickResult:
     sweep: SweepResult
     census: Census
     cycle: CycleResult
+    status_checks: tuple[Step, ...] = ()  # the drains queued for impaired instances (instanceStatusChecks)
 
     def summary(self) -> dict[str, object]:
         return {"cluster": self.cluster, "dryRun": self.dry_run,
                 "sweep": [step.as_json() for step in self.sweep.steps],
+                "statusChecks": [step.as_json() for step in self.status_checks],
                 "misplacedPods": self.census.misplaced_pods, **self.cycle.summary()}
 
 
@@ -258,7 +261,8 @@ class Rebalancer:
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, autoscaling: AutoScaling | None = None,
                  ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None,
-                 prices: PriceList | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 prices: PriceList | None = None, clock: Callable[[], float] = time.monotonic,
+                 status_checks: StatusChecks | None = None) -> None:
         if view is None:
             if kube is None:
                 raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
@@ -278,16 +282,20 @@ class Rebalancer:
         self.ec2 = ec2
         self.tagger = tagger
         self.prices = prices
+        self.status_checks = status_checks
 
     def tick(self, until: float | None = None) -> TickResult:
-        """One period's work: snapshot, sweep, census, cycle (in waves until `until`, on `clock`);
-        all on one snapshot, its nodes read again only if the sweep changed one."""
+        """One period's work: snapshot, sweep, the drains of impaired instances queued (with a
+        StatusChecks), census, cycle (in waves until `until`, on `clock`); all on one snapshot, its
+        nodes read again only if the sweep changed one."""
         snapshot = self._without_duplicates(self.view.snapshot())
         swept = self.sweep(snapshot.nodes)
         if swept.nodes_changed:
             snapshot = replace(snapshot, nodes=self.view.list_nodes())
+        impaired = tuple(self.status_checks.check(snapshot.nodes)) if self.status_checks else ()
         fleet = self.census(snapshot)
-        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot, until))
+        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot, until),
+                          impaired)
 
     def _without_duplicates(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
         """Objects listed twice are logged, counted and kept once: one bad listing must not stop the

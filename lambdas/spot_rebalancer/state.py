@@ -1,4 +1,5 @@
-"""The rebalancer's move history, kept in DynamoDB: one item per cluster.
+"""The schedule function's state in DynamoDB: the rebalancer's move history, one item per cluster,
+and a record per impaired instance whose drain it queued (`DrainClaims`).
 
 The item is `{"id": "history#<cluster>", "history": <History as JSON>, "version": n, "expiration":
 <epoch seconds>}` in the table it shares with the idempotency records (which use their own keys).
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 
 from .rebalance import History
-from .state_keys import history_key
+from .state_keys import history_key, impaired_key
 
 # Longer than any back-off (six hours) and any replacement timeout, so nothing still useful expires.
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
@@ -85,3 +86,35 @@ class HistoryStore:
                     f"history of {cluster} changed since version {expected_version}") from None
             raise
         return version
+
+
+class DrainClaims:
+    """The impaired instances a drain was queued for: one item each, `{"id": impaired#<cluster>#<id>,
+    "expiration": <epoch seconds>}`, written with a conditional put, so a drain is queued at most once
+    per `ttl_seconds` however many cycles still find the instance impaired."""
+
+    def __init__(self, client: Any, table: str, ttl_seconds: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+
+    def claim(self, cluster: str, instance_id: str) -> bool:
+        """Record the drain queued now; False when one was recorded less than the TTL ago."""
+        from botocore.exceptions import ClientError
+
+        now = int(self._clock())
+        try:
+            # DynamoDB deletes expired items late (within days): an expired record is free again.
+            self._client.put_item(
+                TableName=self._table,
+                Item={"id": {"S": impaired_key(cluster, instance_id)},
+                      "expiration": {"N": str(now + self._ttl_seconds)}},
+                ConditionExpression="attribute_not_exists(id) OR expiration < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

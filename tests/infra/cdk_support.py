@@ -22,6 +22,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "capacityNudge": True,
         "scaleInEmptiedNodes": True,
         "scaleInSettleSeconds": 900,
+        "instanceStatusChecks": True,
         "lifecycleDefaultResult": "ABANDON",
         "drainTimeoutSeconds": 900,
         "recommendationPolicies": [

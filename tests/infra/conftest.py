@@ -1,8 +1,8 @@
 """One synth of the real app per test session: three clusters covering the configuration's branches.
 
 - `prod`: only `clusterName` on top of cdk.json's context, as `cdk deploy -c clusterName=prod` would.
-- `batch`: named Auto Scaling groups, launch hook, capacity nudge, recommendation policies, private
-  endpoint with a security group made for it, e-mail alarms, a spot-share target.
+- `batch`: named Auto Scaling groups, launch hook, capacity nudge, status checks, recommendation
+  policies, private endpoint with a security group made for it, e-mail alarms, a spot-share target.
 - `ops_private`: private endpoint with given security groups, an existing alarm topic, and the
   misplaced-pods alarm switched off.
 

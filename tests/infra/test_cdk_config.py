@@ -57,6 +57,7 @@ BAD_INPUTS = [
     ({"forceAtDeadline": "on"}, "forceAtDeadline", "true or false"),
     ({"excludedNamespaces": ["kube-system", "Bad_NS"]}, "excludedNamespaces", "namespace name"),
     ({"healthLeadTimeSeconds": -1}, "healthLeadTimeSeconds", "from 0"),
+    ({"instanceStatusChecks": "yes"}, "instanceStatusChecks", "true or false"),
     ({"lifecycleTagKey": "aws:lifecycle"}, "lifecycleTagKey", "not aws:"),
     ({"lifecycleLabelKey": "lifecycle label"}, "lifecycleLabelKey", "label name"),
     ({"optOutAnnotation": ""}, "optOutAnnotation", "annotation name"),

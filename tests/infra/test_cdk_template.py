@@ -265,7 +265,8 @@ def test_the_state_table_has_the_idempotency_layout_ttl_recovery_and_encryption(
 
 RESOURCE_STAR_ALLOWED = {"ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups",
                          "autoscaling:DescribeAutoScalingInstances", "pricing:GetProducts",
-                         "ec2:DescribeSpotPriceHistory", "ec2:DescribeCapacityReservations"}
+                         "ec2:DescribeSpotPriceHistory", "ec2:DescribeCapacityReservations",
+                         "ec2:DescribeInstanceStatus"}
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
@@ -322,6 +323,21 @@ def test_only_the_events_role_reads_capacity_reservations(synth):
     assert not granting(statements(synth, "prod", "Schedule"), "ec2:DescribeCapacityReservations")
 
 
+def test_only_a_schedule_role_with_status_checks_finds_impaired_instances_and_queues_their_drains(synth):
+    i = ids(synth, "batch")
+    schedule = statements(synth, "batch", "Schedule")
+    [find] = granting(schedule, "ec2:DescribeInstanceStatus")
+    assert actions_of(find) == {"ec2:DescribeInstanceStatus"}
+    [queue] = [s for s in granting(schedule, "sqs:SendMessage") if s["Resource"] == att(i["work"])]
+    assert actions_of(queue) == {"sqs:SendMessage"}
+    [records] = [s for s in granting(schedule, "dynamodb:PutItem") if "StringLike" in json.dumps(s)]
+    assert actions_of(records) == {"dynamodb:PutItem"}
+    assert records["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["impaired#batch#*"]}}
+    for cluster in ("prod", "ops_private"):  # off by default
+        assert not granting(statements(synth, cluster, "Schedule"), "ec2:DescribeInstanceStatus")
+    assert not granting(statements(synth, "batch", "Events"), "ec2:DescribeInstanceStatus")
+
+
 def test_only_the_schedule_role_prices_the_fleet(synth):
     [prices] = granting(statements(synth, "prod", "Schedule"), "pricing:GetProducts")
     assert actions_of(prices) == {"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"}
@@ -373,7 +389,8 @@ def test_each_role_makes_exactly_its_own_calls_on_its_own_items_of_the_state_tab
     [records] = [s for s in events if any(a.startswith("dynamodb:") for a in actions_of(s))]
     [history] = [s for s in schedule if any(a.startswith("dynamodb:") for a in actions_of(s))]
     assert actions_of(records) == {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
-    assert records["Condition"] == {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": ["history#*"]}}
+    assert records["Condition"] == {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": [
+        "history#*", "impaired#*"]}}
     assert actions_of(history) == {"dynamodb:GetItem", "dynamodb:PutItem"}
     assert history["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["history#prod"]}}
 

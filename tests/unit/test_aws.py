@@ -168,3 +168,37 @@ def test_a_lifecycle_action_that_already_ended_is_an_outcome_other_errors_raise(
             with pytest.raises(ClientError):
                 asg.complete(action, "CONTINUE")
         stub.assert_no_pending_responses()
+
+
+def status(instance_id: str, instance: str, system: str) -> dict:
+    """One InstanceStatuses entry as EC2 documents it."""
+    def summary(value: str) -> dict:
+        return {"Status": value, "Details": [{"Name": "reachability",
+                                              "Status": "failed" if value == "impaired" else "passed"}]}
+    return {"InstanceId": instance_id, "AvailabilityZone": "eu-west-1a",
+            "InstanceState": {"Code": 16, "Name": "running"},
+            "InstanceStatus": summary(instance), "SystemStatus": summary(system)}
+
+
+def test_impaired_instances_are_listed_by_check_over_every_page():
+    """moto reports every status ok: EC2's answers for impaired instances come from the Stubber."""
+    client = boto3.client("ec2", region_name=REGION, config=boto_config(), aws_access_key_id="k",
+                          aws_secret_access_key="s")
+    def impaired(check: str, token: str = "") -> dict:
+        return {"Filters": [{"Name": f"{check}-status.status", "Values": ["impaired"]}],
+                **({"NextToken": token} if token else {})}
+    with Stubber(client) as stub:
+        stub.add_response("describe_instance_status", {
+            "InstanceStatuses": [status("i-0a1b2c3d4e5f60718", "impaired", "ok")], "NextToken": "page-2"},
+            impaired("instance"))
+        stub.add_response("describe_instance_status", {
+            "InstanceStatuses": [status("i-0e4b6d8f0a2c35791", "impaired", "impaired")]},
+            impaired("instance", "page-2"))
+        stub.add_response("describe_instance_status", {
+            "InstanceStatuses": [status("i-0e4b6d8f0a2c35791", "impaired", "impaired"),
+                                 status("i-0b2c3d4e5f6071829", "ok", "impaired")]},
+            impaired("system"))
+        assert Ec2(client).impaired_instances() == {
+            "i-0a1b2c3d4e5f60718": ("instance",), "i-0e4b6d8f0a2c35791": ("instance", "system"),
+            "i-0b2c3d4e5f6071829": ("system",)}
+        stub.assert_no_pending_responses()

@@ -90,6 +90,8 @@ DECISIONS = {
     "health-reboot-maintenance-closed.json": ["ignore"],
     "health-store-drive-degraded-backup.json": DRAIN,
     "health-operational-issue-public.json": ["ignore"],
+    # The schedule function's own message for an impaired status check: drained as degraded hardware.
+    "status-check-impaired.json": DRAIN,
 }
 
 

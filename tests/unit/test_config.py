@@ -26,7 +26,7 @@ REFUSED = {
     "price_overrides": '{"m6i.large": {"onDemand": "cheap"}}',
     "scheduler_score_weights": '{"TaintToleration": 101}',
     "asg_names": "ng-a,ng-a", "move_single_replica_workloads": "yes", "scale_in_emptied_nodes": "yes",
-    "scale_in_settle_seconds": "59",
+    "scale_in_settle_seconds": "59", "instance_status_checks": "sometimes",
 }
 
 

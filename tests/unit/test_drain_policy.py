@@ -33,6 +33,7 @@ from spot_rebalancer.drain_policy import (
     drain_starts_at,
     eviction_message,
     eviction_waves,
+    impaired_to_drain,
     node_drain_patch,
     node_revert_patch,
     plan_drain,
@@ -178,6 +179,7 @@ EVENTS = Path(__file__).parents[1] / "events"
     ("capacity-reservation-interruption.json", DrainReason.CAPACITY_RESERVATION_INTERRUPTION),
     ("lifecycle-terminate-warm-pool.json", DrainReason.ASG_TO_WARM_POOL),
     ("lifecycle-launch.json", None),
+    ("status-check-impaired.json", DrainReason.DEGRADED_HARDWARE),
 ], ids=lambda value: value if isinstance(value, str) else str(value))
 def test_drain_reason_of_each_sample(sample, reason):
     event = parse_event((EVENTS / sample).read_text())[0]
@@ -227,6 +229,25 @@ def test_what_each_reason_leaves_and_how_it_is_undone():
 
 
 BLOCK_ENDS = NOW + timedelta(minutes=40)
+
+
+def test_impaired_nodes_are_drained_unless_a_forced_drain_already_marked_them():
+    def marked(name: str, reason: DrainReason) -> Node:
+        node = make_node(name, provider_id=f"aws:///eu-west-1a/i-{name}")
+        patch = node_drain_patch(node, reason, DEFAULTS, NOW)
+        return msgspec.structs.replace(node, metadata=msgspec.structs.replace(
+            node.metadata, annotations=patch.body["metadata"]["annotations"]))
+
+    fresh = make_node("0000000a", provider_id="aws:///eu-west-1a/i-0000000a")
+    recommended = marked("0000000b", DrainReason.REBALANCE_RECOMMENDATION)  # a voluntary taint
+    retiring = marked("0000000c", DrainReason.SCHEDULED_MAINTENANCE)  # forced: being drained
+    degraded = marked("0000000d", DrainReason.DEGRADED_HARDWARE)  # drained already
+    healthy = make_node("0000000e", provider_id="aws:///eu-west-1a/i-0000000e")
+    elsewhere = make_node("kind-node")  # no EC2 instance
+    impaired = {f"i-0000000{c}": ("system",) for c in "abcd"} | {"i-0000000f": ("instance",)}
+    found = impaired_to_drain([fresh, recommended, retiring, degraded, healthy, elsewhere], impaired)
+    assert [(node.metadata.name, checks) for node, checks in found] == [
+        ("0000000a", ("system",)), ("0000000b", ("system",))]
 
 
 @pytest.mark.parametrize(("reservation_type", "ends_at", "announced", "outcome"), [

@@ -23,7 +23,9 @@ from spot_rebalancer.events import (
     RebalanceRecommendation,
     SpotInterruption,
     StateChange,
+    StatusImpaired,
     parse_event,
+    status_impaired_message,
 )
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -77,6 +79,8 @@ def at(text: str) -> datetime:
      ["i-0b5d7f9a1c3e46802"], None),
     ("health-store-drive-degraded-backup.json", HealthNotice, EventKind.DEGRADED_HARDWARE,
      ["i-09a1b3c5d7e2f4680"], None),
+    ("status-check-impaired.json", StatusImpaired, EventKind.INSTANCE_IMPAIRED, ["i-0e4b6d8f0a2c35791"],
+     None),
 ], ids=["spot interruption terminate", "spot interruption hibernate", "rebalance recommendation",
         "lifecycle terminate", "lifecycle launch", "launch successful", "state change stopping",
         "state change shutting down", "state change running", "state change stopped",
@@ -84,7 +88,7 @@ def at(text: str) -> datetime:
         "lifecycle terminate into the warm pool",
         "lifecycle launch into the warm pool", "health instance retirement",
         "health stop scheduled for several", "health reboot maintenance", "health reboot maintenance closed",
-        "health store drive degraded backup"])
+        "health store drive degraded backup", "status check impaired"])
 def test_instance_events(name, type_, kind, instance_ids, deadline):
     raw = sample(name)
     events = [e for e in parse_event(raw) if e.kind is kind]
@@ -251,6 +255,30 @@ def test_a_capacity_block_warning_must_name_a_reservation(reservation_id):
     raw = sample("capacity-block-expiration-warning.json")
     raw["detail"]["capacity-reservation-id"] = reservation_id
     with pytest.raises(EventError, match="capacity-reservation-id"):
+        parse_event(raw)
+
+
+def test_the_schedule_functions_status_message_reads_back_as_the_impaired_instance():
+    found = datetime(2024, 3, 20, 7, 15, 0, 480000, tzinfo=UTC)
+    message = status_impaired_message("i-0e4b6d8f0a2c35791", ("system", "instance"), found, "eu-west-1",
+                                      "123456789012")
+    (event,) = parse_event(json.dumps(message))
+    assert (type(event), event.instance_id, event.checks) == (
+        StatusImpaired, "i-0e4b6d8f0a2c35791", ("instance", "system"))
+    assert event.time == found.replace(microsecond=0)
+    # The same instance found in the same second is the same message (one idempotency key).
+    assert status_impaired_message("i-0e4b6d8f0a2c35791", ("instance", "system"), found, "eu-west-1",
+                                   "123456789012") == message
+    sample_message = sample("status-check-impaired.json")
+    assert set(message) == set(sample_message) and set(message["detail"]) == set(sample_message["detail"])
+
+
+@pytest.mark.parametrize("impaired", [[], ["ebs"], "system", ["system", "system", "system"]],
+                         ids=["none", "unknown check", "not a list", "too many"])
+def test_a_status_message_names_one_or_both_checks(impaired):
+    raw = sample("status-check-impaired.json")
+    raw["detail"]["impaired"] = impaired
+    with pytest.raises(EventError, match="impaired"):
         parse_event(raw)
 
 

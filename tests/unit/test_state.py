@@ -1,4 +1,5 @@
-"""The move history in DynamoDB: round trip, versioned writes, expiry, unreadable items."""
+"""The move history in DynamoDB: round trip, versioned writes, expiry, unreadable items; and the
+records of drains queued for impaired instances."""
 
 from datetime import UTC, datetime
 
@@ -7,7 +8,13 @@ import pytest
 from moto import mock_aws
 
 from spot_rebalancer.rebalance import Backoff, History, MoveRecord, WorkloadRef
-from spot_rebalancer.state import DEFAULT_TTL_SECONDS, HistoryConflict, HistoryCorrupt, HistoryStore
+from spot_rebalancer.state import (
+    DEFAULT_TTL_SECONDS,
+    DrainClaims,
+    HistoryConflict,
+    HistoryCorrupt,
+    HistoryStore,
+)
 from tests.state_table import create_state_table
 
 REGION = "eu-west-1"
@@ -80,3 +87,17 @@ def test_an_unreadable_item_raises_a_typed_error(store, client):
                                            "version": {"N": "3"}})
     with pytest.raises(HistoryCorrupt, match="history of prod"):
         store.load("prod")
+
+
+def test_a_drain_for_an_impaired_instance_is_claimed_once_per_ttl_per_cluster(client):
+    clock = [NOW]
+    claims = DrainClaims(client, TABLE, ttl_seconds=3600, clock=lambda: clock[0])
+    assert claims.claim("prod", "i-0e4b6d8f0a2c35791")
+    assert not claims.claim("prod", "i-0e4b6d8f0a2c35791"), "queued already"
+    assert claims.claim("prod", "i-0a1b2c3d4e5f60718") and claims.claim("dev", "i-0e4b6d8f0a2c35791")
+    clock[0] += 3600
+    assert not claims.claim("prod", "i-0e4b6d8f0a2c35791"), "not before its record expires"
+    clock[0] += 1
+    assert claims.claim("prod", "i-0e4b6d8f0a2c35791"), "an expired record DynamoDB has not deleted yet"
+    item = client.get_item(TableName=TABLE, Key={"id": {"S": "impaired#prod#i-0e4b6d8f0a2c35791"}})["Item"]
+    assert item["expiration"] == {"N": str(NOW + 3601 + 3600)}

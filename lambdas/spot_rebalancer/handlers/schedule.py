@@ -40,7 +40,8 @@ def _runtime() -> tuple[Rebalancer, Any]:
     from ..aws import AutoScaling, Ec2, boto_config
     from ..eks_auth import client_for_cluster
     from ..pricing import PriceList, price_list_region
-    from ..state import HistoryStore
+    from ..state import DrainClaims, HistoryStore
+    from ..status_checks import CLAIM_SECONDS, StatusChecks
     from ..tagging import LifecycleTagger
 
     settings = Settings.from_env()
@@ -54,11 +55,15 @@ def _runtime() -> tuple[Rebalancer, Any]:
                        ec2_client, region)
     autoscaling = (AutoScaling(boto3.client("autoscaling", config=boto_config()))
                    if settings.capacity_nudge or settings.scale_in_emptied_nodes else None)
-    store = HistoryStore(boto3.client("dynamodb", config=boto_config()), settings.state_table)
+    dynamodb = boto3.client("dynamodb", config=boto_config())
+    store = HistoryStore(dynamodb, settings.state_table)
+    status_checks = (StatusChecks(settings, ec2, DrainClaims(dynamodb, settings.state_table, CLAIM_SECONDS),
+                                  boto3.client("sqs", config=boto_config()), region)
+                     if settings.instance_status_checks else None)
     kube = client_for_cluster(settings.cluster_name)
     tagger = LifecycleTagger(settings, ec2, lambda _cluster: kube, metrics)
     rebalancer = Rebalancer(settings, kube, metrics, store, autoscaling=autoscaling, ec2=ec2,
-                            tagger=tagger, prices=prices)
+                            tagger=tagger, prices=prices, status_checks=status_checks)
     return rebalancer, Logger(service="spot-rebalancer")
 
 

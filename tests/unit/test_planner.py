@@ -8,6 +8,7 @@ import pytest
 
 from spot_rebalancer.config import Settings
 from spot_rebalancer.objects import (
+    LabelSelector,
     NodeSelector,
     ObjectMeta,
     PersistentVolume,
@@ -246,17 +247,34 @@ def test_a_bound_volumes_node_affinity_decides_where_its_pod_may_go():
     assert moves(plan(snapshot, OPTIONS, NO_HISTORY, NOW)) == [("db-0", "od", "spot-b")]
 
 
-def test_pods_with_zone_spread_constraints_move_only_within_their_zone():
+def test_a_zone_spread_replacement_goes_where_the_recounted_skew_allows():
+    """The scheduler recounts the skew with the evicted pod gone: both replicas run in zone a and
+    none in zone b (a skew of 2, beyond maxSkew 1: the constraint came later, or zone b's nodes were
+    lost), so a replacement may only go to zone b, however good a spot node in zone a is. With no
+    better node in zone b it stays; a zone of one domain has no skew at all."""
     zone = "topology.kubernetes.io/zone"
-    spread = [TopologySpreadConstraint(topology_key=zone, max_skew=1)]
-    nodes = [on_demand_node("od-a", labels={zone: "a"}), spot_node("spot-b", labels={zone: "b"})]
-    pod = web("web-1", "od-a", spread=spread)
-    assert skips(run(nodes, [pod])) == {"web-1": SkipCode.CONSTRAINED}
-    nodes.append(spot_node("spot-a", labels={zone: "a"}))
-    assert moves(run(nodes, [pod])) == [("web-1", "od-a", "spot-a")]
-    per_node = [TopologySpreadConstraint(topology_key="kubernetes.io/hostname")]
-    over_nodes = web("web-1", "od-a", spread=per_node)
-    assert skips(run(nodes, [over_nodes])) == {"web-1": SkipCode.UNSUPPORTED_CONSTRAINT}
+    spread = [TopologySpreadConstraint(topology_key=zone, max_skew=1,
+                                       label_selector=LabelSelector(match_labels={"app": "web"}))]
+    replicas = [web(f"web-{i}", "od-a", labels={"app": "web"}, spread=spread) for i in (1, 2)]
+    nodes = [on_demand_node("od-a", labels={zone: "a"}), spot_node("spot-a", labels={zone: "a"})]
+    assert [to for _, _, to in moves(run(nodes, replicas))] == ["spot-a"]
+    nodes.append(on_demand_node("od-b", labels={zone: "b"}))
+    assert set(skips(run(nodes, replicas)).values()) == {SkipCode.CONSTRAINED}
+    nodes.append(spot_node("spot-b", labels={zone: "b"}))
+    assert [to for _, _, to in moves(run(nodes, replicas))] == ["spot-b"]
+
+
+def test_a_hostname_spread_replacement_avoids_nodes_holding_more_than_the_least():
+    host = "kubernetes.io/hostname"
+    spread = [TopologySpreadConstraint(topology_key=host, max_skew=1,
+                                       label_selector=LabelSelector(match_labels={"app": "web"}))]
+    pods = [web("web-1", "od", labels={"app": "web"}, spread=spread),
+            web("web-2", "spot-1", labels={"app": "web"}, spread=spread)]
+    nodes = [on_demand_node("od"), spot_node("spot-1")]
+    # With web-1 gone od holds 0 and spot-1 one: on spot-1 the skew would be 1 + 1 - 0 = 2 > 1.
+    assert skips(run(nodes, pods))["web-1"] == SkipCode.CONSTRAINED
+    nodes.append(spot_node("spot-2"))
+    assert moves(run(nodes, pods)) == [("web-1", "od", "spot-2")]
 
 
 # --- one cycle's moves share the room ----------------------------------------------------------------

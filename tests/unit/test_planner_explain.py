@@ -54,7 +54,7 @@ def test_a_pod_kept_by_its_budget_passed_the_rules_before_and_reached_none_after
      {SkipCode.WELL_PLACED, SkipCode.HIGH_PRIORITY, SkipCode.INVALID_SPEC}),
     (make_pod("fine", "spot-1", preferred=[PREFER_SPOT]), SkipCode.WELL_PLACED,
      {SkipCode.TOO_YOUNG, SkipCode.BACKING_OFF},
-     # Checked in part before (an unsupported topology spread), in part after (anti-affinity).
+     # Checked in part before (constraints not simulated), in part after (anti-affinity).
      {SkipCode.UNSUPPORTED_CONSTRAINT, SkipCode.CYCLE_CAP}),
     (make_pod("bare", "od-1", preferred=[PREFER_SPOT], owner=None), SkipCode.BARE_POD,
      {SkipCode.MIRROR_POD, SkipCode.TERMINATING}, {SkipCode.OTHER_SCHEDULER, SkipCode.UNSUPPORTED_OWNER}),

@@ -20,7 +20,7 @@ from spot_rebalancer.scheduling.labels import selector_matches
 from spot_rebalancer.scheduling.node_affinity import fits_required, preferred_score, preferred_terms
 from spot_rebalancer.scheduling.ports import host_ports, port_conflict
 from spot_rebalancer.scheduling.resources import is_terminal, node_allocatable, pod_requests, shortfall
-from spot_rebalancer.scheduling.spread import spread_allows
+from spot_rebalancer.scheduling.spread import spread_filter
 from spot_rebalancer.scheduling.taints import untolerated_taint
 from spot_rebalancer.scheduling.volume_zone import ZONE_LABEL, zone_allows
 from spot_rebalancer.snapshot import ClusterSnapshot
@@ -31,6 +31,7 @@ from tests.unit.builders import (
     make_pod,
     on_demand_node,
     prefer,
+    selector,
     spot_node,
     taint,
     toleration,
@@ -113,7 +114,10 @@ def pods(draw, node_names):
             anti_affinity=[anti_affinity_term({"app": app})] if one_in(draw, 4) else [],
             host_ports=[8080] if one_in(draw, 6) else [],
             claims=["data"] if one_in(draw, 5) else [],
-            spread=[TopologySpreadConstraint(topology_key=ZONE_LABEL)] if one_in(draw, 5) else [],
+            spread=[TopologySpreadConstraint(
+                topology_key=draw(st.sampled_from([ZONE_LABEL, "kubernetes.io/hostname"])),
+                max_skew=draw(st.integers(1, 2)), label_selector=selector({"app": app}))]
+            if one_in(draw, 5) else [],
             tolerations=[toleration("dedicated", "Exists")] if draw(st.booleans()) else [],
             phase=draw(st.sampled_from(["Running"] * 10 + ["Pending", "Succeeded"])),
         ))
@@ -170,7 +174,12 @@ def check_every_move_is_feasible_and_better(snapshot, result):
         assert port_conflict(host_ports(pod), [port for p in neighbours for port in host_ports(p)]) is None
         assert anti_affinity_conflict(pod, neighbours) is None
         assert zone_allows(pod, source, target)
-        assert spread_allows(pod, source, target)
+        # The scheduler's count: previous moves' replacements on their targets, the pod itself gone.
+        others = [p for p in current if p is not pod and not is_terminal(p)]
+        fleet = snapshot.nodes
+        allowed = spread_filter(pod, fleet, [[p for p in others if p.spec.node_name == n.metadata.name]
+                                             for n in fleet], [fits_required(pod, n) for n in fleet])
+        assert allowed[fleet.index(target)]
         assert preferred_score(pod, source) == eviction.from_score
         assert preferred_score(pod, target) == eviction.to_score > eviction.from_score
 

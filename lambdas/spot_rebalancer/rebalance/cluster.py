@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import msgspec
+
 from ..objects import Node, Pod
 from ..scheduling.capacity_type import ON_DEMAND, capacity_type
 from ..scheduling.eligibility import ineligibility
@@ -23,6 +25,7 @@ from ..scheduling.interpod import (
     scoring_terms,
     wide_anti_affinity,
 )
+from ..scheduling.node_affinity import fits_required
 from ..scheduling.ports import HostPort, host_ports, port_conflict
 from ..scheduling.resources import (
     ZERO,
@@ -33,12 +36,13 @@ from ..scheduling.resources import (
     scoring_requests,
     shortfall,
 )
-from ..scheduling.spread import spread_allows
+from ..scheduling.spread import HardSpread, counts_node, hard_constraints, matching_pods, skew_allows
 from ..scheduling.volume_zone import bound_volumes, zone_allows
 from ..snapshot import ClusterSnapshot
 from .workloads import WorkloadRef, workload_of
 
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+_encode = msgspec.json.encode
 
 
 class NodeGroup(NamedTuple):
@@ -73,6 +77,23 @@ class Blocker(NamedTuple):
 
 def insufficient(resource: str) -> Blocker:
     return Blocker(BlockerKind.INSUFFICIENT, resource)
+
+
+@dataclass(slots=True)
+class _SpreadCounts:
+    """For one kind of pod's DoNotSchedule constraints, the pods each counts, as of `seen` entries
+    of `ClusterState.recounted`."""
+
+    per_node: list[list[int]]  # per constraint, per node index: its matching pods (-1: not counted)
+    domains: list[dict[str, int]]  # per constraint, per domain: its matching pods
+    seen: int
+    smallest: dict[int, int] = field(default_factory=dict)  # per constraint: its smallest domain's pods
+
+    def least(self, k: int) -> int:
+        least = self.smallest.get(k)
+        if least is None:
+            least = self.smallest[k] = min(self.domains[k].values(), default=0)
+        return least
 
 
 @dataclass(eq=False, slots=True)
@@ -139,6 +160,10 @@ class ClusterState:
         # Pods evicted by the moves planned so far, with their source's index: still on the node
         # for room, ports and anti-affinity, no longer counted for spreading.
         self.evicted: set[tuple[int, int]] = set()
+        # The nodes whose pods each move (or undo) changed for spreading, source and target, in order:
+        # the DoNotSchedule counts recount only those.
+        self.recounted: list[int] = []
+        self._spread_counts: dict[tuple, _SpreadCounts] = {}
         for pod in snapshot.pods:
             if is_terminal(pod):
                 continue
@@ -196,10 +221,10 @@ class ClusterState:
                 target: NodeState, pinned: bool) -> Blocker | None:
         """Why the pod cannot go from source to target as things stand, or None when it fits. The
         node's eligibility and the pod's affinity and tolerations are the placement's business;
-        `pinned` says whether volume claims or spread constraints tie the pod to its domains."""
+        `pinned` says whether volume claims or DoNotSchedule spread constraints are to be checked."""
         if pinned and not zone_allows(pod, source.node, target.node, self.volumes):
             return Blocker(BlockerKind.VOLUME_ZONE)
-        if pinned and not spread_allows(pod, source.node, target.node):
+        if pinned and not self.spread_allows(pod, source, target):
             return Blocker(BlockerKind.TOPOLOGY_SPREAD)
         short = shortfall(requests, target.room_for(pod.spec.priority or 0))
         if short:
@@ -211,12 +236,78 @@ class ClusterState:
             return Blocker(BlockerKind.ANTI_AFFINITY)
         return None
 
+    def spread_allows(self, pod: Pod, source: NodeState, target: NodeState) -> bool:
+        """Whether the pod's DoNotSchedule constraints let its replacement go to target, counted with
+        the moves planned so far and the pod itself gone from source (an evicted pod terminates)."""
+        constraints = hard_constraints(pod)
+        if not constraints:
+            return True
+        counts = self._spread_counts_of(pod, constraints)
+        for k, constraint in enumerate(constraints):
+            value = target.node.metadata.labels.get(constraint.topology_key)
+            if value is None:
+                return False
+            domains = counts.domains[k]
+            count, least = domains.get(value, 0), counts.least(k)
+            if constraint.self_match and counts.per_node[k][source.index] > 0:
+                leaving = source.node.metadata.labels[constraint.topology_key]
+                count -= leaving == value
+                least = min(least, domains[leaving] - 1)
+            if not skew_allows(constraint, count, least, len(domains)):
+                return False
+        return True
+
+    def _spread_counts_of(self, pod: Pod, constraints: tuple[HardSpread, ...]) -> _SpreadCounts:
+        """The counts for pods alike in what they read (namespace, selectors, policies and what the
+        policies look at), kept and refreshed on the nodes moves changed since."""
+        spec = pod.spec
+        honors_affinity = any(c.honors_affinity for c in constraints)
+        honors_taints = any(c.honors_taints for c in constraints)
+        counted = [(c.topology_key, c.selector, c.honors_affinity, c.honors_taints) for c in constraints]
+        key = (pod.metadata.namespace, _encode(counted),
+               _encode((spec.node_selector, spec.affinity and spec.affinity.node_affinity))
+               if honors_affinity else None,
+               _encode(spec.tolerations) if honors_taints else None)
+        namespace, nodes = pod.metadata.namespace, self.nodes
+        kept = self._spread_counts.get(key)
+        if kept is None:
+            affinity = [fits_required(pod, n.node) if honors_affinity else True for n in nodes]
+            per_node = [[matching_pods(c, namespace, self._counted_pods(n))
+                         if counts_node(c, constraints, pod, n.node, affinity[n.index]) else -1
+                         for n in nodes] for c in constraints]
+            domains: list[dict[str, int]] = []
+            for c, counts in zip(constraints, per_node, strict=True):
+                by_domain: dict[str, int] = {}
+                for n, count in zip(nodes, counts, strict=True):
+                    if count >= 0:
+                        value = n.node.metadata.labels[c.topology_key]
+                        by_domain[value] = by_domain.get(value, 0) + count
+                domains.append(by_domain)
+            kept = self._spread_counts[key] = _SpreadCounts(per_node, domains, len(self.recounted))
+        elif kept.seen < len(self.recounted):
+            for index in set(self.recounted[kept.seen:]):
+                node = nodes[index]
+                for c, counts, by_domain in zip(constraints, kept.per_node, kept.domains, strict=True):
+                    if counts[index] >= 0:
+                        count = matching_pods(c, namespace, self._counted_pods(node))
+                        by_domain[node.node.metadata.labels[c.topology_key]] += count - counts[index]
+                        counts[index] = count
+            kept.seen = len(self.recounted)
+            kept.smallest.clear()
+        return kept
+
+    def _counted_pods(self, node: NodeState) -> list[Pod]:
+        """The node's pods less those the moves planned so far evicted from it."""
+        evicted, index = self.evicted, node.index
+        return [p for p in node.pods if (id(p), index) not in evicted] if evicted else node.pods
+
     def move(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
              target: NodeState) -> None:
         """Simulate the pod's replacement running on target; the evicted pod stays on source."""
         self._place(pod, requests, ports, target)
         self.changed.append(target.index)
         self.evicted.add((id(pod), source.index))
+        self.recounted.extend((source.index, target.index))
         self._count_move(pod, source, target)
 
     def undo_move(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
@@ -225,6 +316,7 @@ class ClusterState:
         self._unplace(pod, requests, ports, target)
         self.changed.append(target.index)
         self.evicted.discard((id(pod), source.index))
+        self.recounted.extend((source.index, target.index))
         self._count_move(pod, target, source)
 
     def _count_move(self, pod: Pod, source: NodeState, target: NodeState) -> None:

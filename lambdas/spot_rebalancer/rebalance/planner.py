@@ -4,8 +4,8 @@ node affinity likes better, without ever evicting a pod that has nowhere better 
 A pure function of a snapshot. A pod is misplaced when some other node scores strictly higher for
 its preferred node affinity and really takes it: eligible, its node selector, required affinity and
 tolerations hold, and, after the moves already planned this cycle, it has the room, the host ports,
-no anti-affinity clash, and the volume zone and spread domains the pod must keep. Moves consume
-the room they take, so a full better fleet means nothing is evicted (the descheduler's eviction
+no anti-affinity clash, the volume zone the pod must keep and a skew its spread constraints allow. Moves
+consume the room they take, so a full better fleet means nothing is evicted (the descheduler's eviction
 loop, issue #1707, cannot happen). Every pod with a preferred node affinity gets a verdict: an
 eviction, or a skip with a reason code.
 
@@ -48,7 +48,7 @@ from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
 from ..scheduling.ports import HostPort, host_ports
 from ..scheduling.resources import Resources, pod_requests, shortfall
-from ..scheduling.spread import blocking_constraints, unsupported_spread
+from ..scheduling.spread import blocking_constraints
 from ..scheduling.volume_zone import claims_volumes
 from ..snapshot import ClusterSnapshot
 from .budgets import DisruptionBudgets
@@ -177,7 +177,7 @@ class _Candidate:
     ports: tuple[HostPort, ...]
     budgets: list[str]
     floor: int  # replicas of its workload to keep on on-demand
-    pinned: bool  # volume claims or spread constraints keep it in the domains it is in
+    pinned: bool  # volume claims or DoNotSchedule spread constraints: where it runs decides where it may go
     searched_at: int = -1  # the cluster version of the last search
     target: NodeState | None = None
     target_score: int = 0
@@ -428,8 +428,7 @@ class _Planner:
         if backoff is not None:
             return SkipCode.BACKING_OFF, (f"{backoff.failures} failed move(s) of {workload}; "
                                           f"backing off until {backoff.until.isoformat()}")
-        constraint = (unsupported_constraint(pod) or unsupported_spread(pod) or unproven_claims(pod)
-                      or unscored_affinity(pod))
+        constraint = unsupported_constraint(pod) or unproven_claims(pod) or unscored_affinity(pod)
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
         return None

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..objects import LabelSelector, LabelSelectorRequirement, Pod, Taint, TopologySpreadConstraint
+from ..objects import LabelSelector, Pod, Taint, TopologySpreadConstraint
 from ..scheduling.interpod import HOSTNAME_KEY, hostname_anti_affinity
 from ..scheduling.labels import selector_matches
 from ..scheduling.placement import Placement
@@ -32,6 +32,7 @@ from ..scheduling.scoring import (
     normalize,
     spread_scores,
 )
+from ..scheduling.spread import spread_selector
 from ..scheduling.taints import tolerates, untolerated_taint
 from .cluster import ClusterState, NodeState
 from .workloads import workload_of
@@ -400,7 +401,7 @@ class Predictor:
         by_selector: dict[object, dict[int, int]] = {}
         result = []
         for constraint in spread.sources:
-            selector = _selector(pod, constraint)
+            selector = spread_selector(pod, constraint)
             key = _selector_key(selector)
             if key not in by_selector:
                 by_selector[key] = self._selected(pod, source, selector)
@@ -434,17 +435,6 @@ def _soft_constraints(pod: Pod) -> _Spread | None:
     if pod.metadata.controller is None:
         return None
     return _Spread(SYSTEM_DEFAULT_SPREAD, (), False)
-
-
-def _selector(pod: Pod, constraint: TopologySpreadConstraint) -> LabelSelector | None:
-    """The constraint's selector with its matchLabelKeys added as the pod's own values."""
-    selector = constraint.label_selector
-    keys = [k for k in constraint.match_label_keys if k in pod.metadata.labels]
-    if not keys:
-        return selector
-    base = selector or LabelSelector()
-    extra = [LabelSelectorRequirement(key=k, operator="In", values=[pod.metadata.labels[k]]) for k in keys]
-    return LabelSelector(match_labels=base.match_labels, match_expressions=[*base.match_expressions, *extra])
 
 
 def _selector_key(selector: LabelSelector | None) -> object:

@@ -106,3 +106,66 @@ def test_an_impaired_instance_is_drained_as_degraded_hardware_once(api, kube, na
         dynamodb.delete_item(TableName="state", Key={"id": {"S": f"impaired#test#{impaired}"}})
         assert tick() == []
         assert delayed_messages(queue) == []
+
+
+class _Answered:
+    status_code = 200  # what botocore reads of a response a before-call handler gives
+
+
+def test_the_schedule_function_as_deployed_queues_the_drain_within_its_grants(nodes, kube, monkeypatch):
+    """The handler built from its environment with instanceStatusChecks on: one drain queued, and
+    every state-table call on an item its role may touch (history#test, impaired#test#...)."""
+    from botocore.client import BaseClient
+
+    from infra.construct import HISTORY_CALLS
+    from spot_rebalancer import eks_auth
+    from spot_rebalancer.handlers import schedule
+
+    touched: set[tuple[str, str]] = set()
+    real_call = BaseClient._make_api_call
+
+    def recorded(client, operation, params):
+        if client.meta.service_model.service_name == "dynamodb" and operation != "CreateTable":
+            touched.add((f"dynamodb:{operation}", (params.get("Key") or params.get("Item"))["id"]["S"]))
+        return real_call(client, operation, params)
+
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        impaired = launch_instance(ec2)
+        node = nodes(lifecycle="on-demand", instance_id=impaired)
+        create_state_table(boto3.client("dynamodb", region_name=REGION))
+        queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
+        for name, value in {"CLUSTER_NAME": "test", "STATE_TABLE": "state", "AWS_DEFAULT_REGION": REGION,
+                            "WORK_QUEUE_URL": queue, "INSTANCE_STATUS_CHECKS": "true"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(eks_auth, "client_for_cluster", lambda cluster: kube)
+        made: dict[str, object] = {}
+        real_client = boto3.client
+
+        def client(service: str, *args, **kwargs):
+            made.setdefault(service, real_client(service, *args, **kwargs))
+            return made[service]
+
+        schedule._runtime.cache_clear()
+        try:
+            with monkeypatch.context() as building:
+                building.setattr(boto3, "client", client)
+                schedule._runtime()
+            # moto has no impaired statuses: EC2's answer for this one call (its form-encoded filter
+            # names the check), everything else moto's.
+            made["ec2"].meta.events.register(
+                "before-call.ec2.DescribeInstanceStatus",
+                lambda params, **_: (_Answered(), {"InstanceStatuses": [
+                    {"InstanceId": impaired, "InstanceStatus": {"Status": "ok"},
+                     "SystemStatus": {"Status": "impaired"}}]} if "system-status" in str(params["body"])
+                    else {"InstanceStatuses": []}))
+            monkeypatch.setattr(BaseClient, "_make_api_call", recorded)
+            summary = schedule.handler({}, None)
+        finally:
+            schedule._runtime.cache_clear()
+        queued = delayed_messages(queue)
+    assert summary["statusChecks"] == [{"action": "continue", "node": node.name,
+                                        "reason": "system status check impaired: drain queued"}]
+    assert [json.loads(body)["detail"]["instance-id"] for body, _ in queued] == [impaired]
+    assert {call for call, _ in touched} <= set(HISTORY_CALLS)
+    assert {key for _, key in touched} == {"history#test", f"impaired#test#{impaired}"}

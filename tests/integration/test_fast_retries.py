@@ -24,7 +24,7 @@ from tests.ec2 import launch_instance
 from tests.events_function import REGION, events_function, sample_event
 from tests.kube.controlplane import ADMIN
 from tests.kube.gate import Gate
-from tests.kube.workloads import deployment, pods, running, wait_for
+from tests.kube.workloads import busy_spot_node, pods
 
 REPLICAS = 2
 
@@ -56,11 +56,7 @@ def test_failed_records_are_retried_within_the_deadline_and_duplicates_still_act
         sqs.set_queue_attributes(QueueUrl=function.queue_url,
                                  Attributes={"VisibilityTimeout": str(visibility)})
         instance = launch_instance(boto3.client("ec2", region_name=REGION))
-        node = nodes(lifecycle="spot", instance_id=instance).name
-        deployment(api, namespace, "web", replicas=REPLICAS)
-        wait_for(lambda: len(running(pods(api, namespace, "web"))) == REPLICAS, "web pods running")
-        nodes(lifecycle="on-demand")
-        on_node = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
+        node, on_node = busy_spot_node(api, namespace, nodes, instance, REPLICAS)
         body = sample_event("spot-interruption-terminate.json", instance)
         (warning,) = parse_event(json.loads(body))
         assert warning.deadline is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -141,10 +143,21 @@ SLOW_SECONDS = 3.0
 BUDGET_SECONDS = 20.0
 
 
-def test_on_a_slow_api_server_no_drain_outlives_its_invocation(api, cluster, kube, spot_node):
-    def slow(method: str, path: str):
+@contextmanager
+def every_request_slow(cluster) -> Iterator[Callable[[], float]]:
+    """Every request to the apiserver SLOW_SECONDS slow while inside; yields the seconds since entering."""
+    def slow(method: str, path: str) -> None:
         threading.Event().wait(SLOW_SECONDS)
 
+    cluster.proxy.set_fault(slow)
+    started = time.monotonic()
+    try:
+        yield lambda: time.monotonic() - started
+    finally:
+        cluster.proxy.set_fault(None)
+
+
+def test_on_a_slow_api_server_no_drain_outlives_its_invocation(api, cluster, kube, spot_node):
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
         instance, _node = spot_node(ec2)
@@ -152,17 +165,13 @@ def test_on_a_slow_api_server_no_drain_outlives_its_invocation(api, cluster, kub
         drains = DrainService(Settings(cluster_name="test"), Ec2(ec2),
                               AutoScaling(boto3.client("autoscaling", region_name=REGION)),
                               lambda _cluster: kube, MetricsRecorder())
-        cluster.proxy.set_fault(slow)
-        started = time.monotonic()
-        try:
+        with every_request_slow(cluster) as taken:
             try:
                 result = drains.handle(event, budget_seconds=BUDGET_SECONDS)
                 outcome = f"returned: {[s.as_json() for s in result.steps]}"
             except KubeApiError as exc:
                 outcome = f"failed: {exc}"
-            elapsed = time.monotonic() - started
-        finally:
-            cluster.proxy.set_fault(None)
+            elapsed = taken()
     # Each request takes 3 s: the drain cannot finish, but it must end in time, either way.
     assert elapsed <= BUDGET_SECONDS - KUBE_CALLS_RESERVE_SECONDS + 0.5, f"{elapsed:.1f} s: {outcome}"
     print(f"\nslow API server ({SLOW_SECONDS:g} s a request): {BUDGET_SECONDS:g} s budget, ended after "
@@ -175,9 +184,6 @@ def test_on_a_slow_api_server_no_invocation_of_the_events_function_outlives_its_
     function as deployed (idempotency records, continuations, failed records handed back), every
     request 3 s slow. Lambda would cut an invocation that runs past its budget and lose the batch's
     partial response."""
-    def slow(method: str, path: str):
-        threading.Event().wait(SLOW_SECONDS)
-
     with events_function(monkeypatch, lambda _cluster: kube) as function:
         ec2 = boto3.client("ec2", region_name=REGION)
         instances = [launch_instance(ec2) for _ in range(3)]
@@ -187,16 +193,12 @@ def test_on_a_slow_api_server_no_invocation_of_the_events_function_outlives_its_
         wait_for(lambda: len(running(pods(api, namespace, "web"))) == 3, "web pods running")
         nodes(lifecycle="on-demand")
         bodies = [sample_event("spot-interruption-terminate.json", instance) for instance in instances]
-        cluster.proxy.set_fault(slow)
-        started = time.monotonic()
-        try:
+        with every_request_slow(cluster) as taken:
             try:
                 outcome = f"returned {function.invoke(bodies, remaining_ms=int(BUDGET_SECONDS * 1000))}"
             except BatchProcessingError as exc:
                 outcome = f"failed: {[str(child[1]) for child in exc.child_exceptions]}"
-            elapsed = time.monotonic() - started
-        finally:
-            cluster.proxy.set_fault(None)
+            elapsed = taken()
     assert elapsed <= BUDGET_SECONDS, f"{elapsed:.1f} s of a {BUDGET_SECONDS:g} s budget: {outcome}"
     print(f"\nslow API server ({SLOW_SECONDS:g} s a request), a batch of 3 warnings through the events "
           f"function: {BUDGET_SECONDS:g} s budget, ended after {elapsed:.1f} s, {outcome[:200]}")

@@ -14,7 +14,7 @@ import pytest
 
 from tests.ec2 import launch_instance
 from tests.events_function import REGION, events_function, published, sample_event
-from tests.kube.workloads import deployment, pods, running, wait_for
+from tests.kube.workloads import busy_spot_node, pods
 
 DELIVERIES = 100
 BATCH = 10  # the most records SQS hands one invocation
@@ -30,11 +30,7 @@ def function(kube, monkeypatch):
 def test_a_hundred_deliveries_of_one_lifecycle_action_act_once(api, cluster, namespace, nodes, function,
                                                                 capsys):
     instance = launch_instance(boto3.client("ec2", region_name=REGION))
-    node = nodes(lifecycle="spot", instance_id=instance).name
-    deployment(api, namespace, "web", replicas=REPLICAS)
-    wait_for(lambda: len(running(pods(api, namespace, "web"))) == REPLICAS, "web pods running")
-    nodes(lifecycle="on-demand")
-    on_node = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
+    node, on_node = busy_spot_node(api, namespace, nodes, instance, REPLICAS)
     body = sample_event("lifecycle-terminate.json", instance)
     ids = [f"copy-{n}" for n in range(1, DELIVERIES + 1)]
     in_flight: list[dict] = []
@@ -90,11 +86,7 @@ def test_copies_and_other_events_for_one_instance_in_one_batch_act_once(api, clu
     record is acknowledged (a copy is no failure to retry), the warning acts once, the two events
     never drain the node at once, so each pod is evicted once, and the hook is completed once."""
     instance = launch_instance(boto3.client("ec2", region_name=REGION))
-    node = nodes(lifecycle="spot", instance_id=instance).name
-    deployment(api, namespace, "web", replicas=REPLICAS)
-    wait_for(lambda: len(running(pods(api, namespace, "web"))) == REPLICAS, "web pods running")
-    nodes(lifecycle="on-demand")
-    on_node = {p["metadata"]["name"] for p in pods(api, namespace, "web")}
+    node, on_node = busy_spot_node(api, namespace, nodes, instance, REPLICAS)
     warning = sample_event("spot-interruption-terminate.json", instance)
     hook = sample_event("lifecycle-terminate.json", instance)
     cluster.proxy.reset_counts()

@@ -95,3 +95,14 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 30, interval: f
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def busy_spot_node(api: Api, namespace: str, nodes: Callable[..., Any], instance_id: str,
+                   replicas: int = 2) -> tuple[str, set[str]]:
+    """A spot node of the instance running `replicas` web pods, and an on-demand node with room
+    for them (`nodes` is the harness's node fixture): the spot node's name and its pods' names."""
+    node = nodes(lifecycle="spot", instance_id=instance_id).name
+    deployment(api, namespace, "web", replicas=replicas)
+    wait_for(lambda: len(running(pods(api, namespace, "web"))) == replicas, "web pods running")
+    nodes(lifecycle="on-demand")
+    return node, {p["metadata"]["name"] for p in pods(api, namespace, "web")}

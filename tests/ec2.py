@@ -56,10 +56,20 @@ def capacity_block_answers(stub, reservation_id: str, ends_at, instances: dict[s
     reservations, nor the capacity-reservation-id filter): DescribeCapacityReservations, then one
     page of DescribeInstances of its `instances` ({instance id: the cluster its tags name}; None: a
     reservation whose instances are not asked for)."""
+    for operation, response, params in capacity_block_responses(
+            reservation_id, ends_at, instances, reservation_type=reservation_type, account=account,
+            region=region):
+        stub.add_response(operation, response, params)
+
+
+def capacity_block_responses(reservation_id: str, ends_at, instances: dict[str, str] | None, *,
+                             reservation_type: str = "capacity-block", account: str = "123456789012",
+                             region: str = "us-east-2") -> list[tuple[str, dict, dict]]:
+    """What `capacity_block_answers` queues: (operation, EC2's response, the request's parameters)."""
     from datetime import timedelta
 
     starts = ends_at - timedelta(days=2)
-    stub.add_response("describe_capacity_reservations", {"CapacityReservations": [{
+    answers = [("describe_capacity_reservations", {"CapacityReservations": [{
         "CapacityReservationId": reservation_id,
         "OwnerId": account,
         "CapacityReservationArn": f"arn:aws:ec2:{region}:{account}:capacity-reservation/{reservation_id}",
@@ -70,10 +80,10 @@ def capacity_block_answers(stub, reservation_id: str, ends_at, instances: dict[s
         "State": "active", "StartDate": starts, "EndDate": ends_at, "EndDateType": "limited",
         "InstanceMatchCriteria": "targeted", "CreateDate": starts - timedelta(days=5),
         "ReservationType": reservation_type, "Tags": []}]},
-        {"CapacityReservationIds": [reservation_id]})
+        {"CapacityReservationIds": [reservation_id]})]
     if instances is None:
-        return
-    stub.add_response("describe_instances", {"Reservations": [{
+        return answers
+    return [*answers, ("describe_instances", {"Reservations": [{
         "ReservationId": "r-0f1e2d3c4b5a69788", "OwnerId": account,
         "Instances": [{
             "InstanceId": instance_id, "InstanceType": "p5.48xlarge",
@@ -87,4 +97,4 @@ def capacity_block_answers(stub, reservation_id: str, ends_at, instances: dict[s
                      {"Key": f"kubernetes.io/cluster/{cluster}", "Value": "owned"}],
         } for n, (instance_id, cluster) in enumerate(instances.items())]}]},
         {"Filters": [{"Name": "capacity-reservation-id", "Values": [reservation_id]},
-                     {"Name": "instance-state-name", "Values": ["pending", "running"]}]})
+                     {"Name": "instance-state-name", "Values": ["pending", "running"]}]})]

@@ -20,8 +20,8 @@ from spot_rebalancer.drain import DrainService
 from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
 from spot_rebalancer.work import EventsWorker, act_on_batch, read_message
-from tests.ec2 import capacity_block_answers, launch_instance
-from tests.events_function import delayed_messages
+from tests.ec2 import capacity_block_answers, capacity_block_responses, launch_instance
+from tests.events_function import delayed_messages, events_function
 from tests.kube.workloads import deployment, pods, running, wait_for
 
 SAMPLE = Path(__file__).parents[1] / "events" / "capacity-block-expiration-warning.json"
@@ -83,3 +83,52 @@ def test_a_capacity_block_warning_drains_every_node_of_the_block_and_no_other(ap
     assert metrics.total("PodsEvicted", Source="drain") == 3
     wait_for(lambda: {p["spec"].get("nodeName") for p in running(pods(api, namespace, "web"))}
              == {other.name}, "the replacements on the node outside the block")
+
+
+def test_the_events_function_as_deployed_fans_a_block_out_and_drains_each_node_once(api, kube, namespace,
+                                                                                    nodes, monkeypatch):
+    """The Lambda handler built from its environment (powertools idempotency on moto DynamoDB, the
+    moto work queue): the warning, then the two messages it queued, then those again (a duplicate
+    delivery acts once)."""
+    from botocore import xform_name
+    from botocore.client import BaseClient
+
+    with events_function(monkeypatch, lambda _cluster: kube) as function:
+        ec2 = boto3.client("ec2", region_name=REGION)
+        in_block = [launch_instance(ec2) for _ in range(2)]
+        block_nodes = [nodes(lifecycle="on-demand", instance_id=i) for i in in_block]
+        deployment(api, namespace, "web", replicas=2)
+        wait_for(lambda: len(running(pods(api, namespace, "web"))) == 2, "web on the block's nodes")
+        nodes(lifecycle="on-demand")
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        ends = now + timedelta(minutes=40)
+        raw = json.loads(SAMPLE.read_text())
+        raw.update(time=now.strftime("%Y-%m-%dT%H:%M:%SZ"), region=REGION)
+        raw["detail"]["end-date"] = ends.strftime("%Y-%m-%dT%H:%M:%SZ")
+        # moto knows no capacity reservations: EC2's answers to the fan-out's two calls, as the
+        # Stubber tests check their shapes; every other call goes to moto.
+        answers = {operation: (response, params) for operation, response, params in capacity_block_responses(
+            raw["detail"]["capacity-reservation-id"], ends, dict.fromkeys(in_block, "test"), region=REGION)}
+        real_call = BaseClient._make_api_call
+
+        def answered(client, operation, params):
+            answer = answers.get(xform_name(operation))
+            if answer is not None and answer[1] == params:
+                return answer[0]
+            return real_call(client, operation, params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", answered)
+        assert function.invoke([json.dumps(raw)]) == {"batchItemFailures": []}
+        drains = function.queued()
+        assert sorted(json.loads(body)["continuation"]["instanceId"] for body in drains) == sorted(in_block)
+        assert function.invoke(drains) == {"batchItemFailures": []}
+        assert function.invoke(drains) == {"batchItemFailures": []}  # duplicates: read, not redone
+        assert function.queued() == [], "no drain continued"
+
+    for node in block_nodes:
+        taints = api.get(f"/api/v1/nodes/{node.name}")["spec"]["taints"]
+        assert [t["key"] for t in taints] == ["spot-rebalancer/capacity-block-expiry"]
+    on_block = [p for p in pods(api, namespace, "web") if p["spec"].get("nodeName") in
+                {n.name for n in block_nodes} and not p["metadata"].get("deletionTimestamp")]
+    assert on_block == []

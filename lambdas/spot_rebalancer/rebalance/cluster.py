@@ -164,6 +164,8 @@ class ClusterState:
         # the DoNotSchedule counts recount only those.
         self.recounted: list[int] = []
         self._spread_counts: dict[tuple, _SpreadCounts] = {}
+        # What each node's pods hold, taken from its room in one sum once all are read.
+        held: list[list[Resources]] = [[] for _ in self.nodes]
         for pod in snapshot.pods:
             if is_terminal(pod):
                 continue
@@ -182,7 +184,8 @@ class ClusterState:
             if workload is not None and pod.metadata.deletion_timestamp is None:
                 self.spread_counts[workload][state.index] += 1
             requests = held_requests(pod)
-            self._place(pod, requests, host_ports(pod), state)
+            held[state.index].append(requests)
+            self._admit(pod, requests, host_ports(pod), state)
             affinity = pod.spec.affinity  # most pods have no pod (anti-)affinity at all
             if affinity is not None and (affinity.pod_affinity is not None
                                          or affinity.pod_anti_affinity is not None):
@@ -192,10 +195,17 @@ class ClusterState:
                     self.affinity_scorers.append(pod)
             if workload is not None and workload.kind == "DaemonSet":
                 state.daemon_requests = state.daemon_requests + requests
+        for state, requests_held in zip(self.nodes, held, strict=True):
+            state.free = state.free - Resources.total(requests_held)
+
+    @classmethod
+    def _place(cls, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
+        state.free = state.free - requests
+        cls._admit(pod, requests, ports, state)
 
     @staticmethod
-    def _place(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
-        state.free = state.free - requests
+    def _admit(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
+        """`_place` but for the room the pod takes."""
         cpu, memory = scoring_requests(pod, requests)
         state.scoring_cpu += cpu
         state.scoring_memory += memory

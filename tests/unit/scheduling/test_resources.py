@@ -1,9 +1,12 @@
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spot_rebalancer.objects import ContainerStatus, PodCondition, ResourceRequirements
 from spot_rebalancer.quantity import QuantityError, milli
 from spot_rebalancer.scheduling.resources import (
+    ZERO,
     Resources,
     held_requests,
     is_terminal,
@@ -209,3 +212,17 @@ def test_a_bound_pod_holds_the_largest_of_spec_status_and_allocated_while_resizi
     assert held_requests(pod) == Resources(cpu=held, pods=1)
     # A replacement is a new pod: only its spec counts.
     assert pod_requests(pod) == Resources(cpu=milli(pod.spec.containers[0].resources.requests["cpu"]), pods=1)
+
+
+_EXTENDED = st.lists(st.tuples(st.sampled_from(["nvidia.com/gpu", "hugepages-2Mi", "example.com/x"]),
+                               st.integers(-3, 3)), unique_by=lambda pair: pair[0], max_size=3)
+_RESOURCES = st.builds(Resources, st.integers(-10, 10), st.integers(-10, 10), st.integers(0, 5),
+                       st.integers(0, 3), _EXTENDED.map(lambda pairs: tuple(sorted(pairs))))
+
+
+@given(st.lists(_RESOURCES, max_size=6))
+def test_a_total_is_the_sum_one_by_one(many):
+    one_by_one = ZERO
+    for resources in many:
+        one_by_one = one_by_one + resources
+    assert Resources.total(many) == one_by_one

@@ -20,6 +20,7 @@ from spot_rebalancer.config import (
     CLUSTER_NAME,
     CLUSTER_NAME_NOUN,
     LIFECYCLE_HEARTBEAT_MARGIN_SECONDS,
+    TOPIC_ARN,
     Choice,
     ConfigError,
     OrNone,
@@ -48,7 +49,7 @@ PDB_ALARM_MINIMUM_MINUTES = 5  # one alarm period
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
-_TOPIC_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?"
+_KMS_KEY_ARN = r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +73,11 @@ class SpotRebalancerConfig(Settings):
     security_group_ids: tuple[str, ...] = setting((), TextList(Text(r"sg-[0-9a-f]{8,17}", "sg-<hex>")),
                                                   env=False)
     # Alarms go to this topic, or to a new encrypted one; the e-mail address is subscribed to it.
-    alarm_topic_arn: str | None = setting(None, OrNone(Text(_TOPIC_ARN, "an SNS topic ARN")), env=False)
+    alarm_topic_arn: str | None = setting(None, OrNone(Text(TOPIC_ARN, "an SNS topic ARN")), env=False)
+    # The customer managed KMS key notificationTopicArn is encrypted with, if any: publishing to it
+    # needs kms:GenerateDataKey and kms:Decrypt on that key.
+    notification_topic_key_arn: str | None = setting(None, OrNone(Text(_KMS_KEY_ARN, "a KMS key ARN")),
+                                                     env=False)
     alarm_email: str | None = setting(None, OrNone(Text(_EMAIL, "an e-mail address")), env=False)
     spot_share_target_percent: float | None = setting(None, OrNone(Percentage()), env=False)
     misplaced_pods_threshold: int | None = setting(20, OrNone(Whole(0, 1_000_000)), env=False)
@@ -104,6 +109,9 @@ class SpotRebalancerConfig(Settings):
                               f"must be at most drainTimeoutSeconds in minutes ({longest}): a drain stops "
                               "evicting then, so a longer alarm never sees one blocked; got "
                               f"{self.pdb_blocked_alarm_minutes}")
+        if self.notification_topic_key_arn and not self.notification_topic_arn:
+            raise ConfigError("notificationTopicKeyArn",
+                              "needs notificationTopicArn: the key of which topic?")
         if self.vpc_id is None and (self.subnet_ids or self.security_group_ids):
             raise ConfigError("vpcId", "required when subnetIds or securityGroupIds are given")
         if self.vpc_id is not None and not self.subnet_ids:

@@ -238,6 +238,10 @@ class SpotRebalancer(Construct):
             sid="PriceTheFleet", actions=["pricing:GetProducts", "ec2:DescribeSpotPriceHistory"],
             resources=["*"]))
 
+        if config.notification_topic_arn:
+            for role in (self.events_role, self.schedule_role):
+                self._grant_notifications(role)
+
         self.rules = self._rules(period)
         self._lifecycle_hooks()
         self.access_entries = [
@@ -254,6 +258,17 @@ class SpotRebalancer(Construct):
             batch_size=EVENTS_BATCH_SIZE)
 
     # ---- building blocks -------------------------------------------------------------------------
+
+    def _grant_notifications(self, role: iam.Role) -> None:
+        """Publishing to the notification topic only; with a customer managed key, what SNS asks of
+        the publisher on that key only (it encrypts each message with a data key)."""
+        config = self.config
+        role.add_to_policy(iam.PolicyStatement(
+            sid="Notify", actions=["sns:Publish"], resources=[config.notification_topic_arn]))
+        if config.notification_topic_key_arn:
+            role.add_to_policy(iam.PolicyStatement(
+                sid="NotifyEncrypted", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[config.notification_topic_key_arn]))
 
     def _queue(self, construct_id: str, **props: Any) -> sqs.Queue:
         return sqs.Queue(self, construct_id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,

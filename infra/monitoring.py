@@ -122,6 +122,12 @@ class Monitoring(Construct):
                         description=f"More than {config.misplaced_pods_threshold} pods in {cluster} run on "
                                     "capacity their affinity does not prefer, and the rebalancer is not "
                                     "moving them back.")
+        if config.notification_topic_arn:
+            self._alarm("NotificationsFailed", self._metric("NotificationsFailed", "Sum"), threshold=1,
+                        periods=1,
+                        description=f"spot-rebalancer for {cluster} could not publish a notification to "
+                                    f"{config.notification_topic_arn}; see the functions' logs (its key "
+                                    "policy, a deleted topic, throttling).")
         if config.move_failure_alarm_percent is not None:
             percent = config.move_failure_alarm_percent
             # The share compared without dividing: nothing settled has no share to divide out.

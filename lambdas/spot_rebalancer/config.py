@@ -526,6 +526,9 @@ def _is_tag_key(key: str) -> bool:
     return 1 <= len(key) <= 128 and not key.lower().startswith("aws:")
 
 
+# An SNS topic's ARN, in any partition (standard or FIFO).
+TOPIC_ARN = r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?"
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """What the functions (and the CLI, and the stack) run with."""
@@ -536,6 +539,11 @@ class Settings:
     # SQS queue drains continue through.
     state_table: str = setting("", Text(), context=False)
     work_queue_url: str = setting("", Text(), context=False)
+    # Each drained node and each cycle that moved pods is told to this topic, in the shape AWS
+    # Chatbot forwards to Slack or Teams (notices.py); none when empty.
+    notification_topic_arn: str = setting("", Text(
+        TOPIC_ARN, "a standard SNS topic ARN (AWS Chatbot reads no FIFO topic)",
+        valid=lambda arn: not arn.endswith(".fifo"), empty_ok=True))
     dry_run: bool = setting(False, Flag())
     # Rebalance recommendations: the first policy whose selector matches a node's labels decides,
     # else the default; a recommendation's taint/cordon is reverted after the TTL.

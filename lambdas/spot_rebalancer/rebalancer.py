@@ -30,6 +30,8 @@ from .config import Settings
 from .drain_policy import node_revert_patch
 from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
+from .notices import cycle_notice
+from .notifier import Notifier
 from .objects import Node, ObjectMeta, Pod
 from .ownership import manages_group
 from .pod_rules import RECREATING_KINDS
@@ -176,6 +178,7 @@ class Wave:
     evicted: tuple[Eviction, ...] = ()  # accepted by the API
     refused: tuple[EvictionResult, ...] = ()  # blocked by a budget, gone or failed
     emptied: tuple[str, ...] = ()  # on-demand nodes its moves left with only daemons
+    emptied_cost_per_hour: float | None = None  # what they cost, when they could be priced
     seconds_to_ready: float | None = None  # until every replacement was judged; None: not waited for
 
     def summary(self) -> dict[str, object]:
@@ -226,6 +229,11 @@ class CycleResult:
     def emptied(self) -> tuple[str, ...]:
         return tuple(node for wave in self.waves for node in wave.emptied)
 
+    @property
+    def emptied_cost_per_hour(self) -> float | None:
+        costs = [w.emptied_cost_per_hour for w in self.waves if w.emptied_cost_per_hour is not None]
+        return sum(costs) if costs else None
+
     def summary(self) -> dict[str, object]:
         return {"windowOpen": self.window_open, "planned": sum(len(w.plan.evictions) for w in self.waves),
                 "evicted": len(self.evicted),
@@ -262,7 +270,7 @@ class Rebalancer:
                  sleep: Callable[[float], None] = time.sleep, autoscaling: AutoScaling | None = None,
                  ec2: Ec2 | None = None, tagger: LifecycleTagger | None = None,
                  prices: PriceList | None = None, clock: Callable[[], float] = time.monotonic,
-                 status_checks: StatusChecks | None = None) -> None:
+                 status_checks: StatusChecks | None = None, notifier: Notifier | None = None) -> None:
         if view is None:
             if kube is None:
                 raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
@@ -283,6 +291,7 @@ class Rebalancer:
         self.tagger = tagger
         self.prices = prices
         self.status_checks = status_checks
+        self.notifier = notifier
 
     def tick(self, until: float | None = None) -> TickResult:
         """One period's work: snapshot, sweep, the drains of impaired instances queued (with a
@@ -294,8 +303,13 @@ class Rebalancer:
             snapshot = replace(snapshot, nodes=self.view.list_nodes())
         impaired = tuple(self.status_checks.check(snapshot.nodes)) if self.status_checks else ()
         fleet = self.census(snapshot)
-        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, self.cycle(snapshot, until),
-                          impaired)
+        cycle = self.cycle(snapshot, until)
+        if self.notifier is not None:
+            self.notifier.send(cycle_notice(
+                self.cluster, moved=len(cycle.evicted), refused=len(cycle.refused), waves=len(cycle.waves),
+                emptied=cycle.emptied, emptied_cost_per_hour=cycle.emptied_cost_per_hour,
+                spot_saving_per_hour=fleet.cost.spot_saving_per_hour if fleet.cost is not None else None))
+        return TickResult(self.cluster, self.settings.dry_run, swept, fleet, cycle, impaired)
 
     def _without_duplicates(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
         """Objects listed twice are logged, counted and kept once: one bad listing must not stop the
@@ -452,11 +466,12 @@ class Rebalancer:
         evicted, refused = self._evict(self.kube, snapshot, planned.evictions)
         self._count_pdb_blocked(pdb_blocked + sum(r.outcome is EvictionOutcome.BLOCKED for r in refused))
         emptied = newly_emptied(snapshot, {e.uid for e in evicted}, now, self.settings.lifecycle_label_key)
-        self._count_emptied(snapshot, emptied)
+        emptied_cost = self._count_emptied(snapshot, emptied)
         records = move_records(evicted, history, now, snapshot)
         kept = emptied if self.settings.scale_in_emptied_nodes else ()
         self._save_history(stored, history, records, kept)
-        wave = Wave(planned, judged, tuple(evicted), tuple(refused), tuple(e.node for e in emptied))
+        wave = Wave(planned, judged, tuple(evicted), tuple(refused), tuple(e.node for e in emptied),
+                    emptied_cost)
         return wave, history.with_moves(records, kept)
 
     def _await_replacements(self, kube: KubeClient, wave: Wave, snapshot: ClusterSnapshot,
@@ -524,8 +539,9 @@ class Rebalancer:
         kept = tuple(e for e in emptying.ready if outcomes[e.node] is not StepOutcome.SCALED_IN)
         return replace(history, emptied=emptying.waiting + kept), outcomes
 
-    def _count_emptied(self, snapshot: ClusterSnapshot, emptied: tuple[EmptiedNode, ...]) -> None:
-        """How many on-demand nodes this cycle emptied, and what they cost an hour while they stay."""
+    def _count_emptied(self, snapshot: ClusterSnapshot, emptied: tuple[EmptiedNode, ...]) -> float | None:
+        """How many on-demand nodes this cycle emptied, and what they cost an hour while they stay (also
+        returned; None when they could not be priced)."""
         self.metrics.add("OnDemandNodesEmptied", len(emptied), "Count", ClusterName=self.cluster)
         names = {e.node for e in emptied}
         nodes = [n for n in snapshot.nodes if n.metadata.name in names]
@@ -533,6 +549,8 @@ class Rebalancer:
         if book is not None:
             cost = fleet_cost(nodes, book, self.settings.lifecycle_label_key)
             self.metrics.add("EmptiedNodesCostPerHour", cost.per_hour, "None", ClusterName=self.cluster)
+            return cost.per_hour
+        return None
 
     def _evict(self, kube: KubeClient, snapshot: ClusterSnapshot, evictions: tuple[Eviction, ...]
                ) -> tuple[list[Eviction], list[EvictionResult]]:

@@ -33,6 +33,8 @@ from .events import (
     block_instance_event,
     parse_event,
 )
+from .notices import drain_notice
+from .notifier import Notifier
 from .results import HandleResult
 from .tagging import LaunchCompleter, LifecycleTagger
 from .telemetry import MetricsRecorder
@@ -225,7 +227,7 @@ def retry_soon(sqs: Any, failed: Sequence[Delivery]) -> None:
 class EventsWorker:
     def __init__(self, settings: Settings, drains: DrainService, blocks: CapacityBlocks,
                  tagger: LifecycleTagger, launches: LaunchCompleter, sqs: Any,
-                 metrics: MetricsRecorder) -> None:
+                 metrics: MetricsRecorder, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.drains = drains
         self.blocks = blocks
@@ -233,6 +235,7 @@ class EventsWorker:
         self.launches = launches
         self.sqs = sqs
         self.metrics = metrics
+        self.notifier = notifier
 
     def act(self, work: Work, budget_seconds: float | None, batch: BatchMember | None = None) -> dict:
         """Act on one event and queue its continuation if it needs one; returns what was done."""
@@ -256,6 +259,8 @@ class EventsWorker:
         else:
             result = self.drains.handle(event, budget_seconds=budget_seconds, started_at=work.started_at,
                                         attempt=work.attempt, batch=batch)
+            if result.drain is not None and self.notifier is not None:
+                self.notifier.send(drain_notice(self.settings.cluster_name, result.drain))
         self._continue(work, result)
         return {"steps": [step.as_json() for step in result.steps],
                 "continued": result.continue_at is not None}

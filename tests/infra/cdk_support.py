@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 # The first is the group in the AWS sample events of tests/events.
 BATCH_GROUPS = ["eks-workers-spot", "eks-workers-on-demand"]
 EXISTING_TOPIC = "arn:aws:sns:eu-west-1:111122223333:platform-alarms"
+NOTICES_TOPIC = "arn:aws:sns:eu-west-1:111122223333:platform-notices"
+NOTICES_KEY = "arn:aws:kms:eu-west-1:111122223333:key/0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"
 
 # Per-cluster settings on top of cdk.json's context; `prod` takes none.
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -35,6 +37,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "spotShareTargetPercent": 60,
         "eventsMaxConcurrency": 8,
         "logRetentionDays": 90,
+        "notificationTopicArn": NOTICES_TOPIC,
+        "notificationTopicKeyArn": NOTICES_KEY,
     },
     "ops_private": {
         "vpcId": "vpc-0fedcba987654321f",
@@ -43,6 +47,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "alarmTopicArn": EXISTING_TOPIC,
         "misplacedPodsThreshold": "",
         "moveFailureAlarmPercent": "",
+        "notificationTopicArn": EXISTING_TOPIC.replace("alarms", "notices"),
         "scheduleMinutes": 10,
         "scheduleMemoryMb": 2048,
     },

@@ -135,6 +135,10 @@ CASES: dict[str, tuple[str, dict[str, tuple[Feeds, str]]]] = {
         "under the threshold": (product("MisplacedPods", [10, 12, 15, 19]), "OK"),
         "went down once": (product("MisplacedPods", [30, 25, 25, 26]), "OK"),
     }),
+    "NotificationsFailed": ("batch", {
+        "one not sent": (product("NotificationsFailed", [N, N, N, 1]), "ALARM"),
+        "all sent": (product("NotificationsFailed", [N, 1, N, N]), "OK"),
+    }),
     # Hours: 5 settled moves at least, more than half failed.
     "MovesFailing": ("prod", {
         "most failed": (both(product("MovesFailed", [0, 0, 0, 4]), product("MovesSucceeded", [9, 9, 9, 2])),

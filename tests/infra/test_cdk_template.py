@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
-from cdk_support import BATCH_GROUPS, EXISTING_TOPIC
+from cdk_support import BATCH_GROUPS, EXISTING_TOPIC, NOTICES_KEY, NOTICES_TOPIC
 
 from infra.construct import (
     EVENTS_HANDLER,
@@ -468,7 +468,7 @@ def test_alarms_cover_dead_letters_failures_deadlines_budgets_and_the_fleet(synt
         "ScheduleFunctionErrors", "ScheduleFunctionThrottles",
         "DrainDeadlineMissed", "EvictionsBlockedByPdb", "SpotShareBelowTarget", "MisplacedPodsAboveThreshold",
         "WorkQueueBacklog", "WorkQueueOldestMessage", "ScheduleFunctionNotInvoked", "RecordsFailed",
-        "MovesFailing",
+        "MovesFailing", "NotificationsFailed",
     }
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()
                  if a.get("Namespace") == "SpotRebalancer"}
@@ -494,6 +494,7 @@ def test_optional_alarms_follow_their_settings(synth):
     assert "MisplacedPodsAboveThreshold" not in _alarms(synth, "ops_private")
     assert "MovesFailing" in _alarms(synth, "prod")
     assert "MovesFailing" not in _alarms(synth, "ops_private")
+    assert "NotificationsFailed" not in _alarms(synth, "prod")
     # Census alarms look at whole schedule periods, since a census comes once a period.
     misplaced = _alarms(synth, "prod")["MisplacedPodsAboveThreshold"]["Metrics"]
     assert [m["MetricStat"]["Period"] for m in misplaced if "MetricStat" in m] == [300]
@@ -600,7 +601,10 @@ def test_an_output_names_the_function_whose_environment_the_cli_reads(synth):
 def test_every_arn_the_stack_builds_takes_the_stacks_partition(synth, cluster):
     """An ARN spelled arn:aws: would name nothing in aws-cn, aws-us-gov or the ISO partitions: each
     is built on AWS::Partition (only an ARN the operator configured is taken as given)."""
-    text = json.dumps(synth.templates[cluster]).replace(EXISTING_TOPIC, "")
+    text = json.dumps(synth.templates[cluster])
+    for configured in (EXISTING_TOPIC, EXISTING_TOPIC.replace("alarms", "notices"), NOTICES_TOPIC,
+                       NOTICES_KEY):
+        text = text.replace(configured, "")
     assert "arn:aws:" not in text and "arn:aws-" not in text
     assert '{"Ref": "AWS::Partition"}' in text
 
@@ -616,3 +620,24 @@ def test_evictions_blocked_by_pdb_counts_drains_and_the_rebalancer(synth):
                                             {"Name": "Source", "Value": "move"}], "Sum")}
     # pdbBlockedAlarmMinutes 10 (cdk.json): two periods of five, inside a 600 s drain.
     assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (2, 2, 1)
+
+
+@pytest.mark.parametrize("role", ["Events", "Schedule"])
+def test_notifications_may_be_published_to_their_topic_only_and_its_key(synth, role):
+    assert granting(statements(synth, "batch", role), "sns:Publish") == [
+        {"Sid": "Notify", "Action": "sns:Publish", "Effect": "Allow", "Resource": NOTICES_TOPIC}]
+    assert granting(statements(synth, "batch", role), "kms:GenerateDataKey") == [
+        {"Sid": "NotifyEncrypted", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Effect": "Allow",
+         "Resource": NOTICES_KEY}]
+    # A topic without a customer managed key needs no key grant; no topic, no grant at all.
+    assert not granting(statements(synth, "ops_private", role), "kms:GenerateDataKey")
+    assert granting(statements(synth, "ops_private", role), "sns:Publish")
+    assert not granting(statements(synth, "prod", role), "sns:Publish")
+
+
+@pytest.mark.parametrize("function", ["SpotRebalancerEventsFunction", "SpotRebalancerScheduleFunction"])
+def test_both_functions_are_told_the_notification_topic(synth, function):
+    variables = synth.resource("batch", FUNCTION, function)["Properties"]["Environment"]["Variables"]
+    assert variables["NOTIFICATION_TOPIC_ARN"] == NOTICES_TOPIC
+    prod = synth.resource("prod", FUNCTION, function)["Properties"]["Environment"]["Variables"]
+    assert prod.get("NOTIFICATION_TOPIC_ARN", "") == ""

@@ -27,6 +27,7 @@ REFUSED = {
     "scheduler_score_weights": '{"TaintToleration": 101}',
     "asg_names": "ng-a,ng-a", "move_single_replica_workloads": "yes", "scale_in_emptied_nodes": "yes",
     "scale_in_settle_seconds": "59", "instance_status_checks": "sometimes",
+    "notification_topic_arn": "arn:aws:sns:eu-west-1:111122223333:n.fifo",
 }
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..capacity_blocks import CapacityBlocks
 from ..config import Settings
 from ..drain import BatchMember, DrainService
+from ..notifier import Notifier
 from ..tagging import LaunchCompleter, LifecycleTagger
 from ..telemetry import MetricsRecorder
 from ..work import Delivery, EventsWorker, Work, act_on_batch, retry_soon
@@ -55,6 +56,9 @@ def _runtime() -> tuple[EventsWorker, Any, Any, Callable[[Sequence[Delivery]], N
         LaunchCompleter(settings, ec2, autoscaling, client_for_cluster),
         boto3.client("sqs", config=boto_config()),
         metrics,
+        # Short timeouts, one attempt: a notice must not hold up the drains of the batch.
+        Notifier(boto3.client("sns", config=quick_config()), settings.notification_topic_arn, metrics,
+                 settings.cluster_name) if settings.notification_topic_arn else None,
     )
     config = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
     store = DynamoDBPersistenceLayer(table_name=settings.state_table)

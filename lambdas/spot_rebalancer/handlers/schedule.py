@@ -37,8 +37,9 @@ def _runtime() -> tuple[Rebalancer, Any]:
     import boto3
     from aws_lambda_powertools import Logger
 
-    from ..aws import AutoScaling, Ec2, boto_config
+    from ..aws import AutoScaling, Ec2, boto_config, quick_config
     from ..eks_auth import client_for_cluster
+    from ..notifier import Notifier
     from ..pricing import PriceList, price_list_region
     from ..state import DrainClaims, HistoryStore
     from ..status_checks import CLAIM_SECONDS, StatusChecks
@@ -62,8 +63,10 @@ def _runtime() -> tuple[Rebalancer, Any]:
                      if settings.instance_status_checks else None)
     kube = client_for_cluster(settings.cluster_name)
     tagger = LifecycleTagger(settings, ec2, lambda _cluster: kube, metrics)
+    notifier = (Notifier(boto3.client("sns", config=quick_config()), settings.notification_topic_arn,
+                         metrics, settings.cluster_name) if settings.notification_topic_arn else None)
     rebalancer = Rebalancer(settings, kube, metrics, store, autoscaling=autoscaling, ec2=ec2,
-                            tagger=tagger, prices=prices, status_checks=status_checks)
+                            tagger=tagger, prices=prices, status_checks=status_checks, notifier=notifier)
     return rebalancer, Logger(service="spot-rebalancer")
 
 

@@ -79,7 +79,7 @@ class DrainEnd(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class DrainReport:
     """A drain that ended, for the people who run the fleet: what the notification says. The counts
-    are of its last invocation (a drain continued through the queue evicted the rest before)."""
+    are of its last invocation; the events worker adds the pods its earlier invocations evicted."""
 
     node: str
     instance_id: str

@@ -3,7 +3,8 @@ carried forward through the queue.
 
 Each message is one EventBridge event as the rule delivered it, or a continuation this function
 queued itself: {"continuation": {"event": <the event>, "instanceId": ..., "startedAt": ...,
-"attempt": n}}, where startedAt (when the drain began) is left out while the drain has not begun.
+"attempt": n, "evicted": ...}}, where startedAt (when the drain began) is left out while the drain has
+not begun, and evicted (pods its earlier invocations evicted, for its notice) while it is 0.
 A Capacity Block's warning names no instance: it is fanned out into one such message per instance
 of the block, each also carrying "blockEndsAt" (the block's end, as its reservation gives it).
 """
@@ -14,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ from .events import (
 )
 from .notices import drain_notice
 from .notifier import Notifier
-from .results import HandleResult
+from .results import HandleResult, StepAction, StepOutcome
 from .tagging import LaunchCompleter, LifecycleTagger
 from .telemetry import MetricsRecorder
 
@@ -64,6 +65,7 @@ class Work:
     event: Event
     attempt: int = 0
     started_at: datetime | None = None
+    evicted: int = 0  # pods the drain evicted in its earlier invocations (its notice counts them all)
 
     @property
     def key(self) -> str:
@@ -80,6 +82,8 @@ class Work:
         carried: dict[str, Any] = {"event": self.raw, "instanceId": instance, "attempt": self.attempt + 1}
         if self.started_at is not None:
             carried["startedAt"] = self.started_at.isoformat()
+        if self.evicted:
+            carried["evicted"] = self.evicted
         if isinstance(self.event, CapacityBlockExpiry):
             carried["blockEndsAt"] = self.event.block_ends_at.isoformat()
         return {"continuation": carried}
@@ -101,7 +105,7 @@ def read_message(body: str) -> list[Work]:
         ends = datetime.fromisoformat(continuation["blockEndsAt"])
         events = tuple(block_instance_event(e, instance, ends) if isinstance(e, CapacityBlockWarning) else e
                        for e in events)
-    work = [Work(raw, event, int(continuation["attempt"]), started)
+    work = [Work(raw, event, int(continuation["attempt"]), started, int(continuation.get("evicted", 0)))
             for event in events if isinstance(event, InstanceEvent) and event.instance_id == instance]
     if not work:
         # It was queued for one of its event's instances: anything else is a message nobody sent.
@@ -260,7 +264,8 @@ class EventsWorker:
             result = self.drains.handle(event, budget_seconds=budget_seconds, started_at=work.started_at,
                                         attempt=work.attempt, batch=batch)
             if result.drain is not None and self.notifier is not None:
-                self.notifier.send(drain_notice(self.settings.cluster_name, result.drain))
+                report = replace(result.drain, evicted=result.drain.evicted + work.evicted)
+                self.notifier.send(drain_notice(self.settings.cluster_name, report))
         self._continue(work, result)
         return {"steps": [step.as_json() for step in result.steps],
                 "continued": result.continue_at is not None}
@@ -269,7 +274,9 @@ class EventsWorker:
         if result.continue_at is None:
             return
         wait = (result.continue_at - datetime.now(UTC)).total_seconds()
-        self._send(Work(work.raw, work.event, work.attempt, result.started_at).continuation(), wait)
+        evicted = work.evicted + sum(s.action is StepAction.EVICT and s.outcome is StepOutcome.ACCEPTED
+                                     for s in result.steps)
+        self._send(Work(work.raw, work.event, work.attempt, result.started_at, evicted).continuation(), wait)
 
     def _send(self, message: dict, delay_seconds: float) -> None:
         self.sqs.send_message(QueueUrl=self.settings.work_queue_url, MessageBody=json.dumps(message),

@@ -24,6 +24,7 @@ from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
 from spot_rebalancer.work import EventsWorker, read_message
 from tests.ec2 import launch_instance
+from tests.events_function import delayed_messages
 from tests.kube.workloads import deployment, pods, preferred_affinity, running, wait_for
 from tests.sns_inbox import REGION, Inbox
 from tests.state_table import create_state_table
@@ -46,9 +47,9 @@ def spot_warning(instance_id: str) -> str:
     return json.dumps(raw)
 
 
-def worker_for(kube, notifier: Notifier, metrics: MetricsRecorder) -> EventsWorker:
+def worker_for(kube, notifier: Notifier, metrics: MetricsRecorder, queue_url: str = "") -> EventsWorker:
     ec2 = Ec2(boto3.client("ec2", region_name=REGION))
-    settings = Settings(cluster_name=CLUSTER, drain_timeout_seconds=60)
+    settings = Settings(cluster_name=CLUSTER, drain_timeout_seconds=60, work_queue_url=queue_url)
     drains = DrainService(settings, ec2, AutoScaling(boto3.client("autoscaling", region_name=REGION)),
                           lambda _cluster: kube, metrics)
     return EventsWorker(settings, drains, CapacityBlocks(settings, ec2),
@@ -84,6 +85,28 @@ def test_a_drained_node_is_told_once_with_its_node_instance_reason_and_pods(kube
         "eventKind": "spot-interruption", "deadline": "drained", "podsEvicted": "2", "podsBlocked": "0",
         "podsDeleted": "0"}
     assert notice["metadata"]["relatedResources"] == [instance, node]
+
+
+def test_a_drain_continued_through_the_queue_is_told_once_with_every_pod_it_evicted(
+        cluster, api, kube, namespace, spot_node, monkeypatch):
+    instance, node = spot_node
+    # The pods take longer to stop than the first invocation has: the drain goes on in the next.
+    monkeypatch.setattr(cluster.nodes, "deletion_delay", 6)
+    inbox, metrics = Inbox.create(), MetricsRecorder()
+    queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="work")["QueueUrl"]
+    worker = worker_for(kube, Notifier(inbox.sns, inbox.topic_arn, metrics, CLUSTER), metrics, queue)
+
+    (work,) = read_message(spot_warning(instance))
+    assert worker.act(work, 13)["continued"]
+    assert inbox.received() == [], "not told before it ends"
+    ((message, _delay),) = delayed_messages(queue)
+    assert json.loads(message)["continuation"]["evicted"] == 2
+    (next_hop,) = read_message(message)
+    assert not worker.act(next_hop, 100)["continued"]
+
+    ((_subject, notice),) = inbox.received()
+    context = notice["metadata"]["additionalContext"]
+    assert (context["node"], context["deadline"], context["podsEvicted"]) == (node, "drained", "2")
 
 
 def test_a_topic_that_refuses_the_notice_fails_no_drain(api, kube, namespace, spot_node):

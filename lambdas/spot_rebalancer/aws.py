@@ -48,13 +48,16 @@ def boto_config() -> Any:
     return Config(retries=RETRY_CONFIG)
 
 
+# A call an invocation makes on its way out (handing failed records back early) takes at most this
+# long: one attempt, short timeouts. Failing it costs only speed.
+QUICK_CALL_SECONDS = 2
+
+
 def quick_config() -> Any:
-    """For a call an invocation makes on its way out (handing failed records back early): short
-    timeouts and one retry, so it cannot keep the invocation past its end; failing it costs only
-    speed."""
     from botocore.config import Config
 
-    return Config(connect_timeout=2, read_timeout=2, retries={"mode": "standard", "max_attempts": 1})
+    return Config(connect_timeout=QUICK_CALL_SECONDS / 2, read_timeout=QUICK_CALL_SECONDS / 2,
+                  retries={"mode": "standard", "max_attempts": 0})
 
 
 class Ec2:

@@ -1,11 +1,18 @@
 """Failed records are counted: a partial batch response hides them from the function's Errors
-metric, so the events function publishes `RecordsFailed` (the `RecordsFailed` alarm watches it)."""
+metric, so the events function publishes `RecordsFailed` (the `RecordsFailed` alarm watches it).
+Handing them back to the queue early never costs a record, nor the invocation its end."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from tests.events_function import events_function, published, record, sample_event
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from spot_rebalancer.aws import QUICK_CALL_SECONDS
+from spot_rebalancer.work import retry_delay_seconds
+from tests.events_function import REGION, events_function, published, record, sample_event
 
 GONE = "i-0123456789abcdef0"  # never launched: its warning is acknowledged quietly
 WARNING = "spot-interruption-terminate.json"
@@ -40,3 +47,15 @@ def test_a_failed_record_whose_early_retry_fails_is_still_reported_failed(functi
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}, {"itemIdentifier": "stale"}]}
     warned = [r.getMessage() for r in caplog.records if "after the visibility timeout" in r.getMessage()]
     assert len(warned) == 2 and "'bad'" in warned[0] + warned[1] and "stale" in warned[0] + warned[1]
+
+
+def test_with_no_time_left_to_hand_a_failed_record_back_it_waits_out_the_visibility_timeout(function):
+    """The invocation's end comes first: a hand-back that outlived it would make Lambda drop the
+    batch's whole partial response, so the record is reported failed and simply left hidden."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    sqs.send_message(QueueUrl=function.queue_url, MessageBody="{not json")
+    (received,) = function.receive()
+    with pytest.raises(BatchProcessingError):  # its only record failed
+        function.invoke_records([received], remaining_ms=int(QUICK_CALL_SECONDS * 1000) - 500)
+    time.sleep(retry_delay_seconds(1) + 1)
+    assert function.receive() == [], "handed back although the invocation had no time for it"

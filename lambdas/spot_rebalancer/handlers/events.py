@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
+from ..aws import QUICK_CALL_SECONDS
 from ..capacity_blocks import CapacityBlocks
 from ..config import Settings
 from ..drain import BatchMember, DrainService
@@ -111,9 +112,12 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     worker.metrics.add("RecordsFailed", len(failures) - len(duplicates),
                        ClusterName=worker.settings.cluster_name)
     # Real failures come back within seconds, not after the visibility timeout; a copy still in
-    # progress elsewhere keeps it (back in seconds, it would only use up its receives).
-    retry_failed_soon([Delivery.of(r) for r in records if isinstance(outcomes[r["messageId"]], Exception)
-                       and not isinstance(outcomes[r["messageId"]], IdempotencyAlreadyInProgressError)])
+    # progress elsewhere keeps it (back in seconds, it would only use up its receives). Without the
+    # time for it, the records wait out the timeout rather than the invocation its end (Lambda would
+    # then drop the whole partial response).
+    if context.get_remaining_time_in_millis() / 1000 > QUICK_CALL_SECONDS:
+        retry_failed_soon([Delivery.of(r) for r in records if isinstance(outcomes[r["messageId"]], Exception)
+                           and not isinstance(outcomes[r["messageId"]], IdempotencyAlreadyInProgressError)])
     processor = BatchProcessor(EventType.SQS,
                                raise_on_entire_batch_failure=len(duplicates) < len(failures))
     try:

@@ -29,13 +29,13 @@ from .drain import UNDOING_KINDS, closed_change, drain_reason
 from .drain_policy import plan_drain, plan_undo, waiting_step
 from .events import CapacityBlockWarning, Event, EventError, Ignored, InstanceEvent, parse_event
 from .kube import KubeApiError, KubeClient
+from .label_selector import SelectorError, parse_selector
 from .nodes import match_node
 from .objects import Node, Pod
 from .quantity import QuantityError
 from .rebalance import Census, Explanation, NaiveClockError, Plan, WorkloadRef, explain
 from .rebalancer import LiveCluster, Rebalancer, SnapshotView, TickResult
 from .results import Step, StepAction, StepOutcome
-from .scheduling.labels import SelectorError, parse_selector, selector_matches
 from .snapshot import ClusterSnapshot, SnapshotError, read_list
 from .tables import table
 from .telemetry import MetricsRecorder
@@ -237,19 +237,26 @@ def _kube(args: argparse.Namespace) -> KubeClient:
         raise UsageError(f"{where}: unusable kubeconfig: {exc}") from None
 
 
-def _cluster(args: argparse.Namespace) -> tuple[KubeClient | None, ClusterSnapshot]:
-    """The live cluster's client (None for a file) and one snapshot of it."""
+def _cluster(args: argparse.Namespace, settings: Settings | None = None
+             ) -> tuple[KubeClient | None, ClusterSnapshot]:
+    """The live cluster's client (None for a file) and one snapshot of it, with its namespaces when
+    the rebalancer's `settings` select pods by namespace labels (drains, given none, never do)."""
+    wanted = settings is not None and bool(settings.namespace_selector)
     if args.from_file:
-        return None, _read_list(args.from_file)
+        snapshot = _read_list(args.from_file)
+        if wanted and not snapshot.namespaces:
+            raise UsageError(f"{args.from_file}: namespaceSelector is set, so the List must hold the "
+                             "namespaces too (kubectl get nodes,pods,pdb,pv,pvc,namespaces -A -o json)")
+        return None, snapshot
     kube = _kube(args)
-    return kube, kube.snapshot()
+    return kube, kube.snapshot(namespaces=wanted)
 
 
 class _ReadOnce:
     """The live cluster, with the snapshot the command has already read (and shows)."""
 
     def __init__(self, kube: KubeClient, snapshot: ClusterSnapshot) -> None:
-        self._live = LiveCluster(kube)
+        self._live = LiveCluster(kube)  # its snapshot is never read: the command's is
         self._snapshot = snapshot
 
     def snapshot(self) -> ClusterSnapshot:
@@ -361,14 +368,15 @@ def _steps_table(steps: Sequence[Step], *, wide: bool) -> list[str]:
 
 def _plan(args: argparse.Namespace, now: Now = _now) -> int:
     selector = parse_selector(args.selector)
-    kube, snapshot = _cluster(args)
-    result = _rebalancer(_settings(args), kube, snapshot, now).cycle().plan
+    settings = _settings(args)
+    kube, snapshot = _cluster(args, settings)
+    result = _rebalancer(settings, kube, snapshot, now).cycle().plan
     pods = {(p.metadata.namespace, p.metadata.name): p for p in snapshot.pods}
 
     def shown(namespace: str, name: str) -> bool:
         pod = pods.get((namespace, name))
         return (_in_namespace(args, namespace)
-                and (pod is not None and selector_matches(selector, pod.metadata.labels)))
+                and (pod is not None and selector.matches(pod.metadata.labels)))
 
     result = dataclasses.replace(
         result, evictions=tuple(e for e in result.evictions if shown(e.namespace, e.name)),
@@ -414,12 +422,13 @@ def _explain(args: argparse.Namespace, now: Now = _now) -> int:
     namespace, slash, name = args.pod.partition("/")
     if not slash or not namespace or not name:
         raise UsageError(f"{args.pod}: expected NAMESPACE/POD")
-    kube, snapshot = _cluster(args)
+    settings = _settings(args)
+    kube, snapshot = _cluster(args, settings)
     pod = next((p for p in snapshot.pods
                 if (p.metadata.namespace, p.metadata.name) == (namespace, name)), None)
     if pod is None:
         raise UsageError(f"pod {namespace}/{name} is not in the cluster")
-    plan = _rebalancer(_settings(args), kube, snapshot, now).cycle().plan
+    plan = _rebalancer(settings, kube, snapshot, now).cycle().plan
     explanation = explain(plan, pod)
     _emit(args, _explanation_json(explanation), lambda: _explanation_table(explanation))
     return 0
@@ -450,8 +459,9 @@ def _explanation_table(e: Explanation) -> list[str]:
 
 
 def _census(args: argparse.Namespace, now: Now = _now) -> int:
-    kube, snapshot = _cluster(args)
-    result = _rebalancer(_settings(args), kube, snapshot, now).census()
+    settings = _settings(args)
+    kube, snapshot = _cluster(args, settings)
+    result = _rebalancer(settings, kube, snapshot, now).census()
     _emit(args, msgspec.to_builtins(result), lambda: _census_table(result))
     return 0
 
@@ -478,8 +488,9 @@ def _gib(quantity: int) -> str:
 
 
 def _tick(args: argparse.Namespace, now: Now = _now) -> int:
-    kube, snapshot = _cluster(args)
-    rebalancer = _rebalancer(_settings(args), kube, snapshot, now)
+    settings = _settings(args)
+    kube, snapshot = _cluster(args, settings)
+    rebalancer = _rebalancer(settings, kube, snapshot, now)
     result = rebalancer.tick()
     document = {**result.summary(), "census": msgspec.to_builtins(result.census),
                 "plan": _plan_json(result.cycle.plan)}

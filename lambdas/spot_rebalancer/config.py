@@ -21,6 +21,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
+from .label_selector import Selector, SelectorError, parse_selector
+
 RECOMMENDATION_ACTIONS = ("none", "taint", "cordon", "drain")
 LIFECYCLE_RESULTS = ("CONTINUE", "ABANDON")
 UNOWNED_POD_POLICIES = ("evict", "skip")
@@ -250,6 +252,23 @@ class OrNone(Kind):
 
     def write(self, value: Any) -> str:
         return "" if value is None else self.inner.write(value)
+
+
+@dataclass(frozen=True)
+class LabelSelectorText(Kind):
+    """A label selector in kubectl's syntax (`app in (web,api),tier!=db`); empty selects everything."""
+
+    def read(self, raw: object) -> object:
+        if not isinstance(raw, str):
+            raise BadValue(f"expected a label selector as text, got {raw!r}")
+        try:
+            return parse_selector(raw)
+        except SelectorError as exc:
+            raise BadValue(str(exc)) from None
+
+    def check(self, value: object) -> None:
+        if not isinstance(value, Selector):
+            raise BadValue(f"expected a label selector, got {value!r}")
 
 
 def parse_json_or_text(raw: object) -> object:
@@ -593,6 +612,10 @@ class Settings:
     max_evictions_per_workload: str = setting("25%", CountOrShare(1000))
     # Evicting a workload's only replica is an outage however short: off, such pods stay.
     move_single_replica_workloads: bool = setting(False, Flag())
+    # Which pods the rebalancer may move: those whose labels, and whose namespace's labels, these
+    # select (empty: all). Drains ignore them.
+    pod_selector: Selector = setting(Selector(), LabelSelectorText())
+    namespace_selector: Selector = setting(Selector(), LabelSelectorText())
     min_pod_age_seconds: int = setting(300, Whole(0, 7 * 86400))
     # Pods with a higher priority are left alone; the default spares the system-* classes.
     max_priority: int = setting(1_000_000_000, Whole(-(2**31), 2**31 - 1))

@@ -30,8 +30,10 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, Re
 
 from .objects import (
     ListMeta,
+    Namespace,
     Node,
     ObjectList,
+    PartialObjectMetadata,
     PersistentVolume,
     PersistentVolumeClaim,
     Pod,
@@ -365,11 +367,17 @@ class KubeClient:
     def list_pvcs(self) -> list[PersistentVolumeClaim]:
         return self.list_all("/api/v1/persistentvolumeclaims", PersistentVolumeClaim)
 
-    def snapshot(self) -> ClusterSnapshot:
-        """Nodes, pods, budgets, volumes and claims, cluster-wide: what the planner and the census
-        work on (volumes decode only their node affinity and labels, claims their volume's name)."""
+    def list_namespaces(self) -> list[Namespace]:
+        """Every namespace, metadata only (its labels are all the product reads)."""
+        return [Namespace(metadata=item.metadata)
+                for item in self.list_all("/api/v1/namespaces", PartialObjectMetadata, metadata_only=True)]
+
+    def snapshot(self, *, namespaces: bool = False) -> ClusterSnapshot:
+        """Nodes, pods, budgets, volumes and claims, cluster-wide, and the namespaces if asked: what
+        the planner and the census work on (volumes decode only their node affinity and labels,
+        claims their volume's name)."""
         return ClusterSnapshot(self.list_nodes(), self.list_pods(), self.list_pdbs(), self.list_pvs(),
-                               self.list_pvcs())
+                               self.list_pvcs(), self.list_namespaces() if namespaces else [])
 
     def get(self, path: str, item_type: type[T]) -> T | None:
         """One object, or None when it does not exist."""

@@ -324,6 +324,21 @@ class PersistentVolume(_Obj, tag_field="kind", tag=True):
     spec: PersistentVolumeSpec = field(default_factory=PersistentVolumeSpec)
 
 
+class PartialObjectMetadata(_Obj):
+    """An item of a metadata-only list (its `kind` is PartialObjectMetadata, not the object's)."""
+
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+
+
+# --- namespaces --------------------------------------------------------------------------------
+
+
+class Namespace(_Obj, tag_field="kind", tag=True):
+    """Only its labels matter (the rebalancer's namespaceSelector reads them)."""
+
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+
+
 # --- lists -------------------------------------------------------------------------------------
 
 T = TypeVar("T")

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-import msgspec
-
 from .aws import AutoScaling, Ec2
 from .config import Settings
 from .drain_policy import node_revert_patch
@@ -32,7 +30,7 @@ from .evictions import Evictions, EvictionSchedule, Source
 from .kube import KubeApiError, KubeClient
 from .notices import cycle_notice
 from .notifier import Notifier
-from .objects import Node, ObjectMeta, Pod
+from .objects import Node, PartialObjectMetadata, Pod
 from .ownership import manages_group
 from .pod_rules import RECREATING_KINDS
 from .pricing import PriceList
@@ -74,12 +72,6 @@ SAVE_ATTEMPTS = 3
 WAVE_POLL_SECONDS = 2.0
 
 
-class Controller(msgspec.Struct, kw_only=True):
-    """A ReplicaSet or StatefulSet: only its annotations matter to the planner."""
-
-    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
-
-
 CONTROLLER_PATHS = {"ReplicaSet": "/apis/apps/v1/replicasets", "StatefulSet": "/apis/apps/v1/statefulsets"}
 
 
@@ -88,7 +80,8 @@ def workload_annotations(kube: KubeClient, kinds: Iterable[str]) -> dict[Workloa
     of the given kinds only, read as metadata only."""
     found: dict[WorkloadRef, dict[str, str]] = {}
     for kind in sorted(set(kinds) & CONTROLLER_PATHS.keys()):
-        for controller in kube.list_all(CONTROLLER_PATHS[kind], Controller, metadata_only=True):
+        for controller in kube.list_all(CONTROLLER_PATHS[kind], PartialObjectMetadata,
+                                        metadata_only=True):
             meta = controller.metadata
             found[WorkloadRef(meta.namespace, kind, meta.name)] = meta.annotations
     return found
@@ -131,13 +124,14 @@ class ClusterView(Protocol):
 
 
 class LiveCluster:
-    """The cluster as its API serves it."""
+    """The cluster as its API serves it; its namespaces are read only when `namespaces` says so."""
 
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, *, namespaces: bool = False) -> None:
         self._kube = kube
+        self._namespaces = namespaces
 
     def snapshot(self) -> ClusterSnapshot:
-        return self._kube.snapshot()
+        return self._kube.snapshot(namespaces=self._namespaces)
 
     def list_nodes(self) -> list[Node]:
         return self._kube.list_nodes()
@@ -274,7 +268,7 @@ class Rebalancer:
         if view is None:
             if kube is None:
                 raise ValueError("a rebalancer needs a Kubernetes client or a view of the cluster")
-            view = LiveCluster(kube)
+            view = LiveCluster(kube, namespaces=bool(settings.namespace_selector))
         if kube is None and not settings.dry_run:
             raise ValueError("a rebalancer without a Kubernetes client can only plan (a dry run)")
         self.settings = settings

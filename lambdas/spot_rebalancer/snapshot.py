@@ -1,5 +1,5 @@
 """A point-in-time view of a cluster (nodes, pods, PodDisruptionBudgets, PersistentVolumes and their
-claims) and how to read one."""
+claims, and namespaces when their labels are needed) and how to read one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TypeVar
 import msgspec
 
 from .objects import (
+    Namespace,
     Node,
     ObjectList,
     PersistentVolume,
@@ -18,12 +19,12 @@ from .objects import (
     collector_paused,
 )
 
-Listed = TypeVar("Listed", Node, Pod, PodDisruptionBudget, PersistentVolume, PersistentVolumeClaim)
+Listed = TypeVar("Listed", Node, Pod, PodDisruptionBudget, PersistentVolume, PersistentVolumeClaim, Namespace)
 
 
 class SnapshotError(ValueError):
-    """Input that is not a Kubernetes List of nodes, pods, PodDisruptionBudgets, PersistentVolumes and
-    PersistentVolumeClaims."""
+    """Input that is not a Kubernetes List of nodes, pods, PodDisruptionBudgets, PersistentVolumes,
+    PersistentVolumeClaims and namespaces."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +34,15 @@ class ClusterSnapshot:
     pdbs: list[PodDisruptionBudget] = field(default_factory=list)
     pvs: list[PersistentVolume] = field(default_factory=list)
     pvcs: list[PersistentVolumeClaim] = field(default_factory=list)
+    namespaces: list[Namespace] = field(default_factory=list)  # listed only for the namespaceSelector
 
     def duplicates(self) -> list[str]:
         """What the snapshot holds twice: an object of one kind and name (which the API server never
         serves, so a List file was put together wrongly), or two nodes of one EC2 instance."""
         found = []
         for kind, objects in (("node", self.nodes), ("pod", self.pods), ("PodDisruptionBudget", self.pdbs),
-                              ("PersistentVolume", self.pvs), ("PersistentVolumeClaim", self.pvcs)):
+                              ("PersistentVolume", self.pvs), ("PersistentVolumeClaim", self.pvcs),
+                              ("namespace", self.namespaces)):
             seen: set[tuple[str, str]] = set()
             for obj in objects:
                 key = (obj.metadata.namespace, obj.metadata.name)
@@ -57,22 +60,23 @@ class ClusterSnapshot:
     def first_of_each(self) -> ClusterSnapshot:
         """The snapshot with each object that is listed twice kept once (its first listing)."""
         return ClusterSnapshot(_first(self.nodes), _first(self.pods), _first(self.pdbs), _first(self.pvs),
-                               _first(self.pvcs))
+                               _first(self.pvcs), _first(self.namespaces))
 
 
 class _Kind(msgspec.Struct):
     kind: str = ""
 
 
-class _Listing(ObjectList[Node | Pod | PodDisruptionBudget | PersistentVolume | PersistentVolumeClaim]):
-    """A List holding only the five kinds, decoded in one pass (items are told apart by `kind`)."""
+class _Listing(ObjectList[Node | Pod | PodDisruptionBudget | PersistentVolume | PersistentVolumeClaim
+                         | Namespace]):
+    """A List holding only the six kinds, decoded in one pass (items are told apart by `kind`)."""
 
     kind: str = ""
 
 
 _ITEM_TYPES: dict[str, type] = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget,
                                  "PersistentVolume": PersistentVolume,
-                                 "PersistentVolumeClaim": PersistentVolumeClaim}
+                                 "PersistentVolumeClaim": PersistentVolumeClaim, "Namespace": Namespace}
 _decode_listing = msgspec.json.Decoder(_Listing).decode
 _decode_list = msgspec.json.Decoder(ObjectList[msgspec.Raw]).decode
 _decode_kind = msgspec.json.Decoder(_Kind).decode
@@ -86,7 +90,7 @@ def _first(objects: list[Listed]) -> list[Listed]:
 
 
 def read_list(data: bytes | str, source: str = "input") -> ClusterSnapshot:
-    """Read the output of `kubectl get nodes,pods,pdb,pv,pvc -A -o json`.
+    """Read the output of `kubectl get nodes,pods,pdb,pv,pvc,namespaces -A -o json`.
 
     Items of other kinds are ignored; anything that is not such a List, or holds an object twice,
     raises SnapshotError naming `source` and, where it can, the offending item.
@@ -116,7 +120,8 @@ def _read(data: bytes | str, source: str) -> ClusterSnapshot:
         for item in listing.items:
             buckets[type(item)].append(item)
         return ClusterSnapshot(nodes=buckets[Node], pods=buckets[Pod], pdbs=buckets[PodDisruptionBudget],
-                               pvs=buckets[PersistentVolume], pvcs=buckets[PersistentVolumeClaim])
+                               pvs=buckets[PersistentVolume], pvcs=buckets[PersistentVolumeClaim],
+                               namespaces=buckets[Namespace])
 
 
 def _read_items(data: bytes | str, source: str) -> ClusterSnapshot:
@@ -135,7 +140,8 @@ def _read_items(data: bytes | str, source: str) -> ClusterSnapshot:
         except msgspec.DecodeError as exc:
             raise SnapshotError(f"{source}: item {index}: {exc}") from None
     return ClusterSnapshot(nodes=buckets["Node"], pods=buckets["Pod"], pdbs=buckets["PodDisruptionBudget"],
-                           pvs=buckets["PersistentVolume"], pvcs=buckets["PersistentVolumeClaim"])
+                           pvs=buckets["PersistentVolume"], pvcs=buckets["PersistentVolumeClaim"],
+                           namespaces=buckets["Namespace"])
 
 
 def _check_kind(kind: str, source: str) -> None:

@@ -97,6 +97,9 @@ BAD_INPUTS = [
     ({"maxEvictionsPerWorkload": 1001}, "maxEvictionsPerWorkload", "from 0 to 1000"),
     ({"maxEvictionsPerWorkload": "0%"}, "maxEvictionsPerWorkload", "percentage from 1% to 100%"),
     ({"moveSingleReplicaWorkloads": "if need be"}, "moveSingleReplicaWorkloads", "true or false"),
+    ({"podSelector": "app in web"}, "podSelector", "go in parentheses"),
+    ({"podSelector": ["app=web"]}, "podSelector", "as text"),
+    ({"namespaceSelector": "team>1"}, "namespaceSelector", "compares node labels"),
     ({"maxPriority": 2**31}, "maxPriority", "to 2147483647"),
     ({"minOnDemandAnnotation": "a b"}, "minOnDemandAnnotation", "annotation name"),
     ({"schedulerNames": ["Default Scheduler"]}, "schedulerNames", "not a scheduler name"),
@@ -154,6 +157,15 @@ def test_command_line_strings_are_coerced_to_their_types():
     assert c.recommendation_policies == (RecommendationPolicy({"pool": "batch"}, "cordon"),)
     assert c.excluded_namespaces == ("kube-system", "monitoring")
     assert c.misplaced_pods_threshold is None
+
+
+def test_selectors_are_read_at_synth_and_reach_the_functions_written_out():
+    c = config(podSelector="app in (web, api), tier != db", namespaceSelector="team=shop")
+    env = c.to_env()
+    assert (env["POD_SELECTOR"], env["NAMESPACE_SELECTOR"]) == ("app in (web,api),tier!=db", "team=shop")
+    assert Settings.from_env(env).pod_selector == c.pod_selector
+    assert c.pod_selector.matches({"app": "api", "tier": "front"})
+    assert not c.pod_selector.matches({"app": "api", "tier": "db"})
 
 
 def test_defaults_are_the_functions_own_defaults():

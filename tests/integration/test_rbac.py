@@ -17,6 +17,7 @@ from spot_rebalancer.config import Settings
 from spot_rebalancer.drain import DrainService
 from spot_rebalancer.events import parse_event
 from spot_rebalancer.kube import KubeClient
+from spot_rebalancer.label_selector import parse_selector
 from spot_rebalancer.rebalancer import Rebalancer
 from spot_rebalancer.tagging import LaunchCompleter, LifecycleTagger
 from spot_rebalancer.telemetry import MetricsRecorder
@@ -128,12 +129,15 @@ def authorised(audit_events: list[dict], user: str) -> set[tuple[str, str, str]]
 def test_the_cluster_role_is_exactly_what_the_code_is_authorised_to_do(cluster, api, product_kube, namespace,
                                                                        nodes):
     """Least privilege proved rather than pinned: every kind of work the functions do (a rebalance
-    tick that moves a Deployment's and a StatefulSet's pods, a spot drain, a lifecycle label, a
-    rebalance recommendation and its revert, a launch check), done as a user bound only to the
-    shipped ClusterRole; the apiserver's audit log then names each verb and resource it allowed, and
-    the manifest must grant exactly those."""
+    tick that moves a Deployment's and a StatefulSet's pods of a namespace its namespaceSelector
+    selects, a spot drain, a lifecycle label, a rebalance recommendation and its revert, a launch
+    check), done as a user bound only to the shipped ClusterRole; the apiserver's audit log then
+    names each verb and resource it allowed, and the manifest must grant exactly those."""
     before = len(cluster.control_plane.audited())
-    settings = Settings(cluster_name="test", min_pod_age_seconds=0, move_single_replica_workloads=True)
+    # The rebalancer selects pods by their namespace's labels, so it lists namespaces too.
+    api.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {"team": "shop"}}})
+    settings = Settings(cluster_name="test", min_pod_age_seconds=0, move_single_replica_workloads=True,
+                        namespace_selector=parse_selector("team=shop"))
     prefer_spot = preferred_affinity("eks.amazonaws.com/capacityType", ["SPOT"])
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-west-1")

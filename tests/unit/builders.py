@@ -183,11 +183,15 @@ def make_pdb(name: str, match_labels: Mapping[str, str] | None, disruptions_allo
 
 
 def write_list(directory: Path, nodes: Iterable[Node] = (), pods: Iterable[Pod] = (),
-               pdbs: Iterable[PodDisruptionBudget] = ()) -> str:
-    """A `kubectl get nodes,pods,pdb -A -o json` List file of these objects; its path."""
+               pdbs: Iterable[PodDisruptionBudget] = (), namespaces: Mapping[str, Mapping[str, str]] = {}
+               ) -> str:
+    """A `kubectl get nodes,pods,pdb,namespaces -A -o json` List file of these objects (`namespaces`:
+    each one's name and labels); its path."""
     items = ([{"kind": "Node", **msgspec.to_builtins(n)} for n in nodes]
              + [{"kind": "Pod", **msgspec.to_builtins(p)} for p in pods]
-             + [{"kind": "PodDisruptionBudget", **msgspec.to_builtins(b)} for b in pdbs])
+             + [{"kind": "PodDisruptionBudget", **msgspec.to_builtins(b)} for b in pdbs]
+             + [{"kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+                for name, labels in namespaces.items()])
     path = directory / "list.json"
     path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     return str(path)

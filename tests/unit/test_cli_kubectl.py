@@ -68,7 +68,7 @@ def test_namespace_and_selector_choose_what_is_shown(listing, capsys):
 
 def test_a_bad_selector_is_bad_input(listing, capsys):
     assert main(["plan", "-f", listing, "-l", "app in web"]) == EXIT_BAD_INPUT
-    assert "cannot read 'app in web'" in capsys.readouterr().err
+    assert "'app in web': the values of app's set go in parentheses" in capsys.readouterr().err
 
 
 def test_namespace_and_all_namespaces_exclude_each_other(listing, capsys):

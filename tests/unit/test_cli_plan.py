@@ -109,6 +109,42 @@ def test_bad_settings_exit_2(tmp_path, capsys, monkeypatch):
     assert "MAX_EVICTIONS_PER_CYCLE" in capsys.readouterr().err
 
 
+def test_the_selectors_narrow_what_plan_moves(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POD_SELECTOR", "app in (web,db)")
+    monkeypatch.setenv("NAMESPACE_SELECTOR", "team=shop")
+    pods = [make_pod(f"{app}-1", "od-1", namespace, labels={"app": app}, preferred=[PREFER_SPOT],
+                     owner=("ReplicaSet", f"{app}-1"))
+            for namespace, app in (("shop", "web"), ("shop", "api"), ("lab", "web"))]
+    path = write_list(tmp_path, [on_demand_node("od-1"), spot_node("spot-1")], pods,
+                      namespaces={"shop": {"team": "shop"}, "lab": {"team": "lab"}})
+    assert main(["plan", "--from-file", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(e["namespace"], e["name"]) for e in out["evictions"]] == [("shop", "web-1")]
+    assert {(c["namespace"], c["name"]): c["code"] for c in out["considered"]} == {
+        ("shop", "api-1"): "not-selected", ("lab", "web-1"): "namespace-not-selected"}
+    assert main(["explain", "lab/web-1", "--from-file", path]) == 0
+    shown = capsys.readouterr().out
+    assert "keep: namespace-not-selected" in shown
+    assert "namespace lab's labels do not match namespaceSelector 'team=shop'" in shown
+
+
+def test_a_namespace_selector_needs_the_namespaces_in_the_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NAMESPACE_SELECTOR", "team=shop")
+    assert main(["plan", "--from-file", fleet(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "namespaceSelector is set" in err and "namespaces" in err
+    monkeypatch.delenv("NAMESPACE_SELECTOR")
+    assert main(["plan", "--from-file", fleet(tmp_path)]) == 0  # without it, none are needed
+
+
+@pytest.mark.parametrize(("variable", "value"), [("POD_SELECTOR", "app in web"),
+                                                 ("NAMESPACE_SELECTOR", "team=a,team=b")])
+def test_a_bad_selector_setting_exits_2_naming_it(tmp_path, capsys, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    assert main(["plan", "--from-file", fleet(tmp_path)]) == EXIT_BAD_INPUT
+    assert f"{variable}: {value!r}" in capsys.readouterr().err
+
+
 def recommended_long_ago(node):
     """The node as a rebalance recommendation's taint left it, far past the TTL."""
     from datetime import UTC, datetime

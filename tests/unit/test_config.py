@@ -27,7 +27,8 @@ REFUSED = {
     "scheduler_score_weights": '{"TaintToleration": 101}',
     "asg_names": "ng-a,ng-a", "move_single_replica_workloads": "yes", "scale_in_emptied_nodes": "yes",
     "scale_in_settle_seconds": "59", "instance_status_checks": "sometimes",
-    "notification_topic_arn": "arn:aws:sns:eu-west-1:111122223333:n.fifo",
+    "notification_topic_arn": "arn:aws:sns:eu-west-1:111122223333:n.fifo", "pod_selector": "app in web",
+    "namespace_selector": "team>1",
 }
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spot_rebalancer.label_selector import SelectorError
 from spot_rebalancer.objects import LabelSelector, LabelSelectorRequirement
 from spot_rebalancer.rebalance.budgets import DisruptionBudgets
-from spot_rebalancer.scheduling.labels import SelectorError, selector_matches
+from spot_rebalancer.scheduling.labels import selector_matches
 from tests.unit.builders import make_pdb, make_pod
 
 KEYS, VALUES = ["app", "tier"], ["a", "b"]

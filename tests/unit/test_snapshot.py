@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bench.gen import write_list
 from spot_rebalancer.objects import (
+    Namespace,
     Node,
     ObjectMeta,
     PersistentVolume,
@@ -25,7 +26,8 @@ from spot_rebalancer.snapshot import ClusterSnapshot, SnapshotError, read_list
 from tests.unit.builders import PREFER_SPOT, make_node, make_pdb, make_pod, spot_node, taint, toleration
 
 TYPES = {"Node": Node, "Pod": Pod, "PodDisruptionBudget": PodDisruptionBudget,
-         "PersistentVolume": PersistentVolume, "PersistentVolumeClaim": PersistentVolumeClaim}
+         "PersistentVolume": PersistentVolume, "PersistentVolumeClaim": PersistentVolumeClaim,
+         "Namespace": Namespace}
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
            "spec": {"ports": [{"port": 80}]}}
 
@@ -42,7 +44,8 @@ def kind_by_kind(items: list[dict]) -> ClusterSnapshot:
         if item.get("kind") in TYPES:
             by_kind[item["kind"]].append(msgspec.convert(item, TYPES[item["kind"]]))
     return ClusterSnapshot(by_kind["Node"], by_kind["Pod"], by_kind["PodDisruptionBudget"],
-                           by_kind["PersistentVolume"], by_kind["PersistentVolumeClaim"])
+                           by_kind["PersistentVolume"], by_kind["PersistentVolumeClaim"],
+                           by_kind["Namespace"])
 
 
 def test_a_generated_cluster_reads_the_same_with_or_without_other_kinds(tmp_path):
@@ -74,6 +77,9 @@ volume_items = st.builds(lambda name, bound: api_json(PersistentVolumeClaim(
     metadata=ObjectMeta(name=name, namespace="default"),
     spec=PersistentVolumeClaimSpec(volume_name="pv-1" if bound else ""))), st.sampled_from(["data", "logs"]),
     st.booleans()) | st.just(api_json(PersistentVolume(metadata=ObjectMeta(name="pv-1"))))
+namespace_items = st.builds(lambda name, labelled: api_json(Namespace(
+    metadata=ObjectMeta(name=name, labels={"team": "shop"} if labelled else {}))),
+    st.sampled_from(["shop", "lab"]), st.booleans())
 other_items = st.sampled_from([SERVICE, {"kind": "ConfigMap", "data": {"a": "b"}}, {"metadata": {}}])
 
 
@@ -84,8 +90,8 @@ def identity(item: dict) -> tuple:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(node_items | pod_items | pdb_items | volume_items | other_items, max_size=12,
-                unique_by=identity))
+@given(st.lists(node_items | pod_items | pdb_items | volume_items | namespace_items | other_items,
+                max_size=12, unique_by=identity))
 def test_any_mix_of_items_reads_as_each_item_by_its_kind(items):
     assert read_list(document(items)) == kind_by_kind(items)
 
@@ -97,7 +103,8 @@ def test_any_mix_of_items_reads_as_each_item_by_its_kind(items):
     ([api_json(make_node("a", provider_id="aws:///eu-west-1a/i-0123456789abcdef0")),
       api_json(make_node("b", provider_id="aws:///eu-west-1a/i-0123456789abcdef0"))],
      "nodes a and b are both i-0123456789abcdef0"),
-], ids=["a node twice", "a pod twice", "a budget twice", "two nodes of one instance"])
+    ([api_json(Namespace(metadata=ObjectMeta(name="shop")))] * 2, "namespace shop is listed twice"),
+], ids=["a node twice", "a pod twice", "a budget twice", "two nodes of one instance", "a namespace twice"])
 def test_an_object_listed_twice_is_refused_by_name(items, problem):
     with pytest.raises(SnapshotError, match=f"^in\\.json: {problem}$"):
         read_list(document(items), source="in.json")

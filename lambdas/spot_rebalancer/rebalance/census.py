@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..label_selector import SelectorError
 from ..scheduling.capacity_type import LIFECYCLE_LABEL, SPOT, architecture, capacity_type
 from ..scheduling.eligibility import ineligibility
-from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import PlacementIndex
 from ..scheduling.resources import ZERO, Resources, is_terminal, node_allocatable, pod_requests

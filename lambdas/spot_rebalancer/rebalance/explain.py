@@ -17,6 +17,8 @@ RULES: dict[SkipCode, str] = {
     SkipCode.OPTED_OUT: "not opted out (pod or workload annotation)",
     SkipCode.DO_NOT_DISRUPT: "not marked karpenter.sh/do-not-disrupt or safe-to-evict=false",
     SkipCode.EXCLUDED_NAMESPACE: "in a namespace that is not excluded",
+    SkipCode.NOT_SELECTED: "its labels match podSelector",
+    SkipCode.NAMESPACE_NOT_SELECTED: "its namespace's labels match namespaceSelector",
     SkipCode.BARE_POD: "has a controller to recreate it",
     SkipCode.UNSUPPORTED_OWNER: "its controller recreates it elsewhere (not a DaemonSet or Job)",
     SkipCode.OTHER_SCHEDULER: "placed by a scheduler the planner simulates",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..config import Settings
+from ..label_selector import SelectorError
 from ..objects import Node, Pod
-from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_score
 from ..scheduling.resources import is_terminal
 from ..snapshot import ClusterSnapshot

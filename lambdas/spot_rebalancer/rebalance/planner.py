@@ -31,6 +31,7 @@ from operator import attrgetter
 import msgspec
 
 from ..config import Settings, share_of
+from ..label_selector import SelectorError
 from ..objects import Pod, collector_paused
 from ..pod_rules import NODE_GUARDS, PodRule, guarded_by, opts_out, pod_rules
 from ..scheduling.capacity_type import ON_DEMAND
@@ -43,7 +44,6 @@ from ..scheduling.interpod import (
     wide_anti_affinity,
     wide_repeller,
 )
-from ..scheduling.labels import SelectorError
 from ..scheduling.node_affinity import preferred_terms
 from ..scheduling.placement import Placement, PlacementIndex
 from ..scheduling.ports import HostPort, host_ports
@@ -70,6 +70,8 @@ class SkipCode(enum.StrEnum):
     BARE_POD = "bare-pod"
     UNSUPPORTED_OWNER = "unsupported-owner"
     EXCLUDED_NAMESPACE = "excluded-namespace"
+    NOT_SELECTED = "not-selected"  # podSelector does not select its labels
+    NAMESPACE_NOT_SELECTED = "namespace-not-selected"  # namespaceSelector does not select its namespace
     OPTED_OUT = "opted-out"
     DO_NOT_DISRUPT = "do-not-disrupt"  # Karpenter's or the cluster autoscaler's mark on the pod
     NODE_PROTECTED = "node-protected"  # its node is marked not to be emptied
@@ -105,7 +107,8 @@ class SkipCode(enum.StrEnum):
 EVALUATION_ORDER: tuple[SkipCode, ...] = (
     SkipCode.MIRROR_POD, SkipCode.NOT_READY, SkipCode.UNSUPPORTED_OWNER, SkipCode.TERMINATING,
     SkipCode.OPTED_OUT, SkipCode.DO_NOT_DISRUPT, SkipCode.EXCLUDED_NAMESPACE, SkipCode.BARE_POD,
-    SkipCode.UNSUPPORTED_OWNER, SkipCode.OTHER_SCHEDULER, SkipCode.NOT_READY, SkipCode.UNKNOWN_NODE,
+    SkipCode.UNSUPPORTED_OWNER, SkipCode.NOT_SELECTED, SkipCode.NAMESPACE_NOT_SELECTED,
+    SkipCode.OTHER_SCHEDULER, SkipCode.NOT_READY, SkipCode.UNKNOWN_NODE,
     SkipCode.NODE_DRAINING, SkipCode.NODE_PROTECTED,
     SkipCode.INVALID_SPEC, SkipCode.TOO_YOUNG, SkipCode.HIGH_PRIORITY, SkipCode.SINGLE_REPLICA,
     SkipCode.MOVE_IN_FLIGHT,
@@ -258,6 +261,7 @@ class _Planner:
         self.placements = PlacementIndex([n.node for n in self.cluster.nodes],
                                          [n.eligible for n in self.cluster.nodes])
         self.budgets = DisruptionBudgets(snapshot.pdbs)
+        self.namespace_labels = {n.metadata.name: n.metadata.labels for n in snapshot.namespaces}
         self.in_flight = {r.workload for r in history.in_flight}
         self.backoffs = history.backing_off(now)
         self.youngest = now - timedelta(seconds=settings.min_pod_age_seconds)
@@ -399,6 +403,9 @@ class _Planner:
         if rules:
             return self._rule_skip(pod, rules[0])
         assert workload is not None, "a pod without a controller is UNOWNED"
+        selected = self._not_selected(pod)
+        if selected is not None:
+            return selected
         if (pod.spec.scheduler_name or DEFAULT_SCHEDULER) not in settings.scheduler_names:
             return SkipCode.OTHER_SCHEDULER, f"scheduled by {pod.spec.scheduler_name}"
         if pod.status.phase != "Running" or not pod.ready:
@@ -431,6 +438,22 @@ class _Planner:
         constraint = unsupported_constraint(pod) or unproven_claims(pod) or unscored_affinity(pod)
         if constraint is not None:
             return SkipCode.UNSUPPORTED_CONSTRAINT, f"{constraint} is not simulated"
+        return None
+
+    def _not_selected(self, pod: Pod) -> tuple[SkipCode, str] | None:
+        """Why podSelector or namespaceSelector leaves the pod out of what the rebalancer moves."""
+        pods, namespaces = self.settings.pod_selector, self.settings.namespace_selector
+        namespace = pod.metadata.namespace
+        if not pods.matches(pod.metadata.labels):
+            return SkipCode.NOT_SELECTED, f"its labels do not match podSelector {str(pods)!r}"
+        if namespaces:
+            labels = self.namespace_labels.get(namespace)
+            if labels is None:
+                return (SkipCode.NAMESPACE_NOT_SELECTED,
+                        f"namespace {namespace} is not in the snapshot: namespaceSelector needs its labels")
+            if not namespaces.matches(labels):
+                return (SkipCode.NAMESPACE_NOT_SELECTED,
+                        f"namespace {namespace}'s labels do not match namespaceSelector {str(namespaces)!r}")
         return None
 
     def _rule_skip(self, pod: Pod, rule: PodRule) -> tuple[SkipCode, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ..label_selector import SelectorError, requirement_matches
 from ..objects import (
     Node,
     NodeAffinity,
@@ -18,7 +19,6 @@ from ..objects import (
     Pod,
     PreferredSchedulingTerm,
 )
-from .labels import SelectorError, requirement_matches
 
 NODE_NAME_FIELD = "metadata.name"
 

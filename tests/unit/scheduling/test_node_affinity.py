@@ -1,6 +1,6 @@
 import pytest
 
-from spot_rebalancer.scheduling.labels import SelectorError
+from spot_rebalancer.label_selector import SelectorError
 from spot_rebalancer.scheduling.node_affinity import (
     fits_required,
     preferred_score,

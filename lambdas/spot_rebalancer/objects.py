@@ -167,6 +167,7 @@ class ContainerPort(_Obj):
 
 class Container(_Obj):
     name: str = ""
+    image: str = ""
     resources: ResourceRequirements = field(default_factory=ResourceRequirements)
     ports: list[ContainerPort] = []
     restart_policy: str = ""  # "Always" marks a native sidecar init container
@@ -256,10 +257,16 @@ class NodeSystemInfo(_Obj):
     boot_id: str = field(default="", name="bootID")  # changes each time the machine starts
 
 
+class ContainerImage(_Obj):
+    names: list[str] = []
+    size_bytes: int = 0
+
+
 class NodeStatus(_Obj):
     allocatable: dict[str, str | int | float] = {}
     conditions: list[NodeCondition] = []
     node_info: NodeSystemInfo = field(default_factory=NodeSystemInfo)
+    images: list[ContainerImage] = []  # what ImageLocality scores by
 
 
 class Node(_Obj, tag_field="kind", tag=True):

@@ -5,7 +5,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from spot_rebalancer.config import Settings
-from spot_rebalancer.objects import TopologySpreadConstraint
+from spot_rebalancer.objects import (
+    Affinity,
+    ContainerImage,
+    PodAffinity,
+    PodAffinityTerm,
+    TopologySpreadConstraint,
+    WeightedPodAffinityTerm,
+)
 from spot_rebalancer.rebalance import History, SkipCode, plan
 from spot_rebalancer.rebalance.cluster import ClusterState
 from spot_rebalancer.rebalance.prediction import Predictor
@@ -132,3 +139,40 @@ def test_own_schedule_anyway_constraints_replace_the_system_defaults():
     tie, scores = predicted(nodes, [*pods, mover], mover)
     assert tie == ["spot-2"]  # zone b holds none of the others once the mover is gone
     assert scores["spot-2"] > scores["spot-0"] == scores["spot-1"]
+
+
+def spread_apart():
+    """Preferred anti-affinity to its own replicas on the hostname, the usual soft spreading."""
+    return Affinity(pod_anti_affinity=PodAffinity(preferred_during_scheduling_ignored_during_execution=[
+        WeightedPodAffinityTerm(weight=100, pod_affinity_term=PodAffinityTerm(
+            label_selector=selector({"app": "web"}), topology_key="kubernetes.io/hostname"))]))
+
+
+def test_preferred_anti_affinity_sends_the_replacement_away_from_its_replicas():
+    """InterPodAffinity (x2) puts the nodes holding a replica, the evicted one on its source
+    included (it is still terminating there), at 0 and the others at 100."""
+    big = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+    nodes = [on_demand_node("od"), spot_node("spot-big", allocatable=big), spot_node("spot-small")]
+    pods = [replica("web-0", "od"), replica("web-1", "spot-big")]
+    for pod in pods:
+        pod.spec.affinity.pod_anti_affinity = spread_apart().pod_anti_affinity
+    tied, scores = predicted(nodes, pods, pods[0])
+    assert tied == ["spot-small"]
+    assert moves(run(nodes, pods)) == [("web-0", "od", "spot-small")]
+    plain = [replica("web-0", "od"), replica("web-1", "spot-big")]
+    _, plain_scores = predicted(nodes, plain, plain[0])
+    # od and spot-big -100 raw, spot-small 0: normalised 0, 0 and 100, weighed 2.
+    gained = {name: scores[name] - plain_scores[name] for name in scores}
+    assert gained == {"od": 0, "spot-big": 0, "spot-small": 200}
+
+
+def test_images_already_on_a_node_draw_the_replacement_there():
+    """ImageLocality (x1): a node that holds the pod's large image scores up to 100 more."""
+    nodes = [on_demand_node("od"), spot_node("spot-a"), spot_node("spot-b")]
+    nodes[2].status.images = [ContainerImage(names=["registry.example/web:1.0"], size_bytes=900 * 2**20)]
+    mover = replica("web-0", "od", owner="solo")
+    mover.spec.containers[0].image = "registry.example/web:1.0"
+    tied, scores = predicted(nodes, [mover], mover)
+    assert tied == ["spot-b"]
+    # 900 MB on one of three nodes: 300 MB, (300 - 23) / (1000 - 23) of 100.
+    assert scores["spot-b"] - scores["spot-a"] == 28

@@ -4,9 +4,9 @@ them) against the plain path, `Predictor.scores`, which filters and scores every
 
 Clusters are hypothesis-generated with what the scores read (PreferNoSchedule taints, zones, own
 ScheduleAnyway constraints or the system default spreading, fill levels, best-effort pods,
-nominated pods, hostname anti-affinity, host ports, pinned pods), and bench/gen.py's fleet; the
-prediction is compared pod by pod while moves are simulated and undone, and whole plans are compared
-with a planner that predicts the plain way."""
+nominated pods, hostname anti-affinity, host ports, pinned pods, preferred pod (anti-)affinity, node
+images), and bench/gen.py's fleet; the prediction is compared pod by pod while moves are simulated
+and undone, and whole plans are compared with a planner that predicts the plain way."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 from bench.gen import NOW as GENERATED_NOW
 from bench.gen import write_list
 from spot_rebalancer.config import Settings
-from spot_rebalancer.objects import LabelSelector, TopologySpreadConstraint
+from spot_rebalancer.objects import (
+    ContainerImage,
+    LabelSelector,
+    PodAffinity,
+    PodAffinityTerm,
+    TopologySpreadConstraint,
+    WeightedPodAffinityTerm,
+)
 from spot_rebalancer.rebalance import History, plan
 from spot_rebalancer.rebalance.cluster import ClusterState
 from spot_rebalancer.rebalance.planner import _Planner
@@ -83,9 +90,16 @@ def fleets(draw):
             taints.append(taint("dedicated", "PreferNoSchedule", "batch"))
         if one_in(draw, 8):
             taints.append(taint("dedicated", value="gpu"))
-        nodes.append(make_node(f"node-{i}", labels=labels, allocatable=allocatable, taints=taints,
-                               ready=not one_in(draw, 12), unschedulable=one_in(draw, 12)))
+        node = make_node(f"node-{i}", labels=labels, allocatable=allocatable, taints=taints,
+                         ready=not one_in(draw, 12), unschedulable=one_in(draw, 12))
+        if one_in(draw, 3):  # ImageLocality: an app's image pulled here
+            node.status.images = [ContainerImage(names=[f"{draw(st.sampled_from(IMAGES))}:1"],
+                                                 size_bytes=draw(st.sampled_from([50, 400, 1500])) * 2**20)]
+        nodes.append(node)
     return nodes
+
+
+IMAGES = ["app0", "app1", "app2"]
 
 
 SPREADS = [
@@ -117,6 +131,18 @@ def templates(draw, app):
     }
 
 
+def with_pod_affinity(pod, app, weight, topology):
+    """Preferred anti-affinity (weight < 0) or affinity to the app's pods, as InterPodAffinity scores."""
+    term = WeightedPodAffinityTerm(weight=abs(weight), pod_affinity_term=PodAffinityTerm(
+        label_selector=LabelSelector(match_labels={"app": app}), topology_key=topology))
+    group = PodAffinity(preferred_during_scheduling_ignored_during_execution=[term])
+    affinity = pod.spec.affinity
+    if weight < 0:
+        affinity.pod_anti_affinity = group
+    else:
+        affinity.pod_affinity = group
+
+
 @st.composite
 def clusters(draw):
     nodes = draw(fleets())
@@ -125,10 +151,16 @@ def clusters(draw):
     for w in range(draw(st.integers(1, 5))):
         app = f"app{w}"
         template = draw(templates(app))
+        # InterPodAffinity: toward or away from some app's pods, over nodes or zones.
+        pod_affinity = draw(st.sampled_from([None, None, (app, -100, HOSTNAME), ("app0", 50, ZONE_LABEL),
+                                             ("app1", -30, ZONE_LABEL)]))
         for ordinal in range(draw(st.integers(1, 6))):
-            pods.append(make_pod(f"{app}-{ordinal}", draw(st.sampled_from(names)),
-                                 labels={"app": app, "rev": "1"}, owner=("ReplicaSet", f"{app}-rs"),
-                                 **template))
+            pod = make_pod(f"{app}-{ordinal}", draw(st.sampled_from(names)),
+                           labels={"app": app, "rev": "1"}, owner=("ReplicaSet", f"{app}-rs"), **template)
+            pod.spec.containers[0].image = f"{app}:1"
+            if pod_affinity is not None:
+                with_pod_affinity(pod, *pod_affinity)
+            pods.append(pod)
     for n in range(draw(st.integers(0, 2))):  # pending pods nominated to a node hold room there
         pending = make_pod(f"pending-{n}", "", requests={"cpu": "500m"}, owner=("ReplicaSet", "pending-rs"),
                            priority=draw(st.sampled_from([0, 2000])), phase="Pending", ready=False)

@@ -109,6 +109,7 @@ class NodeState:
     pods: list[Pod] = field(default_factory=list)  # non-terminal pods bound here
     ports: list[HostPort] = field(default_factory=list)
     repellers: list[Pod] = field(default_factory=list)  # pods here with hostname anti-affinity
+    scorers: list[Pod] = field(default_factory=list)  # pods here with terms InterPodAffinity's score weighs
     # Pending pods nominated to this node by preemption: (priority, requests). The scheduler holds
     # their room against pods of no higher priority.
     nominated: list[tuple[int, Resources]] = field(default_factory=list)
@@ -211,8 +212,11 @@ class ClusterState:
         state.scoring_memory += memory
         state.pods.append(pod)
         state.ports.extend(ports)
-        if hostname_anti_affinity(pod):
-            state.repellers.append(pod)
+        if pod.spec.affinity is not None:
+            if hostname_anti_affinity(pod):
+                state.repellers.append(pod)
+            if scoring_terms(pod):
+                state.scorers.append(pod)
 
     @staticmethod
     def _unplace(pod: Pod, requests: Resources, ports: tuple[HostPort, ...], state: NodeState) -> None:
@@ -226,6 +230,8 @@ class ClusterState:
             state.ports.remove(port)
         if pod in state.repellers:
             state.repellers.remove(pod)
+        if pod in state.scorers:
+            state.scorers.remove(pod)
 
     def blocker(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
                 target: NodeState, pinned: bool) -> Blocker | None:

@@ -475,8 +475,8 @@ class _Planner:
 
     def _repelled_widely(self, pod: Pod) -> str:
         """Why another pod's zone-wide (or wider) anti-affinity, or the pod affinity terms another pod
-        scores it with, make the pod's moves unpredictable, or "". Replicas share labels, so the
-        answer is kept per namespace and label set."""
+        may score it with through a namespaceSelector, make the pod's moves unpredictable, or "".
+        Replicas share labels, so the answer is kept per namespace and label set."""
         key = (pod.metadata.namespace, frozenset(pod.metadata.labels.items()))
         reason = self.repelled.get(key)
         if reason is None:
@@ -485,8 +485,9 @@ class _Planner:
             reason = self.repelled[key] = (
                 f"{other.metadata.namespace}/{other.metadata.name} repels it by required anti-affinity "
                 f"on {wide_anti_affinity(other)[0].topology_key}, which is not simulated" if other is not None
-                else f"{neighbour.metadata.namespace}/{neighbour.metadata.name}'s pod affinity terms select "
-                     "it, and the score they give is not simulated" if neighbour is not None else "")
+                else f"{neighbour.metadata.namespace}/{neighbour.metadata.name}'s pod affinity terms may "
+                     "select it by namespace labels, which a snapshot does not hold" if neighbour is not None
+                else "")
         return reason
 
     def _floor(self, pod: Pod, workload: WorkloadRef) -> int:
@@ -519,7 +520,8 @@ class _Planner:
     def _predict(self, c: _Candidate, on_demand_only: bool) -> tuple[NodeState, int] | str:
         """The node the replacement goes to and its preferred score (the lowest over a tie), or why
         the scheduler's choice would not be better. Failures are shared like failed searches."""
-        key = (self._search_inputs(c), c.source.name, self.cluster.version)
+        images = tuple(container.image for container in c.pod.spec.containers)  # ImageLocality reads them
+        key = (self._search_inputs(c), c.source.name, self.cluster.version, images)
         failed = self.failed_predictions.get(key)
         if failed is not None:
             return failed

@@ -14,22 +14,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..objects import LabelSelector, Pod, Taint, TopologySpreadConstraint
-from ..scheduling.interpod import HOSTNAME_KEY, hostname_anti_affinity
+from ..scheduling.interpod import HOSTNAME_KEY, hostname_anti_affinity, own_preferred_terms
 from ..scheduling.labels import selector_matches
 from ..scheduling.placement import Placement
 from ..scheduling.ports import HostPort
 from ..scheduling.resources import Resources, scoring_requests, shortfall
 from ..scheduling.scoring import (
     BALANCED_ALLOCATION,
+    IMAGE_LOCALITY,
+    INTER_POD_AFFINITY,
     NODE_AFFINITY,
     NODE_RESOURCES_FIT,
     POD_TOPOLOGY_SPREAD,
     SYSTEM_DEFAULT_SPREAD,
     TAINT_TOLERATION,
     balanced_allocation,
+    image_index,
+    image_locality,
+    inter_pod_score,
+    inter_pod_scores,
     intolerable_preferences,
     least_allocated,
     normalize,
+    normalize_min_max,
     spread_scores,
 )
 from ..scheduling.spread import spread_selector
@@ -98,6 +105,7 @@ class Predictor:
         self._fleets: dict[tuple, _Fleet] = {}
         self._rooms: dict[Resources, _PerNode] = {}
         self._resource_scores: dict[tuple, _PerNode] = {}
+        self._node_images, self._nodes_with_image = image_index(n.node for n in cluster.nodes)
 
     def predict(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
                 placement: Placement, pinned: bool) -> Prediction | None:
@@ -152,6 +160,11 @@ class Predictor:
             for index, score in enumerate(scores):
                 totals[index] += weight * score
         resource = self._resource_score_of(pod, requests).values
+        extra = self._node_scores(pod, [i for _, members in entries for i in members])
+        if extra is not None:  # scores of single nodes, not of classes: added to the per-node ones
+            resource = [*resource]
+            for index, score in extra.items():
+                resource[index] += score
         best_of = [total + max(map(resource.__getitem__, members))
                    for total, (_, members) in zip(totals, entries, strict=True)]
         best = max(best_of)
@@ -204,7 +217,41 @@ class Predictor:
             weight = weights[plugin]
             for index, score in enumerate(scores):
                 totals[index] += weight * score
+        extra = self._node_scores(pod, [n.index for n in feasible])
+        if extra is not None:
+            totals = [total + extra[n.index] for total, n in zip(totals, feasible, strict=True)]
         return list(zip(feasible, totals, strict=True))
+
+    def _node_scores(self, pod: Pod, feasible: list[int]) -> dict[int, int] | None:
+        """The weighted InterPodAffinity and ImageLocality scores of the feasible nodes (by index),
+        or None when both are 0 everywhere: they read a node's own labels and images, so nodes
+        alike in everything else may differ in them."""
+        nodes, weights = self.cluster.nodes, self.weights
+        result: dict[int, int] | None = None
+        inter_pod = weights.get(INTER_POD_AFFINITY)
+        if inter_pod:
+            topology = inter_pod_scores(pod, self._placed_for(pod))
+            if topology:
+                raw = [inter_pod_score(topology, nodes[i].node.metadata.labels) for i in feasible]
+                normalized = normalize_min_max(raw)
+                result = {i: inter_pod * score for i, score in zip(feasible, normalized, strict=True)}
+        locality = weights.get(IMAGE_LOCALITY)
+        images = [c.image for c in (*pod.spec.init_containers, *pod.spec.containers)]
+        if locality and self._nodes_with_image and images:
+            result = result if result is not None else dict.fromkeys(feasible, 0)
+            total, node_images, nodes_with = len(nodes), self._node_images, self._nodes_with_image
+            for i in feasible:
+                result[i] += locality * image_locality(images, node_images[i], nodes_with, total)
+        return result
+
+    def _placed_for(self, pod: Pod) -> list[tuple[Pod, dict[str, str]]]:
+        """The pods InterPodAffinity reads for this one, with their nodes' labels: every pod when it has
+        preferred terms of its own, else those whose terms may select it."""
+        if own_preferred_terms(pod):
+            return [(other, n.node.metadata.labels) for n in self.cluster.nodes for other in n.pods]
+        if not self.cluster.affinity_scorers:  # the common case: no pod has such terms
+            return []
+        return [(other, n.node.metadata.labels) for n in self.cluster.nodes for other in n.scorers]
 
     def _feasible(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
                   placement: Placement, pinned: bool) -> list[NodeState]:

@@ -7,7 +7,8 @@ and a term with a namespaceSelector is taken to reach every namespace, since a s
 namespace labels. Constraints this module does not evaluate (required pod affinity, anti-affinity
 over zones or other wide topologies, either the pod's own or other pods' against it) are reported
 by `unsupported_constraint` and `wide_repeller` so callers can leave such pods alone; so are, by
-`unscored_affinity` and `scoring_neighbour`, the terms InterPodAffinity's score would weigh.
+`unscored_affinity` and `scoring_neighbour`, the terms InterPodAffinity's score weighs that pick
+namespaces by label. `weighted_terms` and `own_preferred_terms` give `scoring` the terms it weighs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ..objects import Pod, PodAffinityTerm
 from .labels import selector_matches
 
 HOSTNAME_KEY = "kubernetes.io/hostname"
+# kube-scheduler's default InterPodAffinityArgs.hardPodAffinityWeight.
+HARD_POD_AFFINITY_WEIGHT = 1
 
 
 def required_anti_affinity(pod: Pod) -> list[PodAffinityTerm]:
@@ -47,37 +50,55 @@ def unsupported_constraint(pod: Pod) -> str | None:
     return None
 
 
-def scoring_terms(pod: Pod) -> list[PodAffinityTerm]:
-    """The pod's terms InterPodAffinity's score reads when other pods are placed: its preferred
-    affinity and anti-affinity, and its required affinity (weighed as the hard affinity weight)."""
+def own_preferred_terms(pod: Pod) -> list[tuple[int, PodAffinityTerm]]:
+    """The pod's preferred affinity (+weight) and anti-affinity (-weight) terms: what its own
+    placement is scored by."""
     affinity = pod.spec.affinity
     if affinity is None:
         return []
-    terms: list[PodAffinityTerm] = []
-    for group in (affinity.pod_affinity, affinity.pod_anti_affinity):
-        if group is not None:
-            weighted = group.preferred_during_scheduling_ignored_during_execution
-            terms.extend(t.pod_affinity_term for t in weighted)
-    if affinity.pod_affinity is not None:
-        terms.extend(affinity.pod_affinity.required_during_scheduling_ignored_during_execution)
+    groups = ((1, affinity.pod_affinity), (-1, affinity.pod_anti_affinity))
+    return [(sign * t.weight, t.pod_affinity_term) for sign, group in groups if group is not None
+            for t in group.preferred_during_scheduling_ignored_during_execution]
+
+
+def weighted_terms(pod: Pod) -> list[tuple[int, PodAffinityTerm]]:
+    """The pod's terms InterPodAffinity's score weighs when other pods are placed, signed: its
+    preferred ones and its required affinity (+1, the default hardPodAffinityWeight)."""
+    affinity = pod.spec.affinity
+    terms = own_preferred_terms(pod)
+    if affinity is not None and affinity.pod_affinity is not None:
+        terms.extend((HARD_POD_AFFINITY_WEIGHT, t)
+                     for t in affinity.pod_affinity.required_during_scheduling_ignored_during_execution)
     return terms
 
 
+def scoring_terms(pod: Pod) -> list[PodAffinityTerm]:
+    """The pod's terms InterPodAffinity's score reads when other pods are placed."""
+    return [term for _, term in weighted_terms(pod)]
+
+
+def unknown_namespaces(term: PodAffinityTerm) -> bool:
+    """Whether the term picks namespaces by their labels, which a snapshot does not hold (an empty
+    namespaceSelector, every namespace, is known)."""
+    selector = term.namespace_selector
+    return selector is not None and bool(selector.match_labels or selector.match_expressions)
+
+
 def unscored_affinity(pod: Pod) -> str | None:
-    """Why InterPodAffinity's score of the pod's replacement is not simulated: its own preferred
-    pod affinity or anti-affinity terms."""
-    affinity = pod.spec.affinity
-    for name, group in (("affinity", affinity and affinity.pod_affinity),
-                        ("anti-affinity", affinity and affinity.pod_anti_affinity)):
-        if group and group.preferred_during_scheduling_ignored_during_execution:
-            return f"preferred pod {name}"
+    """Why InterPodAffinity's score of the pod's replacement cannot be simulated: its own preferred
+    terms pick namespaces by label."""
+    if any(unknown_namespaces(term) for _, term in own_preferred_terms(pod)):
+        return "preferred pod (anti-)affinity with a namespaceSelector"
     return None
 
 
 def scoring_neighbour(pod: Pod, others: Iterable[Pod]) -> Pod | None:
-    """The first of the other pods whose InterPodAffinity scoring terms select the pod, if any."""
+    """The first of the other pods whose InterPodAffinity scoring terms may select the pod through a
+    namespaceSelector (which a snapshot cannot evaluate), if any."""
+    labels = pod.metadata.labels
     for other in others:
-        if any(term_selects(t, other.metadata.namespace, pod) for t in scoring_terms(other)):
+        if any(unknown_namespaces(t) and selector_matches(t.label_selector, labels)
+               for t in scoring_terms(other)):
             return other
     return None
 

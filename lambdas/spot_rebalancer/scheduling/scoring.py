@@ -7,18 +7,19 @@ arithmetic is the scheduler's: int64 division, truncation where it truncates and
 what the plugin reads; `rebalance.prediction` feeds them the simulated cluster.
 
 Modelled: TaintToleration (PreferNoSchedule taints), NodeAffinity (preferred terms), PodTopologySpread
-(ScheduleAnyway constraints, or the system defaults), NodeResourcesFit (LeastAllocated over CPU and
-memory, weight 1 each) and NodeResourcesBalancedAllocation. InterPodAffinity and ImageLocality score
-0 here: pods whose moves their scores could sway are not moved (see the planner), and images are not
-in a snapshot.
+(ScheduleAnyway constraints, or the system defaults), InterPodAffinity (preferred terms both ways and
+other pods' required affinity), NodeResourcesFit (LeastAllocated over CPU and memory, weight 1
+each), NodeResourcesBalancedAllocation and ImageLocality (the images in the nodes' status).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from ..objects import Taint, Toleration
+from ..objects import Node, Pod, PodAffinityTerm, Taint, Toleration
+from .interpod import own_preferred_terms, term_selects, weighted_terms
 from .taints import tolerates
 
 MAX_NODE_SCORE = 100
@@ -28,6 +29,8 @@ NODE_AFFINITY = "NodeAffinity"
 POD_TOPOLOGY_SPREAD = "PodTopologySpread"
 NODE_RESOURCES_FIT = "NodeResourcesFit"
 BALANCED_ALLOCATION = "NodeResourcesBalancedAllocation"
+INTER_POD_AFFINITY = "InterPodAffinity"
+IMAGE_LOCALITY = "ImageLocality"
 # The system default spread constraints (ScheduleAnyway) for pods without their own.
 HOSTNAME_KEY = "kubernetes.io/hostname"
 ZONE_KEY = "topology.kubernetes.io/zone"
@@ -135,3 +138,95 @@ def spread_scores(constraints: Sequence[tuple[str, int]], labels: Sequence[Mappi
                 parts.append((count, max_skew, weights[k]))
         raw.append(spread_score(parts))
     return normalize_spread(raw)
+
+
+# --- InterPodAffinity -------------------------------------------------------------------------------
+
+TopologyScores = dict[str, dict[str, int]]  # topology key -> its value -> score
+
+
+def inter_pod_scores(pod: Pod, placed: Iterable[tuple[Pod, Mapping[str, str]]]) -> TopologyScores:
+    """InterPodAffinity's PreScore for the incoming pod over the placed pods (each with its node's
+    labels; terminating ones included, as the scheduler keeps them): for each term that holds, its
+    signed weight goes to the placed pod's node's value of the term's topology key. The terms are the
+    incoming pod's preferred ones selecting the placed pod, and the placed pod's preferred ones and
+    required affinity selecting the incoming pod."""
+    own = own_preferred_terms(pod)
+    namespace = pod.metadata.namespace
+    scores: TopologyScores = {}
+
+    def add(weight: int, term: PodAffinityTerm, labels: Mapping[str, str]) -> None:
+        value = labels.get(term.topology_key)
+        if value is not None:
+            by_value = scores.setdefault(term.topology_key, {})
+            by_value[value] = by_value.get(value, 0) + weight
+
+    for other, labels in placed:
+        if not labels:
+            continue
+        for weight, term in own:
+            if term_selects(term, namespace, other):
+                add(weight, term, labels)
+        other_namespace = other.metadata.namespace
+        for weight, term in weighted_terms(other):
+            if term_selects(term, other_namespace, pod):
+                add(weight, term, labels)
+    return scores
+
+
+def inter_pod_score(scores: TopologyScores, labels: Mapping[str, str]) -> int:
+    """A node's raw InterPodAffinity score: what its values of the scored topology keys gathered."""
+    return sum(by_value.get(labels[key], 0) for key, by_value in scores.items() if key in labels)
+
+
+def normalize_min_max(scores: Sequence[int]) -> list[int]:
+    """InterPodAffinity's normalisation: the lowest score (negative ones too) to 0, the highest to
+    100, truncated; all alike gives 0."""
+    if not scores:
+        return []
+    lowest, highest = min(scores), max(scores)
+    spread = highest - lowest
+    if spread <= 0:
+        return [0 for _ in scores]
+    return [int(MAX_NODE_SCORE * ((s - lowest) / spread)) for s in scores]
+
+
+# --- ImageLocality ----------------------------------------------------------------------------------
+
+_MB = 1024 * 1024
+MIN_IMAGE_THRESHOLD = 23 * _MB
+MAX_CONTAINER_IMAGE_THRESHOLD = 1000 * _MB
+
+
+def normalized_image(name: str) -> str:
+    """A container's image as ImageLocality looks it up: with ":latest" when it names no tag (the
+    node's status names are not normalised, so "nginx" never meets "docker.io/library/nginx")."""
+    return name if name.rfind(":") > name.rfind("/") else f"{name}:latest"
+
+
+def image_index(nodes: Iterable[Node]) -> tuple[list[dict[str, int]], Counter[str]]:
+    """The images in the nodes' status as ImageLocality reads them: per node its images' sizes by
+    name, and on how many nodes each name is."""
+    per_node: list[dict[str, int]] = []
+    nodes_with: Counter[str] = Counter()
+    for node in nodes:
+        sizes = {name: image.size_bytes for image in node.status.images for name in image.names}
+        per_node.append(sizes)
+        nodes_with.update(sizes.keys())
+    return per_node, nodes_with
+
+
+def image_locality(images: Sequence[str], node_images: Mapping[str, int], nodes_with: Mapping[str, int],
+                   total_nodes: int) -> int:
+    """ImageLocality's score (not normalised further) of a node for a pod whose init and app
+    containers run `images`: each image the node has (`node_images`: name -> size in bytes) counts
+    its size times the share of all nodes that have it, the sum clamped between 23 MB and 1000 MB
+    per container and scaled to 0-100."""
+    total = 0
+    for image in map(normalized_image, images):
+        size = node_images.get(image)
+        if size is not None:
+            total += int(size * (nodes_with[image] / total_nodes))
+    highest = MAX_CONTAINER_IMAGE_THRESHOLD * len(images)
+    total = min(max(total, MIN_IMAGE_THRESHOLD), highest)
+    return MAX_NODE_SCORE * (total - MIN_IMAGE_THRESHOLD) // (highest - MIN_IMAGE_THRESHOLD)

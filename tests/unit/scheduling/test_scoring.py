@@ -3,16 +3,31 @@ names the Go test and its case)."""
 
 import pytest
 
+from spot_rebalancer.objects import (
+    Affinity,
+    ContainerImage,
+    LabelSelector,
+    LabelSelectorRequirement,
+    PodAffinity,
+    PodAffinityTerm,
+    WeightedPodAffinityTerm,
+)
 from spot_rebalancer.scheduling.scoring import (
     HOSTNAME_KEY,
     balanced_allocation,
     go_round,
+    image_index,
+    image_locality,
+    inter_pod_score,
+    inter_pod_scores,
     intolerable_preferences,
     least_allocated,
     normalize,
+    normalize_min_max,
+    normalized_image,
     spread_scores,
 )
-from tests.unit.builders import taint, toleration
+from tests.unit.builders import make_node, make_pod, taint, toleration
 
 PREFER = "PreferNoSchedule"
 
@@ -149,3 +164,175 @@ def test_system_default_spreading_scores_nodes_without_a_zone_by_hostname_alone(
     # With its own constraints the pod would need every key: all nodes left out.
     assert spread_scores(constraints, hostnames("a", "b", "c", "d"), own, [{}, {}], require_all=True) \
         == [0, 0, 0, 0]
+
+
+# --- InterPodAffinity: rows from interpodaffinity/scoring_test.go TestPreferredAffinity ---------------
+# As there: nodes labelled region China or India, or az az1 or az2; pods labelled security S1 or S2.
+
+CHINA, INDIA, AZ1, AZ2 = {"region": "China"}, {"region": "India"}, {"az": "az1"}, {"az": "az2"}
+CHINA_AZ1 = {**CHINA, **AZ1}
+S1, S2 = {"security": "S1"}, {"security": "S2"}
+PREFERRED = "TestPreferredAffinity: "
+
+
+def security(operator, *values):
+    return LabelSelectorRequirement(key="security", operator=operator, values=list(values))
+
+
+def weighted(weight, key, *requirements):
+    return WeightedPodAffinityTerm(weight=weight, pod_affinity_term=PodAffinityTerm(
+        label_selector=LabelSelector(match_expressions=list(requirements)), topology_key=key))
+
+
+def affinity(prefer=(), avoid=(), required=()):
+    return Affinity(
+        pod_affinity=PodAffinity(preferred_during_scheduling_ignored_during_execution=list(prefer),
+                                 required_during_scheduling_ignored_during_execution=list(required))
+        if prefer or required else None,
+        pod_anti_affinity=PodAffinity(preferred_during_scheduling_ignored_during_execution=list(avoid))
+        if avoid else None)
+
+
+WITH_S1_IN_REGION = affinity([weighted(5, "region", security("In", "S1"))])
+WITH_S2_IN_REGION = affinity([weighted(6, "region", security("In", "S2"))])
+AFFINITY_3 = affinity([weighted(8, "region", security("NotIn", "S1"), security("In", "S2")),
+                       weighted(2, "region", security("Exists"),
+                                LabelSelectorRequirement(key="wrongkey", operator="DoesNotExist"))])
+HARD = affinity(required=[
+    PodAffinityTerm(label_selector=LabelSelector(match_expressions=[security("In", "S1", "value2")]),
+                    topology_key="region"),
+    PodAffinityTerm(label_selector=LabelSelector(match_expressions=[
+        security("Exists"), LabelSelectorRequirement(key="wrongkey", operator="DoesNotExist")]),
+        topology_key="region")])
+AWAY_FROM_S1_IN_AZ = affinity(avoid=[weighted(5, "az", security("In", "S1"))])
+AWAY_FROM_S2_IN_AZ = affinity(avoid=[weighted(5, "az", security("In", "S2"))])
+WITH_S1_IN_REGION_AWAY_FROM_S2_IN_AZ = affinity([weighted(8, "region", security("In", "S1"))],
+                                                [weighted(5, "az", security("In", "S2"))])
+
+
+def pod_of(labels=None, pod_affinity=None, node=""):
+    pod = make_pod("p", node, labels=labels)
+    pod.spec.affinity = pod_affinity
+    return pod
+
+
+@pytest.mark.parametrize(("incoming", "placed", "nodes", "expected"), [
+    (pod_of(S1), [(S1, None, 0), (S2, None, 1), (S1, None, 2)], [CHINA, INDIA, AZ1], [0, 0, 0]),
+    (pod_of(S1, WITH_S1_IN_REGION), [(S1, None, 0), (S2, None, 1), (S1, None, 2)], [CHINA, INDIA, AZ1],
+     [100, 0, 0]),
+    (pod_of(None, WITH_S1_IN_REGION), [(S1, None, 0)], [CHINA, CHINA_AZ1, INDIA], [100, 100, 0]),
+    (pod_of(S1, WITH_S2_IN_REGION), [(S2, None, i) for i in (0, 0, 1, 2, 3, 4)],
+     [CHINA, INDIA, CHINA, CHINA, INDIA], [100, 0, 100, 100, 0]),
+    (pod_of(S1, AFFINITY_3), [(S1, None, 0), (S2, None, 1), (S1, None, 2)], [CHINA, INDIA, AZ1],
+     [20, 100, 0]),
+    (pod_of(S2), [(S1, WITH_S1_IN_REGION, 0), (S2, WITH_S2_IN_REGION, 1)], [CHINA, INDIA, AZ1], [0, 100, 0]),
+    (pod_of(S1), [(S1, HARD, 0), (S2, HARD, 1)], [CHINA, INDIA, AZ1], [100, 100, 0]),
+    (pod_of(S1, AWAY_FROM_S1_IN_AZ), [(S1, None, 0), (S2, None, 1)], [AZ1, CHINA], [0, 100]),
+    (pod_of(S1, AWAY_FROM_S1_IN_AZ), [(S1, None, 0), (S1, None, 1)], [AZ1, CHINA], [0, 100]),
+    (pod_of(S1, AWAY_FROM_S1_IN_AZ), [(S1, None, 0), (S1, None, 0), (S2, None, 1)], [AZ1, INDIA], [0, 100]),
+    (pod_of(S2), [(S1, AWAY_FROM_S2_IN_AZ, 0), (S2, AWAY_FROM_S1_IN_AZ, 1)], [AZ1, AZ2], [0, 100]),
+    (pod_of(S1, WITH_S1_IN_REGION_AWAY_FROM_S2_IN_AZ), [(S1, None, 0), (S1, None, 1)], [CHINA, AZ1],
+     [100, 0]),
+    (pod_of(S1, WITH_S1_IN_REGION_AWAY_FROM_S2_IN_AZ), [(S1, None, i) for i in (0, 0, 1, 2, 2, 3, 4)],
+     [CHINA_AZ1, INDIA, CHINA, CHINA, INDIA], [100, 0, 100, 100, 0]),
+    (pod_of(S1, WITH_S1_IN_REGION_AWAY_FROM_S2_IN_AZ),
+     [(S1, None, 0), (S2, None, 1), (None, WITH_S1_IN_REGION_AWAY_FROM_S2_IN_AZ, 2),
+      (None, AWAY_FROM_S1_IN_AZ, 3)], [CHINA, AZ1, INDIA, AZ2], [100, 0, 100, 0]),
+    (pod_of(S1), [(S1, None, 0), (None, WITH_S1_IN_REGION_AWAY_FROM_S2_IN_AZ, 1)], [CHINA, CHINA], [0, 0]),
+], ids=[
+    PREFERRED + "all nodes are same priority as Affinity is nil",
+    PREFERRED + "Affinity: pod that matches topology key & pods in nodes will get high score comparing to "
+    "otherswhich doesn't match either pods in nodes or in topology key",
+    PREFERRED + "All the nodes that have the same topology key & label value with one of them has an "
+    "existing pod that match the affinity rules, have the same score",
+    PREFERRED + "Affinity: nodes in one region has more matching pods comparing to other region, so the "
+    "region which has more matches will get high score",
+    PREFERRED + "Affinity: different Label operators and values for pod affinity scheduling preference, "
+    "including some match failures ",
+    PREFERRED + "Affinity symmetry: considered only the preferredDuringSchedulingIgnoredDuringExecution in "
+    "pod affinity symmetry",
+    PREFERRED + "Affinity symmetry: considered RequiredDuringSchedulingIgnoredDuringExecution in pod "
+    "affinity symmetry",
+    PREFERRED + "Anti Affinity: pod that does not match existing pods in node will get high score ",
+    PREFERRED + "Anti Affinity: pod that does not match topology key & match the pods in nodes will get "
+    "higher score comparing to others ",
+    PREFERRED + "Anti Affinity: one node has more matching pods comparing to other node, so the node which "
+    "has more unmatches will get high score",
+    PREFERRED + "Anti Affinity symmetry: the existing pods in node which has anti affinity match will get "
+    "high score",
+    PREFERRED + "Affinity and Anti Affinity: considered only "
+    "preferredDuringSchedulingIgnoredDuringExecution in both pod affinity & anti affinity",
+    PREFERRED + "Affinity and Anti Affinity: considering both affinity and anti-affinity, the pod to "
+    "schedule and existing pods have the same labels",
+    PREFERRED + "Affinity and Anti Affinity and symmetry: considered only "
+    "preferredDuringSchedulingIgnoredDuringExecution in both pod affinity & anti affinity & "
+    "symmetry",
+    PREFERRED + "Avoid panic when partial nodes in a topology don't have pods with affinity",
+])
+def test_inter_pod_affinity(incoming, placed, nodes, expected):
+    """`placed` are (labels, affinity, node index) of the existing pods; every node is scored."""
+    existing = [(pod_of(labels, terms, f"node{index + 1}"), nodes[index]) for labels, terms, index in placed]
+    topology = inter_pod_scores(incoming, existing)
+    assert normalize_min_max([inter_pod_score(topology, labels) for labels in nodes]) == expected
+
+
+def test_inter_pod_affinity_normalises_negative_scores_from_the_lowest():
+    assert normalize_min_max([-10, -5, 0]) == [0, 50, 100]
+    assert normalize_min_max([-5, -5]) == [0, 0]
+
+
+# --- ImageLocality: rows from imagelocality/image_locality_test.go TestImageLocalityPriority ---------
+
+MB = 1024 * 1024
+
+
+def image_node(*images):
+    """A node's status images: (size in MB, names...) each."""
+    node = make_node("n")
+    node.status.images = [ContainerImage(names=list(names), size_bytes=size * MB) for size, *names in images]
+    return node
+
+
+NODE_40_300_2000 = image_node((40, "gcr.io/40:latest", "gcr.io/40:v1", "gcr.io/40:v1"),
+                              (300, "gcr.io/300:latest", "gcr.io/300:v1"), (2000, "gcr.io/2000:latest"))
+NODE_250_10 = image_node((250, "gcr.io/250:latest"), (10, "gcr.io/10:latest", "gcr.io/10:v1"))
+NODE_600_40_900 = image_node((600, "gcr.io/600:latest"), (40, "gcr.io/40:latest"), (900, "gcr.io/900:latest"))
+NODE_300_600_900 = image_node((300, "gcr.io/300:latest"), (600, "gcr.io/600:latest"),
+                              (900, "gcr.io/900:latest"))
+NODE_4000_30 = image_node((4000, "gcr.io/4000:latest"), (30, "gcr.io/30:latest"))
+NODE_20_30_40 = image_node((20, "gcr.io/20:latest"), (30, "gcr.io/30:latest"), (40, "gcr.io/40:latest"))
+NO_IMAGES = image_node()
+
+
+@pytest.mark.parametrize(("images", "nodes", "expected"), [
+    (["gcr.io/40", "gcr.io/250"], [NODE_40_300_2000, NODE_250_10], [0, 5]),
+    (["gcr.io/40", "gcr.io/300"], [NODE_40_300_2000, NODE_250_10], [7, 0]),
+    (["gcr.io/10", "gcr.io/4000"], [NODE_4000_30, NODE_250_10], [100, 0]),
+    (["gcr.io/10", "gcr.io/4000"], [NODE_4000_30, NODE_250_10, NO_IMAGES], [66, 0, 0]),
+    (["gcr.io/300", "gcr.io/600", "gcr.io/900"], [NODE_600_40_900, NODE_300_600_900, NO_IMAGES], [32, 36, 0]),
+    (["gcr.io/30", "gcr.io/40"], [NODE_20_30_40, NODE_4000_30], [1, 0]),
+    # An init container's image counts as a container's.
+    (["gcr.io/300", "gcr.io/30"], [NODE_40_300_2000, NODE_20_30_40], [6, 0]),
+], ids=[
+    "TestImageLocalityPriority: two images spread on two nodes, prefer the larger image one",
+    "TestImageLocalityPriority: two images on one node, prefer this node",
+    "TestImageLocalityPriority: if exceed limit, use limit",
+    "TestImageLocalityPriority: if exceed limit, use limit (with node which has no images present)",
+    "TestImageLocalityPriority: pod with multiple large images, node2 is preferred",
+    "TestImageLocalityPriority: pod with multiple small images",
+    "TestImageLocalityPriority: include InitContainers: two images spread on two nodes, prefer the larger "
+    "image one",
+])
+def test_image_locality(images, nodes, expected):
+    per_node, nodes_with = image_index(nodes)
+    assert [image_locality(images, sizes, nodes_with, len(nodes)) for sizes in per_node] == expected
+
+
+@pytest.mark.parametrize(("name", "normalized"), [
+    ("root", "root:latest"), ("gcr.io:5000/root", "gcr.io:5000/root:latest"), ("root:tag", "root:tag"),
+    ("root@sha256:4813494d137e1631bba301d5acab6e7bb7aa74ce1185d456565ef51d737677b2",
+     "root@sha256:4813494d137e1631bba301d5acab6e7bb7aa74ce1185d456565ef51d737677b2"),
+], ids=["TestNormalizedImageName: add :latest postfix 1", "TestNormalizedImageName: add :latest postfix 2",
+        "TestNormalizedImageName: keep it as is 1", "TestNormalizedImageName: keep it as is 2"])
+def test_normalized_image_name(name, normalized):
+    assert normalized_image(name) == normalized

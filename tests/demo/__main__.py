@@ -4,7 +4,11 @@ A small fleet (spot and on-demand, amd64 and arm64) runs workloads that prefer s
 spot interruption warnings goes through the events Lambda handler as EventBridge events on SQS; the
 drained spot instances go away and the pods fall back to on-demand. Spot capacity comes back, and
 the schedule Lambda handler runs rebalancer cycles until the pods are home. It prints the fleet
-before and after and writes a PNG timeline of pods on spot vs on-demand.
+before and after, and per cycle the pods on spot and on-demand and the fleet's cost per hour, and
+writes a PNG timeline of both: pods on spot vs on-demand above, cost per hour below (every node, and
+without the on-demand nodes holding none of the pods, what the fleet costs once scale-in or an
+autoscaler removes them). Costs are the product's own `fleet_cost` over `priceOverrides`, since
+moto serves no Price List API: DEMO_PRICES, about the us-east-1 list prices, spot at 40% of them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +32,8 @@ REPLICAS = 4
 CAPACITY = "eks.amazonaws.com/capacityType"
 TIMELINE = REPO / "out" / "demo-timeline.png"
 SPOT_SAMPLE = REPO / "tests" / "events" / "spot-interruption-terminate.json"
+DEMO_PRICES = {"m6i.xlarge": {"onDemand": 0.192, "spot": 0.0768},
+               "m6g.xlarge": {"onDemand": 0.154, "spot": 0.0616}}
 
 
 class LambdaContext:
@@ -51,7 +58,8 @@ def configure_environment(queue_url: str) -> None:
         "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true",
         # The demo's pods are minutes old at most: let the rebalancer move them at once.
         "MIN_POD_AGE_SECONDS": "0", "MAX_EVICTIONS_PER_CYCLE": "20",
-        "MAX_EVICTIONS_PER_NODE": "20", "MAX_EVICTIONS_PER_NAMESPACE": "20"})
+        "MAX_EVICTIONS_PER_NODE": "20", "MAX_EVICTIONS_PER_NAMESPACE": "20",
+        "PRICE_OVERRIDES": json.dumps(DEMO_PRICES)})
 
 
 def spot_warning(instance_id: str) -> dict:
@@ -101,14 +109,28 @@ class Fleet:
         self.spot.remove(node)
 
 
-class Timeline(threading.Thread):
-    """Samples where the demo's pods run, once a second, with labels for what happened when."""
+@dataclass(frozen=True, slots=True)
+class Sample:
+    seconds: float
+    on_spot: int
+    on_demand: int
+    cost: float  # $/hour, every node
+    cost_without_empty: float  # $/hour, less the on-demand nodes holding none of the demo's pods
 
-    def __init__(self, api, namespace: str, capacity_of) -> None:
+
+class Timeline(threading.Thread):
+    """Samples where the demo's pods run and what the fleet costs, once a second, with labels for
+    what happened when."""
+
+    def __init__(self, api, kube, namespace: str, capacity_of) -> None:
+        from spot_rebalancer.config import Settings
+        from spot_rebalancer.rebalance import PriceBook
+
         super().__init__(daemon=True)
-        self.api, self.namespace, self.capacity_of = api, namespace, capacity_of
+        self.api, self.kube, self.namespace, self.capacity_of = api, kube, namespace, capacity_of
+        self.book = PriceBook(overrides=dict(Settings.from_env().price_overrides))
         self.start_time = time.monotonic()
-        self.samples: list[tuple[float, int, int]] = []
+        self.samples: list[Sample] = []
         self.marks: list[tuple[float, str]] = []
         self.stopped = threading.Event()
 
@@ -116,14 +138,22 @@ class Timeline(threading.Thread):
         self.marks.append((time.monotonic() - self.start_time, label))
         print(f"[{time.monotonic() - self.start_time:5.1f}s] {label}", flush=True)
 
-    def run(self) -> None:
+    def sample(self) -> Sample:
+        from spot_rebalancer.rebalance import fleet_cost
         from tests.kube.workloads import pods, running
 
+        nodes = self.kube.list_nodes()
+        here = running(pods(self.api, self.namespace))
+        busy = {p["spec"]["nodeName"] for p in here}
+        placed = [self.capacity_of(p["spec"]["nodeName"]) for p in here]
+        kept = [n for n in nodes
+                if n.metadata.name in busy or n.metadata.labels.get(CAPACITY) != "ON_DEMAND"]
+        return Sample(time.monotonic() - self.start_time, placed.count("SPOT"), placed.count("ON_DEMAND"),
+                      fleet_cost(nodes, self.book).per_hour, fleet_cost(kept, self.book).per_hour)
+
+    def run(self) -> None:
         while not self.stopped.wait(1.0):
-            here = running(pods(self.api, self.namespace))
-            placed = [self.capacity_of(p["spec"]["nodeName"]) for p in here]
-            self.samples.append((time.monotonic() - self.start_time, placed.count("SPOT"),
-                                 placed.count("ON_DEMAND")))
+            self.samples.append(self.sample())
 
     def draw(self, path: Path) -> None:
         import matplotlib
@@ -131,20 +161,34 @@ class Timeline(threading.Thread):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        seconds = [s[0] for s in self.samples]
-        fig, ax = plt.subplots(figsize=(10, 4.5))
-        ax.stackplot(seconds, [s[1] for s in self.samples], [s[2] for s in self.samples],
-                     labels=["pods on spot", "pods on on-demand"], colors=["#2a9d8f", "#e76f51"])
+        seconds = [s.seconds for s in self.samples]
+        fig, (pods_ax, cost_ax) = plt.subplots(2, 1, figsize=(10, 7), sharex=True,
+                                               gridspec_kw={"height_ratios": [3, 2]})
+        pods_ax.stackplot(seconds, [s.on_spot for s in self.samples], [s.on_demand for s in self.samples],
+                          labels=["pods on spot", "pods on on-demand"], colors=["#2a9d8f", "#e76f51"])
+        cost_ax.plot(seconds, [s.cost for s in self.samples], color="#264653", label="every node")
+        cost_ax.plot(seconds, [s.cost_without_empty for s in self.samples], color="#e9c46a", linestyle="--",
+                     label="without the empty on-demand nodes (once removed)")
+        cost_ax.set_ylim(bottom=0)
+        for ax in (pods_ax, cost_ax):
+            for at, _ in self.marks:
+                ax.axvline(at, color="#444", linestyle=":", linewidth=1)
         for at, label in self.marks:
-            ax.axvline(at, color="#444", linestyle=":", linewidth=1)
-            ax.text(at, ax.get_ylim()[1] * 0.97, f" {label}", rotation=90, va="top", fontsize=8)
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("running pods")
-        ax.set_title("spot-rebalancer demo: a spot interruption storm and the way back")
-        ax.legend(loc="lower right")
+            pods_ax.text(at, pods_ax.get_ylim()[1] * 0.97, f" {label}", rotation=90, va="top", fontsize=8)
+        pods_ax.set_ylabel("running pods")
+        pods_ax.set_title("spot-rebalancer demo: a spot interruption storm and the way back")
+        pods_ax.legend(loc="lower right")
+        cost_ax.set_xlabel("seconds")
+        cost_ax.set_ylabel("fleet cost, $ per hour")
+        cost_ax.legend(loc="lower right", fontsize=8)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
+
+
+def print_sample(when: str, sample: Sample) -> None:
+    print(f"{when}: pods on spot {sample.on_spot}, on on-demand {sample.on_demand}; cost per hour "
+          f"${sample.cost:.3f}, ${sample.cost_without_empty:.3f} without the empty on-demand nodes")
 
 
 def fleet_table(title: str) -> None:
@@ -204,9 +248,10 @@ def main() -> int:
                 capacities[node_name] = node["metadata"]["labels"].get(CAPACITY, "?")
             return capacities[node_name]
 
-        timeline = Timeline(api, namespace, capacity_of)
+        timeline = Timeline(api, kube, namespace, capacity_of)
         timeline.start()
         fleet_table("Fleet before the storm:")
+        print_sample("before the storm", timeline.sample())
         time.sleep(2)
 
         timeline.mark("spot interruption storm")
@@ -221,14 +266,16 @@ def main() -> int:
         wait_for(lambda: len(running(pods(api, namespace))) == total, "pods back up on on-demand", timeout=90)
         time.sleep(3)
         fleet_table("Fleet after the storm:")
+        print_sample("after the storm", timeline.sample())
 
         timeline.mark("spot capacity back")
         for arch, zone in (("amd64", "eu-west-1a"), ("arm64", "eu-west-1b"), ("amd64", "eu-west-1b"),
                            ("arm64", "eu-west-1a")):
             fleet.add("spot", arch, zone)
         time.sleep(3)
-        # The rebalancer moves one pod per workload at a time, the next once its replacement is
-        # Ready: REPLICAS cycles bring a workload home.
+        print_sample("spot capacity back", timeline.sample())
+        # A cycle moves in waves (a share of each workload at a time, the next once its replacements
+        # are Ready), so one cycle usually brings every workload home; the loop stops at a quiet one.
         for cycle in range(1, REPLICAS + 3):
             timeline.mark(f"rebalancer cycle {cycle}")
             summary = schedule_handler.handler({"detail-type": "Scheduled Event"}, LambdaContext(300))
@@ -236,6 +283,7 @@ def main() -> int:
                   f"misplaced before {summary['misplacedPods']}")
             wait_for(lambda: len(running(pods(api, namespace))) == total, "replacements running", timeout=90)
             time.sleep(3)
+            print_sample(f"after cycle {cycle}", timeline.sample())
             if summary["planned"] == 0:
                 break
         on_spot = sum(1 for p in running(pods(api, namespace))

@@ -37,12 +37,14 @@ def claims_volumes(pod: Pod) -> bool:
 
 def volume_allows(volume: PersistentVolume, node: Node) -> bool:
     """Whether the node may use the bound volume: its required node affinity (terms ORed) and its
-    zone and region labels."""
+    zone and region labels (on a node that has any)."""
     labels = node.metadata.labels
     affinity = volume.spec.node_affinity
     terms = affinity.required.node_selector_terms if affinity is not None and affinity.required else None
     if terms is not None and not any(term_matches(t, labels, node.metadata.name) for t in terms):
         return False
+    if not any(key in labels for key in TOPOLOGY_LABELS):
+        return True  # VolumeZone passes a node with no topology label at all (a single-zone cluster)
     for key in TOPOLOGY_LABELS:
         wanted = volume.metadata.labels.get(key)
         if wanted is not None and labels.get(key) not in wanted.split("__"):

@@ -59,13 +59,12 @@ A_WITH_EBS = make_node("a3", labels={ZONE_LABEL: "eu-west-1a", EBS_ZONE: "eu-wes
     (LOCAL_ON_A1, ALSO_A, False),
     (LABELLED_A_OR_B, IN_B, True),
     (LABELLED_A_OR_B, make_node("c1", labels={ZONE_LABEL: "eu-west-1c"}), False),
-    (LABELLED_A_OR_B, NO_ZONE, False),
+    (LABELLED_A_OR_B, NO_ZONE, True),
     (volume("pv-anywhere"), NO_ZONE, True),
-], ids=["TestVolumeBinding: bound PV whose node affinity matches (CSI zone key)",
-        "TestVolumeBinding: bound PV whose node affinity does not match",
-        "TestVolumeBinding: node without the PV's topology key",
-        "TestVolumeBinding: local PV on its own node", "TestVolumeBinding: local PV elsewhere",
-        "TestSingleZone: multi-zone label (a__b) matched", "TestSingleZone: zone label not matched",
+], ids=["an EBS volume's zone key matches", "an EBS volume in another zone",
+        "node without the EBS driver's topology key",
+        "TestVolumeBinding: all bound with local volumes", "a local volume on another node",
+        "TestMultiZone: zone label matched", "TestSingleZone: zone label doesn't match",
         "TestSingleZone: node without labels", "PV without affinity or zone goes anywhere"])
 def test_a_bound_volume_decides_where_its_pod_may_go(pv, target, expected):
     volumes = bound_volumes([pv], [claim("data", pv.metadata.name)])

@@ -2,6 +2,8 @@
 each refusal a SelectorError saying what is wrong, and the set-based requirements they are made of."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spot_rebalancer.label_selector import Requirement, SelectorError, parse_selector, requirement_matches
 
@@ -108,3 +110,21 @@ def test_requirements_are_read_in_their_order_and_kinds():
 def test_an_empty_selector_is_false_and_selects_everything():
     assert not parse_selector("") and parse_selector("").matches({"any": "thing"})
     assert parse_selector("app")
+
+
+# Text made of the grammar's own pieces, so that most of it nearly parses.
+PIECES = st.sampled_from(["app", "tier", "example.com/team", "in", "notin", "web", "db", "", "=", "==", "!=",
+                          "!", "(", ")", ",", " ", ">", "<", "-x", "a" * 64, "\u00e9", "\t"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PIECES, max_size=12).map("".join) | st.text(max_size=40))
+def test_any_text_is_a_selector_that_reads_back_the_same_or_a_selector_error(text):
+    try:
+        selector = parse_selector(text)
+    except SelectorError as exc:
+        assert repr(text) in str(exc)
+        return
+    assert parse_selector(str(selector)) == selector
+    labels = {r.key: (r.values or ("x",))[0] for r in selector.requirements}
+    selector.matches(labels)  # never raises: every requirement it holds is well formed

@@ -391,8 +391,11 @@ class Rebalancer:
         if self.prices is None:
             return PriceBook(overrides=overrides) if overrides else None
         types = {t for n in nodes if (t := n.metadata.labels.get(INSTANCE_TYPE_LABEL))}
+        # A price the operator set is not asked for: private pricing, or a Region the API does not serve.
+        listed = {t for t in types if (o := overrides.get(t)) is None or o.on_demand is None}
+        spot = {t for t in types if (o := overrides.get(t)) is None or o.spot is None}
         try:
-            return PriceBook(self.prices.on_demand(types), self.prices.spot(types), overrides)
+            return PriceBook(self.prices.on_demand(listed), self.prices.spot(spot), overrides)
         except Exception as exc:  # a Region without the API, no route to it, throttling: the census goes on
             log.warning("census: no prices this time: %s: %s", type(exc).__name__, exc)
             self.metrics.add("PricingErrors", 1, ClusterName=self.cluster)

@@ -15,6 +15,9 @@ from spot_rebalancer.config import Price, Settings, Window
 from spot_rebalancer.pricing import ON_DEMAND_SECONDS, SPOT_SECONDS, PriceList, price_list_region
 from spot_rebalancer.rebalance import PriceBook, fleet_cost
 from spot_rebalancer.rebalance.windows import open_window
+from spot_rebalancer.rebalancer import Rebalancer, SnapshotView
+from spot_rebalancer.snapshot import ClusterSnapshot
+from spot_rebalancer.telemetry import MetricsRecorder
 from tests.unit.builders import make_node
 
 ON_DEMAND_PRICES = {"m6i.large": 0.096, "m6g.large": 0.077}
@@ -147,3 +150,28 @@ def test_windows_and_prices_are_settings():
     assert settings.rebalance_windows == (Window("0 22 * * 1-5", 240, "UTC"),)
     assert dict(settings.price_overrides) == {"m6i.large": Price(on_demand=0.06)}
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_prices_the_operator_set_are_not_asked_for():
+    """Only the m6i.large spot price is left to ask: the list price and both m6g.large prices are set.
+    A Stubber holding that one answer fails the census on any other call (counted as PricingErrors)."""
+    pricing = boto3.client("pricing", region_name="us-east-1")
+    ec2 = boto3.client("ec2", region_name="eu-west-1")
+    fleet = [n for n in FLEET if n.metadata.name != "odd"]
+    settings = Settings(cluster_name="test", dry_run=True, price_overrides=(
+        ("m6g.large", Price(on_demand=0.077, spot=0.03)), ("m6i.large", Price(on_demand=0.096))))
+    metrics = MetricsRecorder()
+    rebalancer = Rebalancer(settings, None, metrics, None, view=SnapshotView(ClusterSnapshot(nodes=fleet)),
+                            prices=PriceList(pricing, ec2, "eu-west-1"))
+    with Stubber(pricing) as listed, Stubber(ec2) as spot:
+        spot.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+            {"AvailabilityZone": zone, "InstanceType": "m6i.large", "ProductDescription": "Linux/UNIX",
+             "SpotPrice": price, "Timestamp": datetime(2024, 3, 14, 9, 0, tzinfo=UTC)}
+            for zone, price in (("eu-west-1a", "0.0412"), ("eu-west-1b", "0.0395"))]},
+            {"InstanceTypes": ["m6i.large"], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY})
+        cost = rebalancer.census().cost
+        listed.assert_no_pending_responses()
+        spot.assert_no_pending_responses()
+    assert metrics.total("PricingErrors", ClusterName="test") == 0
+    assert cost is not None and cost.unpriced == ()
+    assert cost.per_hour == round(0.096 * 2 + 0.0412 + 0.0395 + 0.03, 6)

@@ -363,11 +363,11 @@ class _Planner:
 
     def _candidate(self, pod: Pod) -> _Candidate | None:
         """The pod as a move candidate, or None once a skip is recorded for it."""
-        rail = self._static_rail(pod)
+        workload = workload_of(pod)
+        rail = self._static_rail(pod, workload)
         if rail is not None:
             self._skip(pod, *rail)
             return None
-        workload = workload_of(pod)
         assert workload is not None, "the pod rules skip pods without a controller"
         source = self.cluster.by_name[pod.spec.node_name]
         try:
@@ -394,9 +394,8 @@ class _Planner:
         return _Candidate(pod, workload, source, placement, score, placement.best_score, pod_requests(pod),
                           host_ports(pod), budgets, floor, pinned)
 
-    def _static_rail(self, pod: Pod) -> tuple[SkipCode, str] | None:
+    def _static_rail(self, pod: Pod, workload: WorkloadRef | None) -> tuple[SkipCode, str] | None:
         settings, meta = self.settings, pod.metadata
-        workload = workload_of(pod)
         annotations = self.workloads.get(workload, {}) if workload is not None else {}
         rules = pod_rules(pod, opt_out_annotation=settings.opt_out_annotation,
                           excluded_namespaces=settings.excluded_namespaces, workload_annotations=annotations)

@@ -7,9 +7,13 @@ never would): its replacement must land where predicted too, so the refusals are
 the moves. The agreement rate is printed.
 
 The clusters mix capacity types, zones, node sizes and fill, cluster-autoscaler's PreferNoSchedule
-mark on some spot nodes, and the system default spreading over replicas. Requests are in the nodes'
-CPU:memory shape, so NodeResourcesBalancedAllocation scores every node alike: its formula changed
-after the 1.20 scheduler here (half the difference, requests as given), and the 1.31 formula is
+mark on some spot nodes, the system default spreading over replicas, and on some workloads preferred
+pod anti-affinity to their own replicas over nodes (InterPodAffinity). The 1.20 scheduler normalises
+InterPodAffinity between min(0, lowest) and max(0, highest), 1.22+ between the lowest and highest: the
+same here, since the spot nodes, cordoned while the workloads start, hold none of their replicas and
+score 0. Requests are in the nodes' CPU:memory shape, so NodeResourcesBalancedAllocation scores
+every node alike: its formula changed after the 1.20 scheduler here (half the difference, requests
+as given), and the 1.31 formula is
 table-tested in tests/unit/scheduling/test_scoring.py. What the 1.20 scheduler lacks (pod-level
 resources, in-place resize, dynamic resource allocation) is unit-tested only.
 """
@@ -49,6 +53,7 @@ class Outcome:
     predicted: tuple[str, ...]
     landed: str
     better: bool
+    apart: bool  # the pod has preferred anti-affinity to its replicas
 
 
 def test_replacements_land_where_the_planner_predicts(cluster, api, kube, k8s):
@@ -71,9 +76,11 @@ def test_replacements_land_where_the_planner_predicts(cluster, api, kube, k8s):
     moves = [o for o in outcomes if o.planned]
     worse = [o for o in moves if not o.better]
     rate = agreed / len(outcomes)
+    apart = sum(o.apart for o in outcomes)
     print(f"\nprediction agreement: {agreed}/{len(outcomes)} replacements ({rate:.1%}) landed on the "
           f"predicted node or one tied with it ({len(moves)} planned moves, "
-          f"{len(outcomes) - len(moves)} pods held back); {len(worse)} moves on a node no better")
+          f"{len(outcomes) - len(moves)} pods held back, {apart} with preferred pod anti-affinity); "
+          f"{len(worse)} moves on a node no better")
     assert len(moves) >= MOVES_WANTED // 2, "the random clusters should give moves to check"
     assert not worse, worse
     assert rate >= 0.99, [o for o in outcomes if o.landed not in o.predicted]
@@ -103,8 +110,16 @@ def _one_cluster(rng: random.Random, number: int, cluster, api, kube, k8s) -> Ou
         for w in range(rng.randint(1, 3)):
             name, replicas = f"app{w}", rng.randint(1, 4)
             workloads[name] = replicas
-            _deploy(api, namespace, name, replicas, rng.choice([250, 500, 1000]), selector,
-                    preferred_affinity(CAPACITY, ["SPOT"], weight=rng.choice([10, 50, 100])))
+            millicores = rng.choice([250, 500, 1000])
+            affinity = preferred_affinity(CAPACITY, ["SPOT"], weight=rng.choice([10, 50, 100]))
+            # Soft spreading of its own replicas over nodes, drawn apart so the clusters stay as seeded.
+            apart = random.Random(f"{SEED}/{number}/{name}")
+            if apart.random() < 0.35:
+                affinity["podAntiAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                    "weight": apart.choice([10, 100]), "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": {"app": name}},
+                        "topologyKey": "kubernetes.io/hostname"}}]}
+            _deploy(api, namespace, name, replicas, millicores, selector, affinity)
         _settle(api, namespace, workloads)
         for name in spot:
             api.patch(f"/api/v1/nodes/{name}", {"spec": {"unschedulable": False}})
@@ -129,7 +144,9 @@ def _one_cluster(rng: random.Random, number: int, cluster, api, kube, k8s) -> Ou
         nodes = {n.metadata.name: n for n in snapshot.nodes}
         source_score = preferred_score(mover, nodes[mover.spec.node_name])
         better = preferred_score(mover, nodes[landed]) > source_score
-        return Outcome(planned, predicted, landed, better)
+        affinity = mover.spec.affinity
+        apart = affinity is not None and affinity.pod_anti_affinity is not None
+        return Outcome(planned, predicted, landed, better, apart)
     finally:
         api.delete(f"/api/v1/namespaces/{namespace}")
         for node in made:

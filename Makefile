@@ -43,6 +43,7 @@ bench: $(VENV_STAMP) control-plane
 	$(BIN)/python bench/coldstart.py
 	$(BIN)/python bench/event_latency.py
 	$(BIN)/python bench/api_requests.py
+	$(BIN)/python bench/storm.py
 
 ## A local control plane in the foreground, for kubectl.
 cluster: $(VENV_STAMP) control-plane

@@ -17,15 +17,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from tests.kube.api import Api
+from watches import CordonWatch
+
 from tests.kube.cluster import LocalCluster
-from tests.kube.controlplane import ADMIN
 from tests.kube.workloads import deployment, pods, running, wait_for
 from tests.state_table import create_state_table
 
@@ -34,38 +33,6 @@ PODS_PER_NODE = 10
 GOAL_SECONDS = 1.0
 NAMESPACE = "bench"
 REGION = "eu-west-1"
-
-
-class CordonWatch:
-    """When each node was first seen unschedulable (time.monotonic, the same clock in every process
-    of the machine), from a watch on the apiserver itself, not through the proxy."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        cp = cluster.control_plane
-        self._api = Api(cp.server, ADMIN.token, cp.ca_file)
-        self.seen: dict[str, float] = {}
-        self._closing = False
-        version = self._api.get("/api/v1/nodes")["metadata"]["resourceVersion"]
-        self._thread = threading.Thread(target=self._run, args=(version,), daemon=True)
-
-    def __enter__(self) -> CordonWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._closing = True
-        self._api.close()
-
-    def _run(self, version: str) -> None:
-        try:
-            for event in self._api.watch("/api/v1/nodes", version, timeout_seconds=600):
-                node = event["object"]
-                name = node["metadata"]["name"]
-                if node["spec"].get("unschedulable") and name not in self.seen:
-                    self.seen[name] = time.monotonic()
-        except Exception:
-            if not self._closing:  # closing the watch cuts it mid-stream
-                raise
 
 
 def handler_process(kubeconfig: str, count: int, results) -> None:
@@ -149,10 +116,10 @@ def main() -> int:
                 if child.wait() != 0 or runs is None:
                     log.seek(0)
                     raise RuntimeError(f"the handler process failed:\n{log.read()[-3000:]}")
-        failed = [r["node"] for r in runs if r["failures"] or r["node"] not in watch.seen]
+        failed = [r["node"] for r in runs if r["failures"] or r["node"] not in watch.cordoned]
         if failed:
             raise RuntimeError(f"not drained: {failed}")
-        report(runs, watch.seen)
+        report(runs, watch.cordoned)
         return 0
     finally:
         cluster.stop()

@@ -22,9 +22,10 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
+
+from lambda_context import LambdaContext
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "lambdas"), str(REPO)]
@@ -43,18 +44,6 @@ RAILS = {
     "old rails": {"MAX_EVICTIONS_PER_WORKLOAD": "1", "MAX_EVICTIONS_PER_CYCLE": "10",
                   "MAX_EVICTIONS_PER_NODE": "3", "MAX_EVICTIONS_PER_NAMESPACE": "5"},
 }
-
-
-class LambdaContext:
-    def __init__(self, seconds: float) -> None:
-        self._end = time.monotonic() + seconds
-        self.aws_request_id = str(uuid.uuid4())
-        self.function_name = "bench"
-        self.memory_limit_in_mb = 1024
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._end - time.monotonic()) * 1000)
 
 
 def run(rails: str, cycles: int, cluster, kube) -> list[dict]:

@@ -59,10 +59,11 @@ def published(text: str) -> Counter:
     return totals
 
 
-def sample_event(name: str, instance_id: str) -> str:
-    """An AWS sample event from tests/events for this instance, sent now, as JSON text."""
+def sample_event(name: str, instance_id: str, at: datetime | None = None) -> str:
+    """An AWS sample event from tests/events for this instance, sent `at` (by default now), as JSON
+    text."""
     raw = json.loads(INSTANCE_ID.sub(instance_id, (EVENTS / name).read_text()))
-    raw["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raw["time"] = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return json.dumps(raw)
 
 

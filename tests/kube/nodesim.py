@@ -10,7 +10,8 @@
   error) and plays kubelet for pods bound to its nodes: a pod the scheduler bound is marked Running
   and Ready, with a pod IP, the node's host IP and container statuses; a pod being deleted
   gracefully is deleted for good (grace period 0) once the simulated containers have stopped:
-  after `deletion_delay` seconds, or the pod's own grace period if shorter.
+  after the pod's STOP_SECONDS_ANNOTATION (how long its containers take to stop) or, without it,
+  `deletion_delay` seconds; never after its grace period, when a kubelet kills what is left.
 - `remove_node` is the instance terminating: the Node goes, and so do its pods, at once (the pod
   garbage collector would only remove them after its 40-second quarantine). Pods the scheduler
   binds to a removed node in that moment are deleted on sight.
@@ -32,6 +33,8 @@ from datetime import UTC, datetime
 from .api import Api, ApiError
 
 RESYNC_SECONDS = 30
+# On a pod: seconds its simulated containers take to stop once asked to (a pod slow to stop).
+STOP_SECONDS_ANNOTATION = "sim.spot-rebalancer.io/stop-seconds"
 CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
 LIFECYCLE_LABEL = "node.kubernetes.io/lifecycle"
 _node_numbers = itertools.count(1)
@@ -227,8 +230,11 @@ class NodeSimulator:
                 raise
 
     def _delete_after_grace(self, pod: dict) -> None:
-        grace = pod["metadata"].get("deletionGracePeriodSeconds")
-        delay = min(self.deletion_delay, grace) if grace is not None else self.deletion_delay
+        meta = pod["metadata"]
+        grace = meta.get("deletionGracePeriodSeconds")
+        stop = meta.get("annotations", {}).get(STOP_SECONDS_ANNOTATION)
+        delay = float(stop) if stop is not None else self.deletion_delay
+        delay = min(delay, grace) if grace is not None else delay
         if delay <= 0:
             self._delete_now(pod)
             return

@@ -68,6 +68,9 @@ def _to_v1(line: bytes) -> bytes:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections a storm's drains open at once (clients
+    # then time out connecting, which an apiserver's backlog would never make them do).
+    request_queue_size = 1024
 
     def __init__(self, *args) -> None:
         super().__init__(*args)

@@ -52,8 +52,9 @@ def daemonset(api: Api, namespace: str, name: str) -> dict:
                  "template": pod_template(name, cpu="10m", memory="16Mi")}})
 
 
-def bare_pod(api: Api, namespace: str, name: str, node: str = "", **template: Any) -> dict:
-    body = pod_template(name, **template)
+def bare_pod(api: Api, namespace: str, name: str, node: str = "", app: str = "", **template: Any) -> dict:
+    """A pod of no controller, labelled app=<app> (by default its name)."""
+    body = pod_template(app or name, **template)
     body["metadata"]["name"] = name
     if node:
         body["spec"]["nodeName"] = node

@@ -16,6 +16,9 @@ every node alike: its formula changed after the 1.20 scheduler here (half the di
 as given), and the 1.31 formula is
 table-tested in tests/unit/scheduling/test_scoring.py. What the 1.20 scheduler lacks (pod-level
 resources, in-place resize, dynamic resource allocation) is unit-tested only.
+
+One fixed cluster checks DoNotSchedule spreading: the random ones have none, since with their spot
+nodes cordoned at the start a zone of only spot nodes would leave replicas Pending.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from spot_rebalancer.rebalance.prediction import Predictor
 from spot_rebalancer.scheduling.node_affinity import preferred_score
 from spot_rebalancer.scheduling.placement import PlacementIndex
 from spot_rebalancer.scheduling.resources import pod_requests
+from spot_rebalancer.scheduling.spread import blocking_constraints
+from spot_rebalancer.scheduling.volume_zone import claims_volumes
 from tests.kube.workloads import pod_template, pods, preferred_affinity, running, wait_for
 
 SEED = 14
@@ -84,6 +89,40 @@ def test_replacements_land_where_the_planner_predicts(cluster, api, kube, k8s):
     assert len(moves) >= MOVES_WANTED // 2, "the random clusters should give moves to check"
     assert not worse, worse
     assert rate >= 0.99, [o for o in outcomes if o.landed not in o.predicted]
+
+
+def test_a_zone_spread_replacement_goes_where_the_recounted_skew_lets_it(cluster, api, kube, k8s):
+    """DoNotSchedule spreading against the real scheduler: both replicas start in zone a, then the
+    only zone (maxSkew 1). Once zone b has a spot node too, a replacement may not stay in zone a (a
+    skew of 2), however roomy the spot node there: the planner moves one to zone b's, predicting only
+    it, and the scheduler puts it there."""
+    simulator = cluster.nodes
+    namespace, selector = "agree-spread", {ROUND_LABEL: "spread"}
+    api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    made = [simulator.add_node(lifecycle="on-demand", zone=ZONES[0], labels=selector)]
+    try:
+        spread = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                   "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]
+        _deploy(api, namespace, "web", 2, 500, selector, preferred_affinity(CAPACITY, ["SPOT"]), spread)
+        _settle(api, namespace, {"web": 2})
+        roomy_in_a = simulator.add_node(lifecycle="spot", zone=ZONES[0], cpu="8", memory="32Gi",
+                                        labels=selector)
+        in_b = simulator.add_node(lifecycle="spot", zone=ZONES[1], labels=selector)
+        made += [roomy_in_a, in_b]
+        snapshot = kube.snapshot()
+        result = plan(snapshot, SETTINGS, History(), datetime.now(UTC))
+        assert [e.to_node for e in result.evictions] == [in_b.name]
+        name = result.evictions[0].name
+        mover = next(p for p in snapshot.pods if (p.metadata.namespace, p.metadata.name) == (namespace, name))
+        assert _tie_set(snapshot, mover) == (in_b.name,)
+        owner = mover.metadata.controller.uid
+        before = {p["metadata"]["uid"] for p in pods(api, namespace) if _owned_by(p, owner)}
+        _evict(k8s, namespace, name)
+        assert _replacement_node(api, namespace, owner, before) == in_b.name
+    finally:
+        api.delete(f"/api/v1/namespaces/{namespace}")
+        for node in made:
+            simulator.remove_node(node.name)
 
 
 def _one_cluster(rng: random.Random, number: int, cluster, api, kube, k8s) -> Outcome | None:
@@ -154,9 +193,11 @@ def _one_cluster(rng: random.Random, number: int, cluster, api, kube, k8s) -> Ou
 
 
 def _deploy(api, namespace: str, name: str, replicas: int, millicores: int, selector: dict,
-            affinity: dict | None) -> None:
+            affinity: dict | None, spread: list[dict] | None = None) -> None:
     template = pod_template(name, cpu=f"{millicores}m", memory=f"{millicores * GI_PER_CPU * 1024 // 1000}Mi",
                             affinity=affinity)
+    if spread:
+        template["spec"]["topologySpreadConstraints"] = spread
     # Pods of one round stay on its nodes: a straggler of an earlier round cannot land here.
     template["spec"]["nodeSelector"] = selector
     api.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", {
@@ -181,8 +222,9 @@ def _tie_set(snapshot, mover) -> tuple[str, ...]:
     state = ClusterState(snapshot, SETTINGS.lifecycle_label_key)
     index = PlacementIndex([n.node for n in state.nodes], [n.eligible for n in state.nodes])
     predictor = Predictor(state, dict(SETTINGS.scheduler_score_weights))
+    pinned = claims_volumes(mover) or bool(blocking_constraints(mover))
     prediction = predictor.predict(mover, pod_requests(mover), (), state.by_name[mover.spec.node_name],
-                                   index.placement(mover), False)
+                                   index.placement(mover), pinned)
     assert prediction is not None
     return tuple(n.name for n in prediction.nodes)
 

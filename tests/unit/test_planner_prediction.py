@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from spot_rebalancer.config import Settings
 from spot_rebalancer.objects import (
     Affinity,
+    Container,
     ContainerImage,
     PodAffinity,
     PodAffinityTerm,
@@ -176,3 +177,24 @@ def test_images_already_on_a_node_draw_the_replacement_there():
     assert tied == ["spot-b"]
     # 900 MB on one of three nodes: 300 MB, (300 - 23) / (1000 - 23) of 100.
     assert scores["spot-b"] - scores["spot-a"] == 28
+
+
+def test_image_locality_scores_every_node_by_the_plugin_formula():
+    """Only nodes holding one of the pod's images are scored; the others score 0 as the formula gives
+    them. Init containers' images count, and an untagged image is looked up as ":latest"."""
+    nodes = [on_demand_node("od"), spot_node("app-and-init"), spot_node("app-only"),
+             spot_node("other-images"), spot_node("none")]
+    mib = 2**20
+    nodes[1].status.images = [ContainerImage(names=["web:latest"], size_bytes=600 * mib),
+                              ContainerImage(names=["registry.example/init:2"], size_bytes=200 * mib)]
+    nodes[2].status.images = [ContainerImage(names=["web:latest"], size_bytes=600 * mib)]
+    nodes[3].status.images = [ContainerImage(names=["registry.example/cache:7"], size_bytes=900 * mib)]
+    mover = replica("web-0", "od", owner="solo")
+    mover.spec.containers[0].image = "web"
+    mover.spec.init_containers = [Container(name="init", image="registry.example/init:2")]
+    weights = dict.fromkeys(dict(OPTIONS.scheduler_score_weights), 0) | {"ImageLocality": 1}
+    only_images = replace(OPTIONS, scheduler_score_weights=tuple(sorted(weights.items())))
+    _, scores = predicted(nodes, [mover], mover, only_images)
+    # 2 containers: clamp 23 MB to 2,000 MB. web on 2 of 5 nodes: 240 MB; init on 1 of 5: 40 MB.
+    assert scores == {"od": 0, "app-and-init": 100 * (280 - 23) // (2000 - 23),
+                      "app-only": 100 * (240 - 23) // (2000 - 23), "other-images": 0, "none": 0}

@@ -37,6 +37,7 @@ from ..scheduling.scoring import (
     least_allocated,
     normalize,
     normalize_min_max,
+    normalized_image,
     spread_scores,
 )
 from ..scheduling.spread import spread_selector
@@ -106,6 +107,11 @@ class Predictor:
         self._rooms: dict[Resources, _PerNode] = {}
         self._resource_scores: dict[tuple, _PerNode] = {}
         self._node_images, self._nodes_with_image = image_index(n.node for n in cluster.nodes)
+        # Which nodes hold each image: a node holding none of a pod's images scores 0 on ImageLocality.
+        self._image_holders: dict[str, list[int]] = {}
+        for index, sizes in enumerate(self._node_images):
+            for name in sizes:
+                self._image_holders.setdefault(name, []).append(index)
 
     def predict(self, pod: Pod, requests: Resources, ports: tuple[HostPort, ...], source: NodeState,
                 placement: Placement, pinned: bool) -> Prediction | None:
@@ -236,12 +242,16 @@ class Predictor:
                 normalized = normalize_min_max(raw)
                 result = {i: inter_pod * score for i, score in zip(feasible, normalized, strict=True)}
         locality = weights.get(IMAGE_LOCALITY)
-        images = [c.image for c in (*pod.spec.init_containers, *pod.spec.containers)]
-        if locality and self._nodes_with_image and images:
-            result = result if result is not None else dict.fromkeys(feasible, 0)
-            total, node_images, nodes_with = len(nodes), self._node_images, self._nodes_with_image
-            for i in feasible:
-                result[i] += locality * image_locality(images, node_images[i], nodes_with, total)
+        if locality:
+            images = [c.image for c in (*pod.spec.init_containers, *pod.spec.containers)]
+            # Only the nodes holding one of its images: any other scores 0 (under the 23 MB floor).
+            scored = {i for image in images for i in self._image_holders.get(normalized_image(image), ())}
+            scored.intersection_update(feasible)
+            if scored:
+                result = result if result is not None else dict.fromkeys(feasible, 0)
+                total, node_images, nodes_with = len(nodes), self._node_images, self._nodes_with_image
+                for i in scored:
+                    result[i] += locality * image_locality(images, node_images[i], nodes_with, total)
         return result
 
     def _placed_for(self, pod: Pod) -> list[tuple[Pod, dict[str, str]]]:
